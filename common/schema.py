@@ -7,6 +7,7 @@ the file and the dotted key.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -137,5 +138,5 @@ def validate_section(raw: Mapping[str, Any] | None, schema: Mapping[str, Field],
         elif f.required:
             raise ScenarioError(key, "required key is missing")
         else:
-            out[k] = f.default
+            out[k] = copy.deepcopy(f.default)
     return out

@@ -1,0 +1,211 @@
+"""One device's turn in a round, without Flower.
+
+``run_device_round`` is everything a device does between receiving the server's
+instructions and replying: derive its data, build its individual SDNet on the learngene
+unit, fine-tune locally, evaluate next to the classical detectors, and run the optional
+stages its class enables (influence-guided fine-tuning, relevance pruning, CSI
+feedback). ``clients/app.py`` only moves these inputs and outputs in and out of Flower
+Messages, so all of this is testable without starting a simulation.
+
+What persists on the device between rounds (its "state") is a flat
+``dict[str, np.ndarray]``: the unit it inherited, its current detector weights, and
+whatever each stage keeps. No data ever leaves a device; the evaluation-only side
+channel (``side``) is labelled as such and never counted as feedback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from clients.profiles import DeviceProfile
+from clients.stage import DeviceContext, StageResult
+from common.scenario import STAGES, Scenario
+from common.seeding import derive_seed, torch_generator
+
+__all__ = ["DeviceRoundResult", "run_device_round", "CrashInjected"]
+
+_UNIT_PREFIX = "unit/"
+_MODEL_PREFIX = "model/"
+_META_KEY = "meta/json"
+
+
+class CrashInjected(RuntimeError):
+    """Raised by a device whose class lists the round in ``crash_rounds``."""
+
+
+@dataclass
+class DeviceRoundResult:
+    """What a device sends back (and keeps) after a round.
+
+    Attributes
+    ----------
+    metrics : dict[str, float]
+        ``ser`` (its SDNet on its validation set), ``ser_zf``, ``ser_mmse``,
+        ``train_loss``, stage metrics prefixed ``<stage>_``...
+    flops : int
+        FLOPs actually run this round (training + evaluation + stages).
+    n_params : int
+        Trainable parameters of the detector it ends the round with.
+    payloads : dict[str, bytes]
+        Entropy-coded uplink bitstreams.
+    side : dict[str, np.ndarray]
+        Evaluation-only side channel.
+    state : dict[str, np.ndarray]
+        What the device keeps for its next round.
+    wall_s : float
+        Measured wall time of the device's work.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    flops: int = 0
+    n_params: int = 0
+    payloads: dict[str, bytes] = field(default_factory=dict)
+    side: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def _pack_meta(meta: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8).copy()
+
+
+def _unpack_meta(arr: np.ndarray) -> dict[str, Any]:
+    return json.loads(arr.astype(np.uint8).tobytes().decode())
+
+
+def _device_data(profile: DeviceProfile, cfg: dict[str, Any]) -> tuple[Any, Any]:
+    """The device's own train/validation detection batches (cached channels, own seed)."""
+    from common.channels.cache import cached_channels
+    from common.phy.dataset import make_detection_batch
+
+    n_train, n_val = int(cfg["train_samples"]), int(cfg["val_samples"])
+    H = cached_channels(profile.task, n_train + n_val, derive_seed(profile.seed, "channels"))
+    batch = make_detection_batch(
+        H, profile.snr_db, n_pilots=profile.n_pilots, generator=torch_generator(profile.seed, "symbols")
+    )
+    idx = torch.arange(n_train + n_val)
+    return batch.subset(idx[:n_train]), batch.subset(idx[n_train:])
+
+
+def run_device_round(
+    scenario: Scenario,
+    profile: DeviceProfile,
+    round_: int,
+    unit_arrays: dict[str, np.ndarray] | None,
+    unit_meta: dict[str, Any] | None,
+    state: dict[str, np.ndarray],
+) -> DeviceRoundResult:
+    """Run one device round.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The resolved scenario the server shipped at registration.
+    profile : DeviceProfile
+        This device (``clients.profiles.device_profile``).
+    round_ : int
+        Server round, from 1.
+    unit_arrays, unit_meta : optional
+        The learngene unit, when the server sent one this round (first participation or
+        a new unit version); otherwise the device uses the unit it kept.
+    state : dict[str, np.ndarray]
+        What the device kept from its previous rounds (empty at first).
+
+    Returns
+    -------
+    DeviceRoundResult
+    """
+    t0 = time.perf_counter()
+    cfg = profile.cfg
+    if round_ in set(cfg["crash_rounds"]):
+        raise CrashInjected(f"device {profile.device_id} ({profile.class_name}) crashes in round {round_} (crash_rounds)")
+    if cfg["workload"] == "none":
+        return DeviceRoundResult(wall_s=time.perf_counter() - t0, state=dict(state))
+
+    from clients.finetune import evaluate_ser, finetune
+    from common.learngene import LearngeneUnit, expand
+    from common.models.complexity import count_flops, count_parameters
+    from common.models.sdnet import SDNet
+    from common.phy.metrics import baseline_sers
+
+    torch.manual_seed(derive_seed(profile.seed, "torch", round_))
+    new_state: dict[str, np.ndarray] = {}
+    if unit_arrays is not None:
+        unit = LearngeneUnit.from_arrays(unit_arrays, dict(unit_meta or {}))
+        fresh_unit = True
+    else:
+        kept = {k[len(_UNIT_PREFIX):]: v for k, v in state.items() if k.startswith(_UNIT_PREFIX)}
+        if not kept or _META_KEY not in state:
+            raise RuntimeError(f"device {profile.device_id}: no learngene unit received and none kept from earlier rounds")
+        unit = LearngeneUnit.from_arrays(kept, _unpack_meta(state[_META_KEY]))
+        fresh_unit = False
+    new_state.update({_UNIT_PREFIX + k: v for k, v in unit.to_arrays().items()})
+    new_state[_META_KEY] = _pack_meta(dict(unit.meta))
+
+    strategy = str(scenario.data["manufacturer"]["strategy"])
+    model = SDNet(profile.n_rx, profile.n_tx, profile.n_conv)
+    anchors = expand(unit, model, strategy)
+    kept_model = {k[len(_MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(_MODEL_PREFIX)}
+    if kept_model and not fresh_unit:
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in kept_model.items()})
+
+    train, val = _device_data(profile, cfg)
+    input_shape = tuple(train.sdnet_input.shape[1:])
+    res = finetune(
+        model,
+        train,
+        epochs=int(cfg["epochs"]),
+        batch_size=int(cfg["batch_size"]),
+        lr=float(cfg["lr"]),
+        anchors=anchors,
+        lam=float(cfg["lam"]),
+        generator=torch_generator(profile.seed, "finetune", round_),
+    )
+    flops = int(res.flops)
+    metrics: dict[str, float] = {
+        "ser": float(evaluate_ser(model, val)),
+        "train_loss": float(res.loss_per_epoch[-1]) if res.loss_per_epoch else float("nan"),
+    }
+    flops += count_flops(model, input_shape) * len(val)
+    metrics.update({k: float(v) for k, v in baseline_sers(val).items() if k in ("ser_zf", "ser_mmse")})
+
+    out = DeviceRoundResult()
+    ctx = DeviceContext(
+        device_id=profile.device_id,
+        device_class=profile.class_name,
+        round=round_,
+        seed=derive_seed(profile.seed, "stage", round_),
+        task=profile.task,
+        snr_db=profile.snr_db,
+        model=model,
+        train=train,
+        val=val,
+    )
+    for stage, module in STAGES.items():
+        stage_cfg = cfg.get(stage)
+        if stage_cfg is None:
+            continue
+        ctx.state = {k[len(stage) + 1:]: v for k, v in state.items() if k.startswith(stage + "/")}
+        sr: StageResult = importlib.import_module(module).run_stage(ctx, stage_cfg)
+        metrics.update({f"{stage}_{k}": float(v) for k, v in sr.metrics.items()})
+        flops += int(sr.flops)
+        out.payloads.update(sr.payloads)
+        out.side.update(sr.side)
+        new_state.update({f"{stage}/{k}": v for k, v in sr.state.items()})
+        if sr.model is not None:
+            ctx.model = model = sr.model
+
+    new_state.update({_MODEL_PREFIX + k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    out.metrics = metrics
+    out.flops = flops
+    out.n_params = int(count_parameters(model))
+    out.state = new_state
+    out.wall_s = time.perf_counter() - t0
+    return out

@@ -1,0 +1,92 @@
+"""Device profiles: what a device is, derived from the scenario and its device id alone.
+
+Both ends derive the same profile: the device to know what to do, the server to sample
+availability and to price compute and transfers. Nothing here needs Flower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from common.channels import ChannelTask
+from common.scenario import Scenario
+from common.seeding import derive_seed, numpy_rng
+
+__all__ = ["DeviceProfile", "device_profile", "is_available", "emulated_seconds"]
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One device.
+
+    Attributes
+    ----------
+    device_id : int
+        0..N-1 (the Flower partition-id of its supernode).
+    class_name : str
+    cfg : dict
+        The resolved device-class table of the scenario.
+    task : ChannelTask
+        The device's own channel distribution (one of its class's ``tasks``).
+    snr_db : float
+    n_pilots : int
+    seed : int
+        The device's seed root: ``derive_seed(scenario seed, "device", device_id)``.
+    """
+
+    device_id: int
+    class_name: str
+    cfg: dict[str, Any]
+    task: ChannelTask
+    snr_db: float
+    n_pilots: int
+    seed: int
+
+    @property
+    def n_rx(self) -> int:
+        return int(self.cfg["n_rx"])
+
+    @property
+    def n_tx(self) -> int:
+        return int(self.cfg["n_tx"])
+
+    @property
+    def n_conv(self) -> int:
+        return int(self.cfg["n_conv"])
+
+
+def device_profile(scenario: Scenario, device_id: int) -> DeviceProfile:
+    """The profile of device ``device_id`` (``ValueError`` if the fleet has no such device)."""
+    devices = scenario.devices()
+    if not 0 <= device_id < len(devices):
+        raise ValueError(f"device id {device_id} outside the fleet of {len(devices)} devices")
+    spec = devices[device_id]
+    cfg = scenario.classes[spec.class_index]
+    ch = scenario.data["channels"]
+    seed = derive_seed(scenario.seed, "device", device_id)
+    tasks = list(cfg["tasks"])
+    task_id = tasks[derive_seed(scenario.seed, "device-task", device_id) % len(tasks)]
+    task = ChannelTask.make(
+        ch["source"], cfg["n_rx"], cfg["n_tx"], task_id, scenario.seed, **dict(ch["options"])
+    )
+    return DeviceProfile(device_id, spec.class_name, dict(cfg), task, float(cfg["snr_db"]), int(ch["n_pilots"]), seed)
+
+
+def is_available(scenario: Scenario, profile: DeviceProfile, round_: int) -> bool:
+    """Whether the device takes part in ``round_`` (seeded Bernoulli(availability))."""
+    p = float(profile.cfg["availability"])
+    if p >= 1.0:
+        return True
+    return bool(numpy_rng(scenario.seed, "availability", round_, profile.device_id).random() < p)
+
+
+def emulated_seconds(profile: DeviceProfile, flops: int, bytes_down: int, bytes_up: int) -> tuple[float, float]:
+    """Emulated (compute, transfer) seconds of one device round.
+
+    compute = FLOPs actually run / the class's FLOP/s; transfer = downlink bits / downlink
+    rate + uplink bits / uplink rate (the serialized message sizes, in bits).
+    """
+    compute = float(flops) / float(profile.cfg["flops_per_s"])
+    transfer = 8.0 * bytes_down / float(profile.cfg["downlink_bps"]) + 8.0 * bytes_up / float(profile.cfg["uplink_bps"])
+    return compute, transfer

@@ -1,0 +1,84 @@
+"""Arrow schemas of the result tables a fleet run writes.
+
+``rounds.parquet``: one row per device per round. The core columns below are always
+present, in this order; every metric a device reports (``ser``, ``ser_zf``,
+``influence_ber_after``, ...) follows as a nullable float64 column of its own, so the
+table opens directly in pandas, polars or DuckDB.
+
+``setup.parquet``: one row per device for the registration exchange before round 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = ["ROUND_CORE", "SETUP_SCHEMA", "WALL_COLUMNS", "STATUSES", "rounds_table", "rows_to_table"]
+
+#: device status in a round
+STATUSES = ("ok", "failed", "timeout", "unavailable")
+
+ROUND_CORE = pa.schema(
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("device_id", pa.int32(), nullable=False),
+        pa.field("device_class", pa.string(), nullable=False),
+        pa.field("node_id", pa.uint64()),
+        pa.field("task_id", pa.int32()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("n_params", pa.int64()),
+        pa.field("flops", pa.int64()),  # FLOPs the device ran this round
+        pa.field("bytes_down", pa.int64()),  # serialized server->device message, bytes
+        pa.field("bytes_up", pa.int64()),  # serialized device->server message, bytes
+        pa.field("bytes_unit", pa.int64()),  # of bytes_down: the learngene unit records
+        pa.field("coded_bits", pa.int64()),  # entropy-coded payload bits in the reply
+        pa.field("unit_version", pa.string()),
+        pa.field("wall_s", pa.float64()),  # device-measured wall time of its work
+        pa.field("emulated_compute_s", pa.float64()),  # flops / class FLOP/s
+        pa.field("emulated_transfer_s", pa.float64()),  # bits / class link rates
+        pa.field("emulated_s", pa.float64()),
+        pa.field("round_wall_s", pa.float64()),  # server-measured wall time of the round
+    ]
+)
+
+#: columns that legitimately differ between two runs with the same seed
+WALL_COLUMNS = ("wall_s", "round_wall_s", "node_id")
+
+SETUP_SCHEMA = pa.schema(
+    [
+        pa.field("device_id", pa.int32()),
+        pa.field("device_class", pa.string()),
+        pa.field("node_id", pa.uint64()),
+        pa.field("bytes_down", pa.int64()),
+        pa.field("bytes_up", pa.int64()),
+    ]
+)
+
+
+def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows with exactly the schema's columns -> table."""
+    rows = list(rows)
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+
+
+def rounds_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Round rows -> table: the core columns, then every metric column (sorted), float64.
+
+    Each row is a dict with the core keys plus a ``metrics`` dict of float values.
+    """
+    rows = list(rows)
+    metric_names = sorted({k for r in rows for k in (r.get("metrics") or {})} - set(ROUND_CORE.names))
+    fields = list(ROUND_CORE) + [pa.field(n, pa.float64()) for n in metric_names]
+    schema = pa.schema(fields)
+    flat = []
+    for r in rows:
+        d = {f.name: r.get(f.name) for f in ROUND_CORE}
+        m = r.get("metrics") or {}
+        for n in metric_names:
+            v = m.get(n)
+            d[n] = None if v is None else float(v)
+        flat.append(d)
+    return pa.Table.from_pylist(flat, schema=schema)

@@ -1,0 +1,316 @@
+"""Scenario files: schema, validation, defaults.
+
+A scenario is one TOML file. Either it describes a **fleet run** (a manufacturer and a
+heterogeneous fleet of devices, run as a Flower simulation) or it names a **study**
+(a paper experiment, ``[study] kind = ...``, see ``server.studies``).
+
+Fleet scenario, with every key and its default in ``FLEET_SCHEMA`` and friends::
+
+    name = "quickstart"        # run directory prefix
+    seed = 7                   # every random draw derives from it
+    rounds = 3
+
+    [channels]                 # defaults for every device class
+    source = "gbsm"            # a registered channel source (common.channels)
+    n_rx = 32                  # BS antennas
+    n_tx = 8                   # UE antennas
+    snr_db = 25.0
+    n_pilots = 16
+    options = {}               # source-specific options (ChannelTask params)
+
+    [manufacturer]             # collective SDNet and its learngene unit
+    n_conv = 12
+    tasks = 4                  # collective channel tasks (task ids 0..tasks-1)
+    ...
+
+    [server]
+    round_timeout_s = 300.0
+    cpus_per_device = 1.0
+
+    [[fleet]]                  # one table per device class
+    name = "phone"
+    count = 4
+    n_conv = 8                 # individual SDNet depth: the model size
+    flops_per_s = 5e9          # emulated compute
+    uplink_bps = 2e6
+    downlink_bps = 2e7
+    availability = 1.0         # probability of taking part in a round
+    tasks = [100, 101]         # channel task ids its devices draw from
+
+Device classes may add stage tables (``[fleet.influence]``, ``[fleet.prune]``,
+``[fleet.csi_feedback]``), validated by the schema of the stage that owns them.
+
+``load_scenario(path)`` returns a ``Scenario`` whose ``data`` is the fully resolved,
+JSON-serialisable dict (every default filled in): it is what the run directory stores
+as ``scenario.resolved.json`` and what the server ships to devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.schema import Field, ScenarioError, validate_section
+
+__all__ = [
+    "Scenario",
+    "DeviceSpec",
+    "ScenarioError",
+    "load_scenario",
+    "parse_scenario",
+    "STAGES",
+]
+
+TOP_SCHEMA: dict[str, Field] = {
+    "name": Field(str, "scenario", doc="run directory prefix"),
+    "seed": Field(int, 0, min=0, doc="root of every random draw"),
+    "rounds": Field(int, 3, min=1, max=100_000, doc="server rounds"),
+}
+
+CHANNELS_SCHEMA: dict[str, Field] = {
+    "source": Field(str, "gbsm", doc="channel source name (common.channels.available_sources())"),
+    "n_rx": Field(int, 32, min=1, max=1024, doc="BS antennas"),
+    "n_tx": Field(int, 8, min=1, max=64, doc="UE antennas"),
+    "snr_db": Field(float, 25.0, min=-30.0, max=60.0, doc="operating SNR per receive antenna (dB)"),
+    "n_pilots": Field(int, 16, min=1, max=1024, doc="orthogonal pilot symbols (>= n_tx)"),
+    "options": Field(dict, {}, doc="source-specific options (ChannelTask params)"),
+}
+
+MANUFACTURER_SCHEMA: dict[str, Field] = {
+    "n_conv": Field(int, 12, min=3, max=64, doc="collective SDNet depth N_conv^col"),
+    "tasks": Field(int, 4, min=1, max=1000, doc="sequential collective tasks (task ids 0..tasks-1)"),
+    "samples_per_task": Field(int, 2000, min=10, doc="training samples per collective task"),
+    "epochs_per_task": Field(int, 2, min=1, doc="epochs per collective task"),
+    "batch_size": Field(int, 500, min=1),
+    "lr": Field(float, 1e-3, min=0.0, max=1.0),
+    "epsilon": Field(float, 1e-4, min=0.0, doc="gradient-significance threshold, eq. (20)"),
+    "unit_layers": Field(int, 4, min=1, max=64, doc="conv layers in the learngene unit"),
+    "strategy": Field(
+        str,
+        "bottom-inherit",
+        choices=tuple(f"{p}-{m}" for p in ("top", "middle", "bottom") for m in ("embed", "inherit")),
+        doc="expansion strategy devices use",
+    ),
+}
+
+SERVER_SCHEMA: dict[str, Field] = {
+    "round_timeout_s": Field(float, 600.0, min=0.1, doc="per-round reply timeout"),
+    "register_timeout_s": Field(float, 120.0, min=0.1, doc="time to wait for every device to register"),
+    "cpus_per_device": Field(float, 1.0, min=0.01, max=512.0, doc="Ray CPUs per simulated device"),
+    "cache_dir": Field(str, "", doc="artifact cache (collective model, channels); '' = ~/.cache/airfleet"),
+}
+
+CLASS_SCHEMA: dict[str, Field] = {
+    "name": Field(str, doc="device class name"),
+    "count": Field(int, min=1, max=100_000, doc="devices of this class"),
+    "workload": Field(str, "sdnet", choices=("sdnet", "none"), doc="'none': reply at once (overhead studies)"),
+    "n_conv": Field(int, 8, min=1, max=64, doc="individual SDNet depth N_conv^ind (the model size)"),
+    "n_rx": Field(int, 0, min=0, max=1024, doc="BS antennas (0: [channels] default)"),
+    "n_tx": Field(int, 0, min=0, max=64, doc="UE antennas (0: [channels] default)"),
+    "snr_db": Field(float, -999.0, doc="operating SNR (default: [channels])"),
+    "flops_per_s": Field(float, 1e10, min=1.0, doc="emulated compute (FLOP/s)"),
+    "uplink_bps": Field(float, 1e6, min=1.0, doc="emulated uplink rate (bit/s)"),
+    "downlink_bps": Field(float, 1e7, min=1.0, doc="emulated downlink rate (bit/s)"),
+    "availability": Field(float, 1.0, min=0.0, max=1.0, doc="probability of taking part in a round"),
+    "tasks": Field(list, [100], item=int, min=0, doc="channel task ids its devices draw from"),
+    "train_samples": Field(int, 2000, min=1),
+    "val_samples": Field(int, 1000, min=1),
+    "epochs": Field(int, 2, min=0, doc="local fine-tuning epochs per round"),
+    "batch_size": Field(int, 250, min=1),
+    "lr": Field(float, 1e-3, min=0.0, max=1.0),
+    "lam": Field(float, 2.0**-15, min=0.0, doc="L2 weight toward the inherited layers, eq. (21)"),
+    "crash_rounds": Field(list, [], item=int, min=1, doc="fault injection: devices raise in these rounds"),
+}
+
+#: optional per-class stage tables -> module providing STAGE_SCHEMA and run_stage
+STAGES: dict[str, str] = {
+    "influence": "clients.influence",
+    "prune": "clients.relevance",
+    "csi_feedback": "clients.csi_feedback",
+}
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One device of the fleet, derived from the scenario alone.
+
+    Attributes
+    ----------
+    device_id : int
+        0..N-1, in class order; equals the Flower partition-id of its supernode.
+    class_index : int
+    class_name : str
+    """
+
+    device_id: int
+    class_index: int
+    class_name: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario. ``data`` is the resolved dict; ``path`` where it came from."""
+
+    data: dict[str, Any]
+    path: str = "<memory>"
+
+    @property
+    def is_study(self) -> bool:
+        return "study" in self.data
+
+    @property
+    def name(self) -> str:
+        return str(self.data["name"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.data["seed"])
+
+    @property
+    def rounds(self) -> int:
+        return int(self.data["rounds"])
+
+    @property
+    def classes(self) -> list[dict[str, Any]]:
+        return list(self.data.get("fleet", []))
+
+    def devices(self) -> list[DeviceSpec]:
+        """Every device, class by class: ids 0..N-1."""
+        out: list[DeviceSpec] = []
+        for ci, c in enumerate(self.classes):
+            for _ in range(int(c["count"])):
+                out.append(DeviceSpec(len(out), ci, str(c["name"])))
+        return out
+
+    @property
+    def num_devices(self) -> int:
+        return sum(int(c["count"]) for c in self.classes)
+
+    def to_json(self) -> str:
+        """Canonical JSON of the resolved scenario (sorted keys)."""
+        return json.dumps(self.data, sort_keys=True)
+
+    def digest(self) -> str:
+        """Short hash of the resolved scenario."""
+        return hashlib.blake2b(self.to_json().encode(), digest_size=8).hexdigest()
+
+    @classmethod
+    def from_json(cls, text: str) -> Scenario:
+        """Re-validate a resolved scenario received as JSON (e.g. by a device)."""
+        return parse_scenario(json.loads(text), "<json>")
+
+
+def _validate_class(raw: Any, key: str, channels: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ScenarioError(key, f"expected a table, got {type(raw).__name__}")
+    stage_raw = {k: raw[k] for k in STAGES if k in raw}
+    plain = {k: v for k, v in raw.items() if k not in STAGES}
+    c = validate_section(plain, CLASS_SCHEMA, key)
+    for k in ("n_rx", "n_tx"):
+        if c[k] == 0:
+            c[k] = int(channels[k])
+    if c["snr_db"] == -999.0:
+        c["snr_db"] = float(channels["snr_db"])
+    if not c["tasks"]:
+        raise ScenarioError(f"{key}.tasks", "needs at least one channel task id")
+    if c["n_tx"] > c["n_rx"]:
+        raise ScenarioError(f"{key}.n_tx", f"{c['n_tx']} UE antennas exceed {c['n_rx']} BS antennas (need n_rx >= n_tx)")
+    for stage, module in STAGES.items():
+        if stage in stage_raw:
+            schema = importlib.import_module(module).STAGE_SCHEMA
+            c[stage] = validate_section(stage_raw[stage], schema, f"{key}.{stage}")
+    return c
+
+
+def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>") -> Scenario:
+    """Validate a parsed TOML mapping and fill every default.
+
+    Raises
+    ------
+    ScenarioError
+        Naming ``file`` and the dotted key of the first problem found.
+    """
+    try:
+        raw = dict(raw)
+        if "study" in raw:
+            return Scenario(_parse_study(raw), file)
+        sections = {"channels", "manufacturer", "server", "fleet"}
+        top = {k: v for k, v in raw.items() if k not in sections}
+        data = validate_section(top, TOP_SCHEMA, "")
+        data["channels"] = validate_section(raw.get("channels"), CHANNELS_SCHEMA, "channels")
+        data["manufacturer"] = validate_section(raw.get("manufacturer"), MANUFACTURER_SCHEMA, "manufacturer")
+        data["server"] = validate_section(raw.get("server"), SERVER_SCHEMA, "server")
+        ch = data["channels"]
+        if ch["n_pilots"] < ch["n_tx"]:
+            raise ScenarioError("channels.n_pilots", f"{ch['n_pilots']} pilots cannot be orthogonal for {ch['n_tx']} UE antennas")
+        _check_source(ch["source"], "channels.source")
+        m = data["manufacturer"]
+        if m["unit_layers"] > m["n_conv"]:
+            raise ScenarioError("manufacturer.unit_layers", f"{m['unit_layers']} exceeds n_conv = {m['n_conv']}")
+        fleet = raw.get("fleet")
+        if not isinstance(fleet, list) or not fleet:
+            raise ScenarioError("fleet", "needs at least one device class ([[fleet]] table)")
+        data["fleet"] = [_validate_class(c, f"fleet[{i}]", ch) for i, c in enumerate(fleet)]
+        names = [c["name"] for c in data["fleet"]]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise ScenarioError(f"fleet[{i}].name", f"duplicate device class name {n!r}")
+        for i, c in enumerate(data["fleet"]):
+            if c["workload"] == "sdnet" and c["n_conv"] < m["unit_layers"]:
+                raise ScenarioError(f"fleet[{i}].n_conv", f"{c['n_conv']} conv layers cannot hold a {m['unit_layers']}-layer learngene unit")
+            if c["n_tx"] > ch["n_pilots"]:
+                raise ScenarioError(f"fleet[{i}].n_tx", f"{c['n_tx']} UE antennas need at least as many pilots ({ch['n_pilots']})")
+        return Scenario(data, file)
+    except ScenarioError as e:
+        raise e.in_file(file) from None
+
+
+def _check_source(name: str, key: str) -> None:
+    from common.channels import available_sources
+
+    if name not in available_sources():
+        raise ScenarioError(key, f"unknown channel source {name!r}; expected one of {available_sources()}")
+
+
+def _parse_study(raw: dict[str, Any]) -> dict[str, Any]:
+    from server.studies import STUDIES, load_study
+
+    top = {k: v for k, v in raw.items() if k != "study"}
+    data = validate_section(top, {k: TOP_SCHEMA[k] for k in ("name", "seed")}, "")
+    study = raw["study"]
+    if not isinstance(study, dict):
+        raise ScenarioError("study", f"expected a table, got {type(study).__name__}")
+    kind = study.get("kind")
+    if kind not in STUDIES:
+        raise ScenarioError("study.kind", f"{kind!r} is not one of {sorted(STUDIES)}")
+    module = load_study(kind)
+    cfg = validate_section({k: v for k, v in study.items() if k != "kind"}, module.SCHEMA, "study")
+    data["study"] = {"kind": kind, **cfg}
+    return data
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, parse and validate a scenario TOML file.
+
+    Raises
+    ------
+    ScenarioError
+        The file is missing, is not valid TOML, or fails validation; the message names
+        the file and the key.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ScenarioError("", f"cannot read scenario file: {e.strerror}", str(p)) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError("", f"not valid TOML: {e}", str(p)) from None
+    return parse_scenario(raw, str(p))

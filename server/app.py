@@ -1,0 +1,381 @@
+"""Flower ServerApp: the manufacturer / base station and its round loop.
+
+Before round 1 the server builds (or loads from its cache) the collective SDNet and its
+learngene unit, then registers every device (a ``query`` message carrying the resolved
+scenario). Each round it samples the available devices (seeded), sends each its
+instructions and, the first time it takes part or when the unit changed, the unit;
+collects replies under a per-round timeout; records a device that raised, timed out or
+replied with malformed content as failed, and goes on with the rest. Every message's
+real serialized size is counted, both ways. One row per device per round is appended to
+``rounds.parquet`` after every round.
+
+The run config (``context.run_config``) needs ``scenario`` (a path) and may give
+``run-dir``; ``airfleet run`` and ``flwr run .`` both provide them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+from clients.app import (
+    CONFIG_KEY,
+    METRICS_KEY,
+    PAYLOADS_KEY,
+    SCENARIO_KEY,
+    SIDE_KEY,
+    UNIT_KEY,
+    UNIT_META_KEY,
+)
+from clients.profiles import DeviceProfile, device_profile, emulated_seconds, is_available
+from common.records import SETUP_SCHEMA, rounds_table, rows_to_table
+from common.scenario import Scenario, load_scenario
+from server.report import class_summary, draw_fleet_plots, format_class_table, round_latency
+from server.results import init_run_dir, new_run_dir, write_json, write_table
+
+__all__ = ["app", "FleetServer", "message_bytes", "resolve_scenario_path"]
+
+app = ServerApp()
+
+
+def message_bytes(obj: Any) -> int:
+    """Serialized size in bytes of a Flower Message or record, as Flower transfers it.
+
+    Flower 1.41 moves a message as a tree of deflated objects (Message, RecordDict,
+    records, arrays, array chunks); this is the sum of their deflated lengths.
+    """
+    return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
+
+
+def resolve_scenario_path(path: str) -> Path:
+    """A scenario path from the run config: as given, else relative to the project root."""
+    p = Path(path)
+    if p.is_file() or p.is_absolute():
+        return p
+    alt = Path(__file__).resolve().parents[1] / p
+    return alt if alt.is_file() else p
+
+
+class _Progress:
+    """Live progress: a redrawn line on a terminal, plain lines otherwise."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = sys.stdout.isatty()
+        self._last = 0.0
+
+    def update(self, text: str, final: bool = False) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            sys.stdout.write("\r\033[K" + text + ("\n" if final else ""))
+            sys.stdout.flush()
+        elif final or time.monotonic() - self._last > 5.0:
+            print(text, flush=True)
+            self._last = time.monotonic()
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        self.update(f"{label}: {done}/{total}", final=done >= total)
+
+
+@dataclass
+class _Device:
+    profile: DeviceProfile
+    node_id: int
+    unit_version: str | None = None  # the unit version it is known to hold
+
+
+@dataclass
+class FleetServer:
+    """The round loop, given a Flower Grid and a validated scenario."""
+
+    grid: Grid
+    scenario: Scenario
+    run_dir: Path
+    quiet: bool = False
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.progress = _Progress(self.quiet or os.environ.get("AIRFLEET_QUIET") == "1")
+        self.devices: dict[int, _Device] = {}
+        self.unit: Any = None
+        self.unit_records: tuple[ArrayRecord, ConfigRecord] | None = None
+        self.feedback: Any = None
+
+    # -- manufacturer -------------------------------------------------------------
+    def build_learngene(self) -> None:
+        """Train (or load) the collective model and extract the learngene unit."""
+        if not any(c["workload"] == "sdnet" for c in self.scenario.classes):
+            return
+        from common.channels import ChannelTask
+        from server.collective import CollectiveConfig, load_or_train_collective
+
+        m, ch = self.scenario.data["manufacturer"], self.scenario.data["channels"]
+        tasks = tuple(
+            ChannelTask.make(ch["source"], ch["n_rx"], ch["n_tx"], t, self.scenario.seed, **dict(ch["options"]))
+            for t in range(int(m["tasks"]))
+        )
+        cfg = CollectiveConfig(
+            tasks=tasks,
+            n_conv=int(m["n_conv"]),
+            samples_per_task=int(m["samples_per_task"]),
+            epochs_per_task=int(m["epochs_per_task"]),
+            batch_size=int(m["batch_size"]),
+            lr=float(m["lr"]),
+            snr_db=float(ch["snr_db"]),
+            epsilon=float(m["epsilon"]),
+            unit_layers=int(m["unit_layers"]),
+            n_pilots=int(ch["n_pilots"]),
+            seed=self.scenario.seed,
+        )
+        cache = self.scenario.data["server"]["cache_dir"]
+        cache_dir = Path(cache).expanduser() if cache else None
+        res = load_or_train_collective(cfg, cache_dir, progress=self.progress)
+        self.unit = res.unit
+        out = self.run_dir / "collective"
+        out.mkdir(parents=True, exist_ok=True)
+        write_table(out / "significance.parquet", res.significance)
+        res.unit.save(out / "learngene_unit.bin")
+        meta = {k: v for k, v in res.unit.meta.items()}
+        self.unit_records = (
+            ArrayRecord({k: Array(v) for k, v in res.unit.to_arrays().items()}),
+            ConfigRecord(meta),
+        )
+
+    @property
+    def unit_version(self) -> str | None:
+        return None if self.unit is None else str(self.unit.content_hash)
+
+    # -- registration ---------------------------------------------------------------
+    def register(self) -> None:
+        """Send the scenario to every node; learn each node's device id and class."""
+        want = self.scenario.num_devices
+        deadline = time.monotonic() + float(self.scenario.data["server"]["register_timeout_s"])
+        node_ids = list(self.grid.get_node_ids())
+        while len(node_ids) < want and time.monotonic() < deadline:
+            self.progress.update(f"waiting for devices: {len(node_ids)}/{want} connected")
+            time.sleep(0.5)
+            node_ids = list(self.grid.get_node_ids())
+        text = self.scenario.to_json()
+        msgs = [
+            self.grid.create_message(
+                RecordDict({SCENARIO_KEY: ConfigRecord({"json": text})}), "query", nid, group_id="register"
+            )
+            for nid in node_ids
+        ]
+        replies, sizes_down = self._exchange(msgs, max(0.1, deadline - time.monotonic()), "registering devices")
+        setup = []
+        for nid, reply in replies.items():
+            if reply.has_error():
+                raise RuntimeError(f"node {nid} failed to register: {reply.error.reason}")
+            cfg = reply.content.config_records[CONFIG_KEY]
+            did = int(cfg["device-id"])
+            if did in self.devices:
+                raise RuntimeError(f"two nodes claim device id {did} (nodes {self.devices[did].node_id} and {nid})")
+            profile = device_profile(self.scenario, did)
+            self.devices[did] = _Device(profile, nid)
+            setup.append(
+                {
+                    "device_id": did,
+                    "device_class": profile.class_name,
+                    "node_id": nid,
+                    "bytes_down": sizes_down[nid],
+                    "bytes_up": message_bytes(reply),
+                }
+            )
+        write_table(self.run_dir / "setup.parquet", rows_to_table(sorted(setup, key=lambda r: r["device_id"]), SETUP_SCHEMA))
+        missing = want - len(self.devices)
+        self.progress.update(f"registered {len(self.devices)}/{want} devices" + (f" ({missing} missing)" if missing else ""), final=True)
+
+    # -- messaging ------------------------------------------------------------------
+    def _exchange(self, msgs: list[Message], timeout: float, label: str) -> tuple[dict[int, Message], dict[int, int]]:
+        """Push ``msgs``; pull replies until all arrive or ``timeout`` s pass.
+
+        Returns replies and serialized sizes of what was sent, both keyed by node id.
+        """
+        ids = list(self.grid.push_messages(msgs))
+        sizes = {m.metadata.dst_node_id: message_bytes(m) for m in msgs}
+        by_id = {mid: m.metadata.dst_node_id for mid, m in zip(ids, msgs)}
+        pending = set(ids)
+        replies: dict[int, Message] = {}
+        end = time.monotonic() + timeout
+        t0 = time.monotonic()
+        while pending:
+            for r in self.grid.pull_messages(pending):
+                mid = r.metadata.reply_to_message_id
+                if mid in pending:
+                    pending.discard(mid)
+                    replies[by_id[mid]] = r
+            self.progress.update(f"{label}: {len(replies)}/{len(msgs)} replies, {time.monotonic() - t0:.1f} s")
+            if not pending or time.monotonic() >= end:
+                break
+            time.sleep(0.1)
+        return replies, sizes
+
+    # -- rounds ----------------------------------------------------------------------
+    def run_round(self, rnd: int) -> list[dict[str, Any]]:
+        """One round; returns its rows (one per device of the fleet)."""
+        t0 = time.perf_counter()
+        rows: dict[int, dict[str, Any]] = {}
+        msgs: list[Message] = []
+        unit_bytes: dict[int, int] = {}
+        sent_unit: dict[int, bool] = {}
+        for did, dev in sorted(self.devices.items()):
+            base = {"round": rnd, "device_id": did, "device_class": dev.profile.class_name, "node_id": dev.node_id, "task_id": dev.profile.task.task_id}
+            if not is_available(self.scenario, dev.profile, rnd):
+                rows[did] = {**base, "status": "unavailable", "bytes_down": 0, "bytes_up": 0}
+                continue
+            content = RecordDict({CONFIG_KEY: ConfigRecord({"round": rnd, "device-id": did, "unit-version": self.unit_version or ""})})
+            send_unit = self.unit_records is not None and dev.unit_version != self.unit_version
+            if send_unit:
+                arrays, meta = self.unit_records  # type: ignore[misc]
+                content[UNIT_KEY] = arrays
+                content[UNIT_META_KEY] = meta
+                unit_bytes[did] = message_bytes(arrays) + message_bytes(meta)
+            sent_unit[did] = send_unit
+            rows[did] = {**base, "status": "timeout", "error": f"no reply within {self.scenario.data['server']['round_timeout_s']} s"}
+            msgs.append(self.grid.create_message(content, "train", dev.node_id, group_id=str(rnd)))
+        by_node = {dev.node_id: did for did, dev in self.devices.items()}
+        replies, sizes = self._exchange(msgs, float(self.scenario.data["server"]["round_timeout_s"]), f"round {rnd}/{self.scenario.rounds}")
+        for nid, size in sizes.items():
+            did = by_node[nid]
+            rows[did]["bytes_down"] = size
+            rows[did]["bytes_unit"] = unit_bytes.get(did, 0)
+            rows[did]["unit_version"] = self.unit_version
+            rows[did]["bytes_up"] = 0
+        for nid, reply in replies.items():
+            did = by_node[nid]
+            row = rows[did]
+            row["bytes_up"] = message_bytes(reply)
+            try:
+                self._read_reply(did, reply, row)
+            except Exception as e:  # noqa: BLE001 - any bad reply is recorded, the round goes on
+                row["status"] = "failed"
+                row["error"] = f"{type(e).__name__}: {e}"
+            if row["status"] == "ok" and sent_unit.get(did):
+                self.devices[did].unit_version = self.unit_version
+        wall = time.perf_counter() - t0
+        for did, row in rows.items():
+            row["round_wall_s"] = wall
+            if row["status"] in ("ok", "failed", "timeout"):
+                compute, transfer = emulated_seconds(self.devices[did].profile, int(row.get("flops") or 0), int(row.get("bytes_down") or 0), int(row.get("bytes_up") or 0))
+                row["emulated_compute_s"], row["emulated_transfer_s"] = compute, transfer
+                row["emulated_s"] = compute + transfer
+        return [rows[d] for d in sorted(rows)]
+
+    def _read_reply(self, did: int, reply: Message, row: dict[str, Any]) -> None:
+        if reply.has_error():
+            row["status"] = "failed"
+            row["error"] = str(reply.error.reason)[-2000:]
+            return
+        m = reply.content.metric_records[METRICS_KEY]
+        if int(m["device-id"]) != did:
+            raise ValueError(f"reply claims device id {m['device-id']}, expected {did}")
+        payloads = reply.content.config_records.get(PAYLOADS_KEY, ConfigRecord())
+        for k, v in payloads.items():
+            if not isinstance(v, bytes):
+                raise ValueError(f"payload {k!r} is {type(v).__name__}, expected bytes")
+        metrics = {k[2:]: float(v) for k, v in m.items() if k.startswith("m:")}
+        row.update(
+            status="ok",
+            error=None,
+            flops=int(m["flops"]),
+            n_params=int(m["n-params"]),
+            wall_s=float(m["wall-s"]),
+            coded_bits=8 * sum(len(v) for v in payloads.values()),
+        )
+        if payloads:
+            side = reply.content.array_records.get(SIDE_KEY)
+            side_np = {k: a.numpy() for k, a in side.items()} if side is not None else {}
+            try:
+                metrics.update(self._ingest_feedback(did, dict(payloads), side_np))
+            except Exception as e:  # noqa: BLE001 - a bad bitstream fails this device only
+                row["status"] = "failed"
+                row["error"] = f"bitstream rejected: {type(e).__name__}: {e}"
+        row["metrics"] = metrics
+
+    def _ingest_feedback(self, did: int, payloads: dict[str, bytes], side: dict[str, Any]) -> dict[str, float]:
+        """Decode a device's uplink bitstreams at the base station (CSI feedback)."""
+        if self.feedback is None:
+            from server.feedback import FeedbackServer
+
+            cfgs = {c["name"]: c["csi_feedback"] for c in self.scenario.classes if "csi_feedback" in c}
+            self.feedback = FeedbackServer(cfgs, self.scenario.seed)
+        out = self.feedback.ingest(did, self.devices[did].profile.class_name, payloads, side)
+        return {f"bs_{k}": float(v) for k, v in out.items()}
+
+    # -- the run ---------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Build the unit, register devices, run every round; write tables, plots, summary."""
+        t_start = time.perf_counter()
+        self.build_learngene()
+        self.register()
+        for rnd in range(1, self.scenario.rounds + 1):
+            rows = self.run_round(rnd)
+            self.rows.extend(rows)
+            write_table(self.run_dir / "rounds.parquet", rounds_table(self.rows))
+            ok = [r for r in rows if r["status"] == "ok"]
+            sers = [r["metrics"].get("ser") for r in ok if r.get("metrics", {}).get("ser") is not None]
+            ser = f", mean SER {sum(sers) / len(sers):.2e}" if sers else ""
+            failed = sum(r["status"] in ("failed", "timeout") for r in rows)
+            self.progress.update(
+                f"round {rnd}/{self.scenario.rounds}: {len(ok)} ok, {failed} failed{ser}, "
+                f"emulated latency {max((r['emulated_s'] for r in ok), default=0.0):.2f} s, wall {rows[0]['round_wall_s']:.1f} s",
+                final=True,
+            )
+        table = rounds_table(self.rows)
+        summary = {
+            "scenario": self.scenario.name,
+            "seed": self.scenario.seed,
+            "rounds": self.scenario.rounds,
+            "devices": len(self.devices),
+            "unit_version": self.unit_version,
+            "unit_params": None if self.unit is None else int(sum(v.size for v in self.unit.to_arrays().values())),
+            "classes": class_summary(table),
+            "round_latency": round_latency(table),
+            "wall_s": time.perf_counter() - t_start,
+        }
+        write_json(self.run_dir / "summary.json", _finite(summary))
+        draw_fleet_plots(table, self.run_dir)
+        if self.unit is not None:
+            from server.report import draw_significance
+            import pyarrow.parquet as pq
+
+            draw_significance(pq.read_table(self.run_dir / "collective" / "significance.parquet"), self.run_dir / "gradient_significance.png")
+        if not self.progress.quiet:
+            print("\n" + format_class_table(summary["classes"]))
+            print(f"\nresults: {self.run_dir}")
+        return summary
+
+
+def _finite(obj: Any) -> Any:
+    """NaN -> None so summary.json is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point for both ``airfleet run`` and ``flwr run .``."""
+    scenario = load_scenario(resolve_scenario_path(str(context.run_config["scenario"])))
+    run_dir_cfg = str(context.run_config.get("run-dir", "") or "")
+    if run_dir_cfg:
+        run_dir = Path(run_dir_cfg)
+    else:
+        run_dir = new_run_dir(os.environ.get("AIRFLEET_RUNS_DIR", "runs"), scenario.name)
+    init_run_dir(run_dir, scenario)
+    FleetServer(grid, scenario, run_dir).run()

@@ -1,0 +1,211 @@
+"""``airfleet``: run, validate and report scenarios.
+
+    airfleet validate FILE [FILE ...]      check scenario files; exit 2 on the first bad one
+    airfleet run FILE [--ray-address ADDR] [--runs-dir DIR] [--run-dir DIR] [--quiet]
+    airfleet report RUN_DIR                redraw every plot and the summary table
+    airfleet bench [NAME ...]              run benchmarks/NAME.py (all if none) and print JSON
+
+A fleet scenario runs as a Flower simulation on Ray (one supernode per device); a study
+scenario (``[study] kind = ...``) runs its paper experiment in-process. Exit codes: 0 ok,
+1 the run failed, 2 bad input (nothing created).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common.scenario import Scenario, ScenarioError, load_scenario
+
+__all__ = ["main", "run_fleet", "run_study"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def run_fleet(
+    scenario: Scenario,
+    run_dir: Path,
+    ray_address: str | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Run a fleet scenario as a Flower simulation (Ray backend); return the run dir.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        A validated fleet scenario (its ``path`` must be a readable file).
+    run_dir : Path
+        Where results go (created).
+    ray_address : str, optional
+        Address of an existing Ray cluster (``ray start --head`` prints it); default: a
+        local Ray instance started for this run.
+    quiet : bool
+        No progress output.
+    """
+    from flwr.app import Context, RecordDict
+    from flwr.simulation.run_simulation import _run_simulation
+
+    from clients.app import app as client_app
+    from server.app import app as server_app
+    from server.results import init_run_dir
+
+    init_run_dir(run_dir, scenario)
+    if quiet:
+        os.environ["AIRFLEET_QUIET"] = "1"
+    cpus = float(scenario.data["server"]["cpus_per_device"])
+    backend_config: dict = {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}, "init_args": {}}
+    if ray_address:
+        backend_config["init_args"]["address"] = ray_address
+    if quiet:
+        backend_config["init_args"]["log_to_driver"] = False
+    context = Context(
+        run_id=0,
+        node_id=0,
+        node_config={},
+        state=RecordDict(),
+        run_config={"scenario": str(Path(scenario.path).resolve()), "run-dir": str(run_dir)},
+    )
+    # The public run_simulation() takes no run config; this is the same call it makes,
+    # with the ServerApp's context carrying the scenario path and run directory.
+    _run_simulation(
+        num_supernodes=scenario.num_devices,
+        exit_event=_exit_event(),
+        client_app=client_app,
+        server_app=server_app,
+        backend_name="ray",
+        backend_config=backend_config,
+        server_app_context=context,
+    )
+    if not (run_dir / "summary.json").is_file():
+        raise RuntimeError(f"the simulation ended without results; see the log above (run dir {run_dir})")
+    return run_dir
+
+
+def _exit_event():  # noqa: ANN202 - flwr telemetry enum
+    from flwr.supercore.telemetry import EventType
+
+    return EventType.PYTHON_API_RUN_SIMULATION_LEAVE
+
+
+def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
+    """Run a study scenario in-process; write its tables, summary and plots."""
+    from server.app import _Progress
+    from server.results import init_run_dir, write_json
+    from server.studies import load_study
+
+    init_run_dir(run_dir, scenario)
+    study = dict(scenario.data["study"])
+    module = load_study(study.pop("kind"))
+    t0 = time.perf_counter()
+    summary = module.run(study, scenario.seed, run_dir, _Progress(quiet))
+    summary = {"study": scenario.data["study"]["kind"], "wall_s": time.perf_counter() - t0, **(summary or {})}
+    write_json(run_dir / "summary.json", summary)
+    module.report(run_dir)
+    return summary
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    for f in args.files:
+        try:
+            s = load_scenario(f)
+        except ScenarioError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        what = f"study {s.data['study']['kind']}" if s.is_study else f"{s.num_devices} devices in {len(s.classes)} classes, {s.rounds} rounds"
+        print(f"{f}: ok ({what})")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from server.results import new_run_dir
+
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.runs_dir, scenario.name)
+    try:
+        if scenario.is_study:
+            summary = run_study(scenario, run_dir, quiet=args.quiet)
+            if not args.quiet:
+                print(json.dumps(summary, indent=2, default=str))
+                print(f"\nresults: {run_dir}")
+        else:
+            run_fleet(scenario, run_dir, ray_address=args.ray_address, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; what was computed so far is in {run_dir}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:  # noqa: BLE001 - report, keep what was written
+        print(f"error: run failed: {type(e).__name__}: {e}\n(partial results kept in {run_dir})", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from server.report import class_summary, format_class_table, report_run
+    import pyarrow.parquet as pq
+
+    try:
+        paths = report_run(args.run_dir)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for p in paths:
+        print(p)
+    rounds = Path(args.run_dir) / "rounds.parquet"
+    if rounds.is_file():
+        print("\n" + format_class_table(class_summary(pq.read_table(rounds))))
+    return EXIT_OK
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    names = args.names or sorted(p.stem for p in root.glob("*.py"))
+    for n in names:
+        path = root / f"{n}.py"
+        if not path.is_file():
+            print(f"error: no benchmark {n!r} in {root}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"== {n}", flush=True)
+        rc = subprocess.call([sys.executable, str(path)])
+        if rc:
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="airfleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("validate", help="check scenario files")
+    v.add_argument("files", nargs="+")
+    v.set_defaults(fn=_cmd_validate)
+    r = sub.add_parser("run", help="run a scenario (fleet simulation or study)")
+    r.add_argument("scenario")
+    r.add_argument("--ray-address", default=None, help="existing Ray cluster to run the simulation on")
+    r.add_argument("--runs-dir", default=os.environ.get("AIRFLEET_RUNS_DIR", "runs"), help="parent of new run directories")
+    r.add_argument("--run-dir", default=None, help="exact run directory (default: RUNS_DIR/<name>-<timestamp>)")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.set_defaults(fn=_cmd_run)
+    rep = sub.add_parser("report", help="redraw plots and the summary of a run directory")
+    rep.add_argument("run_dir")
+    rep.set_defaults(fn=_cmd_report)
+    b = sub.add_parser("bench", help="run benchmark scripts (print JSON)")
+    b.add_argument("names", nargs="*")
+    b.set_defaults(fn=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Summaries and plots of a fleet run, drawn from its tables alone.
+
+``airfleet report RUN_DIR`` calls ``report_run``; the server calls it at the end of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["class_summary", "round_latency", "draw_fleet_plots", "report_run", "format_class_table"]
+
+
+def _plt():  # noqa: ANN202 - matplotlib pyplot module
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _mean(xs: list[float]) -> float:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def class_summary(rounds: pa.Table) -> list[dict[str, Any]]:
+    """One dict per device class: devices, rows by status, mean metrics of its last round.
+
+    SER figures are the mean over the class's devices that replied in the last round in
+    which any of them did; bytes are totals over the run.
+    """
+    rows = rounds.to_pylist()
+    out = []
+    for cls in dict.fromkeys(r["device_class"] for r in rows):
+        mine = [r for r in rows if r["device_class"] == cls]
+        ok = [r for r in mine if r["status"] == "ok"]
+        last_round = max((r["round"] for r in ok), default=None)
+        last = [r for r in ok if r["round"] == last_round]
+        s: dict[str, Any] = {
+            "class": cls,
+            "devices": len({r["device_id"] for r in mine}),
+            "ok": len(ok),
+            "failed": sum(r["status"] == "failed" for r in mine),
+            "timeout": sum(r["status"] == "timeout" for r in mine),
+            "unavailable": sum(r["status"] == "unavailable" for r in mine),
+            "n_params": _mean([r["n_params"] for r in last]),
+            "ser": _mean([r.get("ser") for r in last]),
+            "ser_zf": _mean([r.get("ser_zf") for r in last]),
+            "ser_mmse": _mean([r.get("ser_mmse") for r in last]),
+            "bytes_down": sum(r["bytes_down"] or 0 for r in mine),
+            "bytes_up": sum(r["bytes_up"] or 0 for r in mine),
+            "coded_bits": sum(r["coded_bits"] or 0 for r in mine),
+            "emulated_s_mean": _mean([r["emulated_s"] for r in ok]),
+            "wall_s_mean": _mean([r["wall_s"] for r in ok]),
+        }
+        out.append(s)
+    return out
+
+
+def round_latency(rounds: pa.Table) -> list[dict[str, Any]]:
+    """Per round: emulated latency (slowest participating device) and measured wall time."""
+    rows = rounds.to_pylist()
+    out = []
+    for rnd in sorted({r["round"] for r in rows}):
+        mine = [r for r in rows if r["round"] == rnd]
+        ok = [r for r in mine if r["status"] == "ok"]
+        out.append(
+            {
+                "round": rnd,
+                "participants": len(ok),
+                "emulated_latency_s": max((r["emulated_s"] for r in ok), default=0.0),
+                "round_wall_s": max((r["round_wall_s"] or 0.0 for r in mine), default=0.0),
+                "bytes_down": sum(r["bytes_down"] or 0 for r in mine),
+                "bytes_up": sum(r["bytes_up"] or 0 for r in mine),
+            }
+        )
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e5):
+            return f"{v:.2e}"
+        return f"{v:.3f}"
+    return str(v)
+
+
+def format_class_table(summary: list[dict[str, Any]]) -> str:
+    """A plain-text per-class table (what ``make run`` prints at the end)."""
+    cols = [
+        ("class", "class"),
+        ("devices", "devices"),
+        ("ok", "ok rows"),
+        ("failed", "failed"),
+        ("n_params", "params"),
+        ("ser", "SER SDNet"),
+        ("ser_zf", "SER ZF"),
+        ("ser_mmse", "SER MMSE"),
+        ("bytes_down", "bytes down"),
+        ("bytes_up", "bytes up"),
+        ("emulated_s_mean", "emul. s/round"),
+        ("wall_s_mean", "wall s/round"),
+    ]
+    table = [[h for _, h in cols]] + [[_fmt(s[k]) for k, _ in cols] for s in summary]
+    widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def draw_fleet_plots(rounds: pa.Table, out_dir: Path) -> list[Path]:
+    """metric vs round per class, bytes per round per class, emulated round latency."""
+    plt = _plt()
+    rows = [r for r in rounds.to_pylist()]
+    classes = list(dict.fromkeys(r["device_class"] for r in rows))
+    rounds_ = sorted({r["round"] for r in rows})
+    paths: list[Path] = []
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for cls in classes:
+        for metric, style in (("ser", "-o"), ("ser_zf", ":"), ("ser_mmse", "--")):
+            ys = [_mean([r.get(metric) for r in rows if r["device_class"] == cls and r["round"] == k and r["status"] == "ok"]) for k in rounds_]
+            if all(math.isnan(y) for y in ys):
+                continue
+            label = f"{cls} {'SDNet' if metric == 'ser' else metric[4:].upper()}"
+            ax.plot(rounds_, ys, style, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("round")
+    ax.set_ylabel("SER (mean over devices)")
+    ax.set_title("Detection SER per device class")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    paths.append(out_dir / "ser_vs_round.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    width = 0.8 / max(1, len(classes))
+    for i, cls in enumerate(classes):
+        down = [sum(r["bytes_down"] or 0 for r in rows if r["device_class"] == cls and r["round"] == k) for k in rounds_]
+        up = [sum(r["bytes_up"] or 0 for r in rows if r["device_class"] == cls and r["round"] == k) for k in rounds_]
+        xs = [k - 0.4 + (i + 0.5) * width for k in rounds_]
+        ax.bar(xs, down, width, label=f"{cls} down")
+        ax.bar(xs, up, width, bottom=down, label=f"{cls} up", alpha=0.6)
+    ax.set_xlabel("round")
+    ax.set_ylabel("bytes (serialized messages)")
+    ax.set_title("Bytes moved per round per class")
+    ax.legend(fontsize=7, ncol=2)
+    paths.append(out_dir / "bytes_per_round.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    lat = round_latency(rounds)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot([r["round"] for r in lat], [r["emulated_latency_s"] for r in lat], "-o", label="emulated (slowest device)")
+    ax.plot([r["round"] for r in lat], [r["round_wall_s"] for r in lat], "-s", label="measured wall time")
+    ax.set_xlabel("round")
+    ax.set_ylabel("seconds")
+    ax.set_title("Round latency")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    paths.append(out_dir / "round_latency.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def report_run(run_dir: str | Path) -> list[Path]:
+    """Redraw every plot of a run directory from its tables (fleet run or study)."""
+    run_dir = Path(run_dir)
+    resolved = run_dir / "scenario.resolved.json"
+    if not resolved.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no scenario.resolved.json)")
+    data = json.loads(resolved.read_text())
+    if "study" in data:
+        from server.studies import load_study
+
+        return list(load_study(data["study"]["kind"]).report(run_dir))
+    rounds_path = run_dir / "rounds.parquet"
+    if not rounds_path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no rounds.parquet")
+    paths = draw_fleet_plots(pq.read_table(rounds_path), run_dir)
+    sig = run_dir / "collective" / "significance.parquet"
+    if sig.is_file():
+        paths.append(draw_significance(pq.read_table(sig), run_dir / "gradient_significance.png"))
+    return paths
+
+
+def draw_significance(table: pa.Table, path: Path) -> Path:
+    """Heatmap of gradient significance (task x layer), eq. (20)."""
+    plt = _plt()
+    rows = table.to_pylist()
+    tasks = sorted({r["task"] for r in rows})
+    layers = sorted({r["layer"] for r in rows})
+    grid = [[float("nan")] * len(tasks) for _ in layers]
+    for r in rows:
+        grid[layers.index(r["layer"])][tasks.index(r["task"])] = r["significance"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis")
+    ax.set_xticks(range(len(tasks)), [str(t) for t in tasks])
+    ax.set_yticks(range(len(layers)), [str(l) for l in layers])
+    ax.set_xlabel("task (sequential order)")
+    ax.set_ylabel("layer")
+    ax.set_title("Gradient significance of the collective model, eq. (20)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
