@@ -1,0 +1,122 @@
+"""Classical MIMO detectors: ZF (eq. 9), MMSE (eq. 11), genie LMMSE, exact ML (eq. 6).
+
+All detectors work on complex tensors; the real-valued forms of eq. (8)-(11) with the
+block matrix of eq. (2) are algebraically identical to the complex ones used here
+(for MMSE because the real noise variance per dimension, ``sigma_n^2 / 2``, over the
+real symbol variance, ``1 / 2``, equals ``sigma_n^2``). Symbols are unit power
+(``common.phy.modulation``).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from common.phy.modulation import hard_qpsk, qpsk_constellation
+
+__all__ = ["zf", "mmse", "lmmse_genie", "ml_detect", "hard_qpsk", "ML_MAX_CANDIDATES"]
+
+#: exact ML enumerates 4**n_t candidates; refuse beyond this many
+ML_MAX_CANDIDATES: int = 4**6
+
+
+def _check(y: torch.Tensor, H: torch.Tensor) -> None:
+    if H.dim() != 3 or y.dim() != 2:
+        raise ValueError(f"expected y [n, n_r] and H [n, n_r, n_t], got {tuple(y.shape)} and {tuple(H.shape)}")
+    if y.shape[0] != H.shape[0] or y.shape[1] != H.shape[1]:
+        raise ValueError(f"y {tuple(y.shape)} does not match H {tuple(H.shape)}")
+    if not (y.is_complex() and H.is_complex()):
+        raise ValueError("y and H must be complex tensors")
+
+
+def _regularised_solve(y: torch.Tensor, H: torch.Tensor, reg: float) -> torch.Tensor:
+    Hd = H.to(torch.complex128)
+    HH = Hd.conj().transpose(-1, -2)
+    G = HH @ Hd
+    if reg:
+        G = G + reg * torch.eye(H.shape[-1], dtype=G.dtype)
+    rhs = HH @ y.to(torch.complex128).unsqueeze(-1)
+    return torch.linalg.solve(G, rhs).squeeze(-1).to(torch.complex64)
+
+
+def zf(y: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
+    """Zero-forcing estimate (eq. 9): ``x = (H^H H)^{-1} H^H y``.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        ``complex [n, n_r]`` received data vectors.
+    H : torch.Tensor
+        ``complex [n, n_r, n_t]`` channel (the LS estimate in the paper).
+
+    Returns
+    -------
+    torch.Tensor
+        ``complex64 [n, n_t]`` soft symbol estimates.
+    """
+    _check(y, H)
+    # eq. (9): x_ZF = (H^T H)^{-1} H^T y  (complex form)
+    return _regularised_solve(y, H, 0.0)
+
+
+def mmse(y: torch.Tensor, H: torch.Tensor, noise_var: float) -> torch.Tensor:
+    """MMSE estimate (eq. 11): ``x = (H^H H + sigma_n^2 I)^{-1} H^H y``.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        ``complex [n, n_r]``.
+    H : torch.Tensor
+        ``complex [n, n_r, n_t]`` (LS estimate in the paper).
+    noise_var : float
+        ``sigma_n^2``, complex noise variance per receive antenna (linear, > 0).
+
+    Returns
+    -------
+    torch.Tensor
+        ``complex64 [n, n_t]``.
+    """
+    _check(y, H)
+    if not noise_var > 0:
+        raise ValueError(f"noise_var must be positive, got {noise_var}")
+    # eq. (11): x_MMSE = (H^T H + sigma_n^2 I)^{-1} H^T y
+    return _regularised_solve(y, H, float(noise_var))
+
+
+def lmmse_genie(y: torch.Tensor, H_true: torch.Tensor, noise_var: float) -> torch.Tensor:
+    """LMMSE with perfect CSI: eq. (11) evaluated with the true channel ``complex64 [n, n_t]``."""
+    return mmse(y, H_true, noise_var)
+
+
+def ml_detect(y: torch.Tensor, H: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Exact maximum-likelihood QPSK detection (eq. 6) by enumeration.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        ``complex [n, n_r]``.
+    H : torch.Tensor
+        ``complex [n, n_r, n_t]``; ``4**n_t <= ML_MAX_CANDIDATES``.
+    chunk : int, default 4096
+        Samples processed at once (memory bound).
+
+    Returns
+    -------
+    torch.Tensor
+        ``int64 [n, n_t]`` symbol indices minimising ``||y - H x||^2``.
+    """
+    _check(y, H)
+    n_t = H.shape[-1]
+    if 4**n_t > ML_MAX_CANDIDATES:
+        raise ValueError(f"exact ML needs 4**n_t <= {ML_MAX_CANDIDATES} candidates, got n_t={n_t}")
+    cands = torch.tensor(list(itertools.product(range(4), repeat=n_t)), dtype=torch.long)  # [C, n_t]
+    S = qpsk_constellation()[cands].to(torch.complex64)  # [C, n_t]
+    out = []
+    for s in range(0, y.shape[0], chunk):
+        Hc = H[s : s + chunk].to(torch.complex64)
+        yc = y[s : s + chunk].to(torch.complex64)
+        r = yc.unsqueeze(1) - torch.einsum("nrt,ct->ncr", Hc, S)  # [b, C, n_r]
+        d = (r.real**2 + r.imag**2).sum(-1)
+        out.append(cands[d.argmin(dim=1)])
+    return torch.cat(out, 0)

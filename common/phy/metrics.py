@@ -1,0 +1,98 @@
+"""Error rates with confidence intervals, and NMSE."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy import stats
+
+__all__ = ["ser", "ser_with_ci", "ber", "ber_with_ci", "nmse_db", "binomial_ci"]
+
+
+def _count(pred: torch.Tensor, true: torch.Tensor, what: str) -> tuple[int, int]:
+    if pred.shape != true.shape:
+        raise ValueError(f"{what}: predicted shape {tuple(pred.shape)} != true shape {tuple(true.shape)}")
+    if true.numel() == 0:
+        raise ValueError(f"{what}: empty input")
+    return int((pred.long() != true.long()).sum()), int(true.numel())
+
+
+def binomial_ci(errors: int, trials: int, confidence: float = 0.95, method: str = "wilson") -> tuple[float, float]:
+    """Two-sided confidence interval of a binomial proportion.
+
+    Parameters
+    ----------
+    errors, trials : int
+        ``0 <= errors <= trials``, ``trials > 0``.
+    confidence : float, default 0.95
+    method : {"wilson", "clopper-pearson"}
+        Wilson score interval, or the exact Clopper-Pearson interval.
+
+    Returns
+    -------
+    (lo, hi) : tuple of float
+    """
+    if trials <= 0 or not 0 <= errors <= trials:
+        raise ValueError(f"need 0 <= errors <= trials and trials > 0, got {errors}/{trials}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    alpha = 1 - confidence
+    if method == "wilson":
+        z = float(stats.norm.ppf(1 - alpha / 2))
+        p = errors / trials
+        den = 1 + z * z / trials
+        centre = (p + z * z / (2 * trials)) / den
+        half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / den
+        return max(0.0, centre - half), min(1.0, centre + half)
+    if method == "clopper-pearson":
+        lo = 0.0 if errors == 0 else float(stats.beta.ppf(alpha / 2, errors, trials - errors + 1))
+        hi = 1.0 if errors == trials else float(stats.beta.ppf(1 - alpha / 2, errors + 1, trials - errors))
+        return lo, hi
+    raise ValueError(f"method must be 'wilson' or 'clopper-pearson', got {method!r}")
+
+
+def ser(pred_idx: torch.Tensor, true_idx: torch.Tensor) -> float:
+    """Symbol error rate: fraction of symbols ``int64 [n, n_t]`` decided wrongly."""
+    e, t = _count(pred_idx, true_idx, "ser")
+    return e / t
+
+
+def _rate_with_ci(
+    pred: torch.Tensor, true: torch.Tensor, what: str, confidence: float, method: str
+) -> tuple[float, float, float]:
+    e, t = _count(pred, true, what)
+    lo, hi = binomial_ci(e, t, confidence, method)
+    return e / t, lo, hi
+
+
+def ser_with_ci(
+    pred_idx: torch.Tensor, true_idx: torch.Tensor, confidence: float = 0.95, method: str = "wilson"
+) -> tuple[float, float, float]:
+    """``(ser, lo, hi)``; symbols are treated as independent trials (an approximation
+    within one channel matrix)."""
+    return _rate_with_ci(pred_idx, true_idx, "ser", confidence, method)
+
+
+def ber(pred_bits: torch.Tensor, true_bits: torch.Tensor) -> float:
+    """Bit error rate over 0/1 tensors of equal shape."""
+    e, t = _count(pred_bits, true_bits, "ber")
+    return e / t
+
+
+def ber_with_ci(
+    pred_bits: torch.Tensor, true_bits: torch.Tensor, confidence: float = 0.95, method: str = "wilson"
+) -> tuple[float, float, float]:
+    """``(ber, lo, hi)`` as ``ser_with_ci``."""
+    return _rate_with_ci(pred_bits, true_bits, "ber", confidence, method)
+
+
+def nmse_db(estimate: torch.Tensor, reference: torch.Tensor) -> float:
+    """Normalised MSE in dB: ``10 log10( sum|est - ref|^2 / sum|ref|^2 )`` over the whole tensor."""
+    if estimate.shape != reference.shape:
+        raise ValueError(f"shapes differ: {tuple(estimate.shape)} vs {tuple(reference.shape)}")
+    num = float((estimate - reference).abs().pow(2).sum())
+    den = float(reference.abs().pow(2).sum())
+    if den == 0:
+        raise ValueError("reference has zero energy")
+    return 10 * math.log10(max(num, 1e-300) / den)
