@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
+from common.phy.metrics import nmse_db
 from common.phy.ofdm import (
     channel_features,
     features_to_channel,
     frequency_correlation,
     interpolate_linear,
     lmmse_estimate,
-    nmse_db,
     pilot_indices,
     qam_constellation,
     qam_demodulate,

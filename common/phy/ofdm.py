@@ -14,7 +14,7 @@ every subcarrier of the data symbols. Noise is ``CN(0, sigma^2)`` per subcarrier
 
 Receivers: LS at the pilots, linear interpolation across subcarriers, LMMSE with the
 channel's frequency correlation (estimated from training channels), one-tap (ZF)
-equalization and hard-decision Gray demapping, BER and NMSE.
+equalization and hard-decision Gray demapping (BER / NMSE from ``common.phy.metrics``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
+from common.phy.metrics import ber
+
 __all__ = [
     "MODULATION_ORDERS",
     "OfdmBatch",
-    "ber",
     "channel_features",
     "equalize",
     "features_to_channel",
@@ -35,7 +36,6 @@ __all__ = [
     "interpolate_linear",
     "lmmse_estimate",
     "ls_at_pilots",
-    "nmse_db",
     "noise_variance",
     "pilot_indices",
     "qam_constellation",
@@ -327,22 +327,6 @@ def equalize(y: torch.Tensor, h_hat: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"y {tuple(y.shape)} and h_hat {tuple(h_hat.shape)} disagree on n or K")
     h = torch.where(h_hat.abs() > 1e-12, h_hat, torch.full_like(h_hat, 1e-12))
     return y / h.unsqueeze(1)
-
-
-def ber(bits_hat: torch.Tensor, bits: torch.Tensor) -> float:
-    """Bit error rate: fraction of differing bits."""
-    if bits_hat.shape != bits.shape:
-        raise ValueError(f"bit tensors differ in shape: {tuple(bits_hat.shape)} vs {tuple(bits.shape)}")
-    return float((bits_hat.to(torch.int64) != bits.to(torch.int64)).double().mean())
-
-
-def nmse_db(h_hat: torch.Tensor, h: torch.Tensor) -> float:
-    """``10 log10( sum|h_hat - h|^2 / sum|h|^2 )`` over the whole batch, in dB."""
-    if h_hat.shape != h.shape:
-        raise ValueError(f"h_hat {tuple(h_hat.shape)} and h {tuple(h.shape)} differ in shape")
-    err = (h_hat - h).abs().double().pow(2).sum()
-    ref = h.abs().double().pow(2).sum()
-    return float(10.0 * torch.log10(err / ref))
 
 
 # ----------------------------------------------------------------------------- features
