@@ -42,18 +42,38 @@ from common.scenario import Scenario, load_scenario
 from server.report import class_summary, draw_fleet_plots, format_class_table, round_latency
 from server.results import init_run_dir, new_run_dir, write_json, write_table
 
-__all__ = ["app", "FleetServer", "message_bytes", "resolve_scenario_path"]
+__all__ = ["app", "FleetServer", "message_bytes", "payload_bytes", "clean_error", "resolve_scenario_path"]
 
 app = ServerApp()
 
 
 def message_bytes(obj: Any) -> int:
-    """Serialized size in bytes of a Flower Message or record, as Flower transfers it.
+    """Serialized size in bytes of a Flower record tree, as Flower transfers it.
 
-    Flower 1.41 moves a message as a tree of deflated objects (Message, RecordDict,
-    records, arrays, array chunks); this is the sum of their deflated lengths.
+    Flower 1.41 moves a message as a tree of deflated objects (RecordDict, records,
+    arrays, array chunks); this is the sum of their deflated lengths.
     """
     return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
+
+
+def payload_bytes(msg: Message) -> int:
+    """Bytes a message carries: its serialized content records (ArrayRecords,
+    ConfigRecords, MetricRecords), or its error text for an error reply.
+
+    The Flower envelope (metadata: random node ids, timestamps, about 150 bytes) is left
+    out on purpose: it is transport-specific and would make same-seed runs differ.
+    """
+    if msg.has_content():
+        return message_bytes(msg.content)
+    return len(str(msg.error.reason).encode()) if msg.has_error() else 0
+
+
+def clean_error(reason: str) -> str:
+    """The device's own exception message out of a Flower/Ray error reason."""
+    marker = "Message: "
+    text = reason[reason.rindex(marker) + len(marker):] if marker in reason else reason
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else reason.strip())[:2000]
 
 
 def resolve_scenario_path(path: str) -> Path:
@@ -176,7 +196,7 @@ class FleetServer:
         setup = []
         for nid, reply in replies.items():
             if reply.has_error():
-                raise RuntimeError(f"node {nid} failed to register: {reply.error.reason}")
+                raise RuntimeError(f"node {nid} failed to register: {clean_error(str(reply.error.reason))}")
             cfg = reply.content.config_records[CONFIG_KEY]
             did = int(cfg["device-id"])
             if did in self.devices:
@@ -189,7 +209,7 @@ class FleetServer:
                     "device_class": profile.class_name,
                     "node_id": nid,
                     "bytes_down": sizes_down[nid],
-                    "bytes_up": message_bytes(reply),
+                    "bytes_up": payload_bytes(reply),
                 }
             )
         write_table(self.run_dir / "setup.parquet", rows_to_table(sorted(setup, key=lambda r: r["device_id"]), SETUP_SCHEMA))
@@ -203,7 +223,7 @@ class FleetServer:
         Returns replies and serialized sizes of what was sent, both keyed by node id.
         """
         ids = list(self.grid.push_messages(msgs))
-        sizes = {m.metadata.dst_node_id: message_bytes(m) for m in msgs}
+        sizes = {m.metadata.dst_node_id: payload_bytes(m) for m in msgs}
         by_id = {mid: m.metadata.dst_node_id for mid, m in zip(ids, msgs)}
         pending = set(ids)
         replies: dict[int, Message] = {}
@@ -255,7 +275,7 @@ class FleetServer:
         for nid, reply in replies.items():
             did = by_node[nid]
             row = rows[did]
-            row["bytes_up"] = message_bytes(reply)
+            row["bytes_up"] = payload_bytes(reply)
             try:
                 self._read_reply(did, reply, row)
             except Exception as e:  # noqa: BLE001 - any bad reply is recorded, the round goes on
@@ -275,7 +295,7 @@ class FleetServer:
     def _read_reply(self, did: int, reply: Message, row: dict[str, Any]) -> None:
         if reply.has_error():
             row["status"] = "failed"
-            row["error"] = str(reply.error.reason)[-2000:]
+            row["error"] = clean_error(str(reply.error.reason))
             return
         m = reply.content.metric_records[METRICS_KEY]
         if int(m["device-id"]) != did:

@@ -137,7 +137,8 @@ def draw_fleet_plots(rounds: pa.Table, out_dir: Path) -> list[Path]:
     ax.set_xlabel("round")
     ax.set_ylabel("SER (mean over devices)")
     ax.set_title("Detection SER per device class")
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
     ax.grid(True, which="both", alpha=0.3)
     paths.append(out_dir / "ser_vs_round.png")
     fig.tight_layout()
@@ -155,7 +156,8 @@ def draw_fleet_plots(rounds: pa.Table, out_dir: Path) -> list[Path]:
     ax.set_xlabel("round")
     ax.set_ylabel("bytes (serialized messages)")
     ax.set_title("Bytes moved per round per class")
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
     paths.append(out_dir / "bytes_per_round.png")
     fig.tight_layout()
     fig.savefig(paths[-1], dpi=120)
