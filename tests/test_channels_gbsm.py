@@ -66,6 +66,8 @@ def test_layout_matches_table_ii() -> None:
         pos = ue_positions_m(task, 200, seed=tid)
         assert np.all(np.linalg.norm(pos[:, :2] - c[:2], axis=1) <= 5.0 + 1e-9)
         assert np.allclose(pos[:, 2], 1.5)
+    # prefix-stable: the first k of n draws are a draw of k
+    assert np.array_equal(ue_positions_m(_task(3), 10, seed=1), ue_positions_m(_task(3), 25, seed=1)[:10])
     # the centre depends on task_id, not on the per-call seed
     assert not np.allclose(task_centre_m(_task(0)), task_centre_m(_task(1)))
 

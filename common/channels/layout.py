@@ -60,8 +60,9 @@ def ue_positions_m(task: ChannelTask, n: int, seed: int) -> np.ndarray:
         raise ValueError(f"radius_m must be >= 0, got {radius}")
     centre = task_centre_m(task)
     rng = numpy_rng(seed, "ue-positions", task.seed, task.task_id)
-    r = radius * np.sqrt(rng.random(n))
-    phi = 2 * np.pi * rng.random(n)
+    u = rng.random((n, 2))  # row by row: the first k of n draws equal a draw of k
+    r = radius * np.sqrt(u[:, 0])
+    phi = 2 * np.pi * u[:, 1]
     pos = np.repeat(centre[None, :], n, axis=0)
     pos[:, 0] += r * np.cos(phi)
     pos[:, 1] += r * np.sin(phi)
