@@ -50,7 +50,7 @@ from common.models.channel_estimator import ChannelEstimator
 from common.models.complexity import count_flops, count_parameters
 from common.models.sdnet import SDNet
 from common.schema import Field, validate_section
-from common.seeding import derive_seed
+from common.seeding import derive_seed, torch_generator
 
 __all__ = [
     "METHODS",
@@ -59,6 +59,7 @@ __all__ = [
     "LrpStage",
     "RelevanceProfile",
     "UnitScores",
+    "budget_keep",
     "cheapest_meeting",
     "classify_units",
     "keep_lowest_dropped",
@@ -483,7 +484,7 @@ def prune_estimator(model: ChannelEstimator, keep_inputs: Sequence[int], keep_hi
             new.layers[i].weight.copy_(layer.weight[rows][:, prev])
             new.layers[i].bias.copy_(layer.bias[rows])
             prev = rows
-    return new
+    return new.train(model.training)
 
 
 def prune_sdnet(model: SDNet, keep_rows: Sequence[int], keep_channels: Sequence[Sequence[int]]) -> SDNet:
@@ -524,7 +525,7 @@ def prune_sdnet(model: SDNet, keep_rows: Sequence[int], keep_channels: Sequence[
         fc_cols = (r[:, None] * cols + torch.arange(cols)[None, :]).reshape(-1)  # flatten of [1, rows, cols]
         new.fc.weight.copy_(model.fc.weight[:, fc_cols])
         new.fc.bias.copy_(model.fc.bias)
-    return new
+    return new.train(model.training)
 
 
 def _check_keep(keep: Sequence[int] | torch.Tensor, n: int, what: str) -> torch.Tensor:
@@ -671,3 +672,216 @@ def cheapest_meeting(rows: Sequence[Mapping[str, Any]], metric: str, target: flo
     if not ok:
         return None
     return dict(min(ok, key=lambda r: (r["flops"], r[metric])))
+
+
+# ============================================================================ SDNet to a FLOP budget
+
+
+def _sdnet_config_flops(model: SDNet, rows: Sequence[int], widths: Sequence[int]) -> int:
+    probe = SDNet(model.n_r, model.n_t, model.n_conv, list(widths), list(rows), model.col_upsample)
+    return count_flops(probe, (1, *probe.input_shape))
+
+
+def budget_keep(
+    model: SDNet, scores: UnitScores, budget_flops: int, min_width: int = 1, min_rows: int = 1
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Which input rows and conv channels to keep so that the SDNet fits ``budget_flops``.
+
+    Units (input rows; channels of ``convs[0..n_conv]``) are ranked by their score
+    divided by the mean absolute score of their layer (so layers of different sizes
+    compare). The lowest are removed one by one until the FLOPs are within the budget;
+    then removed units are re-admitted, best first, wherever they still fit. The result
+    is within the budget and *tight*: no single removed unit can be put back without
+    exceeding it.
+
+    Parameters
+    ----------
+    model : SDNet
+    scores : UnitScores
+        ``inputs`` aligned with ``model.input_rows``, ``hidden`` with ``model.widths``.
+    budget_flops : int
+        FLOPs of one forward pass (``count_flops`` convention).
+    min_width, min_rows : int, default 1
+        Fewest channels per conv layer / input rows kept.
+
+    Returns
+    -------
+    (keep_rows, keep_channels)
+        Positions for ``prune_sdnet``.
+
+    Raises
+    ------
+    ValueError
+        When even the smallest model (``min_rows`` rows, ``min_width`` channels) exceeds the budget.
+    """
+    n_rows, widths = len(model.input_rows), list(model.widths)
+    if len(scores.inputs) != n_rows or [len(h) for h in scores.hidden] != widths:
+        raise ValueError("scores do not match the model's input rows and widths")
+    smallest = _sdnet_config_flops(model, list(model.input_rows)[:min_rows], [min(min_width, w) for w in widths])
+    if budget_flops < smallest:
+        raise ValueError(f"budget_flops={budget_flops} is below the smallest prunable SDNet ({smallest} FLOPs)")
+
+    def norm(v: torch.Tensor) -> torch.Tensor:
+        scale = float(v.double().abs().mean())
+        return v.double() / scale if scale > 0 else v.double()
+
+    units: list[tuple[float, int, int]] = [(float(v), -1, i) for i, v in enumerate(norm(scores.inputs))]
+    for l, h in enumerate(scores.hidden):
+        units += [(float(v), l, j) for j, v in enumerate(norm(h))]
+    units.sort(key=lambda u: (u[0], u[1], u[2]))
+    kept = {(-1, i) for i in range(n_rows)} | {(l, j) for l, w in enumerate(widths) for j in range(w)}
+
+    def config() -> tuple[list[int], list[int]]:
+        rows = [model.input_rows[i] for i in range(n_rows) if (-1, i) in kept]
+        return rows, [sum((l, j) in kept for j in range(w)) for l, w in enumerate(widths)]
+
+    def flops() -> int:
+        rows, ws = config()
+        return _sdnet_config_flops(model, rows, ws)
+
+    removed: list[tuple[float, int, int]] = []
+    current = flops()
+    for score, l, j in units:
+        if current <= budget_flops:
+            break
+        rows, ws = config()
+        if (l < 0 and len(rows) <= min_rows) or (l >= 0 and ws[l] <= min_width):
+            continue
+        kept.discard((l, j))
+        removed.append((score, l, j))
+        current = flops()
+    for score, l, j in sorted(removed, key=lambda u: -u[0]):  # re-admit the best that still fit
+        kept.add((l, j))
+        trial = flops()
+        if trial <= budget_flops:
+            current = trial
+        else:
+            kept.discard((l, j))
+    keep_rows = torch.tensor([i for i in range(n_rows) if (-1, i) in kept])
+    keep_ch = [torch.tensor([j for j in range(w) if (l, j) in kept]) for l, w in enumerate(widths)]
+    return keep_rows, keep_ch
+
+
+def _sdnet_inputs(data: Any) -> torch.Tensor:
+    x = getattr(data, "sdnet_input", data)
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError("data must be a DetectionBatch or a float32 [n, 1, 2 n_r + 1, 2 n_t] tensor")
+    return x
+
+
+def prune_sdnet_to_budget(
+    model: nn.Module,
+    data: Any,
+    budget_flops: int,
+    method: str = "relevance",
+    *,
+    seed: int = 0,
+    epsilon: float = 1e-3,
+    n_samples: int = 512,
+    min_width: int = 1,
+    min_rows: int = 1,
+) -> nn.Module:
+    """Prune an SDNet's conv channels and input rows to fit ``budget_flops`` (no retraining).
+
+    Parameters
+    ----------
+    model : SDNet
+        Trained detector (not modified).
+    data : DetectionBatch or float32 [n, 1, 2 n_r + 1, 2 n_t]
+        Samples the relevance (and the row magnitudes) are computed on; the first
+        ``n_samples`` are used.
+    budget_flops : int
+        FLOPs of one forward pass the result may cost (``count_flops`` convention).
+    method : {"relevance", "magnitude", "random"}, default "relevance"
+    seed : int, default 0
+        Seed of the random criterion.
+    epsilon : float, default 1e-3
+        LRP stabilizer.
+    n_samples : int, default 512
+    min_width, min_rows : int, default 1
+
+    Returns
+    -------
+    SDNet
+        ``model`` itself (a copy) when it already fits, otherwise a pruned SDNet with
+        ``count_flops <= budget_flops``, tight as ``budget_keep`` describes.
+    """
+    if not isinstance(model, SDNet):
+        raise ValueError(f"prune_sdnet_to_budget expects an SDNet, got {type(model).__name__}")
+    if budget_flops < 1:
+        raise ValueError(f"budget_flops must be positive, got {budget_flops}")
+    if model_flops(model) <= budget_flops:
+        return prune_sdnet(model, range(len(model.input_rows)), [range(w) for w in model.widths])
+    x = _sdnet_inputs(data)[:n_samples]
+    scores = unit_scores(model, method, x, seed, epsilon)
+    keep_rows, keep_ch = budget_keep(model, scores, int(budget_flops), min_width, min_rows)
+    return prune_sdnet(model, keep_rows, keep_ch)
+
+
+# ============================================================================ fleet stage
+
+STAGE_SCHEMA: dict[str, Field] = {
+    "budget_flops": Field(int, min=1, doc="FLOPs of one forward pass the device's detector may cost"),
+    "method": Field(str, "relevance", choices=METHODS, doc="pruning criterion"),
+    "retrain_epochs": Field(int, 2, min=0, doc="retraining epochs on the device's data after pruning"),
+    "retrain_lr": Field(float, 1e-3, min=0.0, max=1.0, doc="retraining learning rate"),
+    "batch_size": Field(int, 250, min=1, doc="retraining batch size"),
+    "relevance_samples": Field(int, 512, min=1, doc="training samples the relevance is aggregated over"),
+    "epsilon": Field(float, 1e-3, min=1e-12, doc="LRP-epsilon stabilizer"),
+}
+
+
+def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
+    """Fleet stage ``prune``: fit the device's SDNet to ``budget_flops``, retrain, report.
+
+    Computes the criterion (LRP relevance by default) of ``ctx.model`` on ``ctx.train``,
+    prunes conv channels and input rows to the budget (``prune_sdnet_to_budget``),
+    retrains briefly on ``ctx.train`` (``clients.finetune.finetune``) and evaluates SER on
+    ``ctx.val`` before and after. A model that already fits is left as it is.
+
+    Returns
+    -------
+    StageResult
+        ``model``: the pruned SDNet (None when unchanged); metrics ``flops_before``,
+        ``flops_after``, ``params_before``, ``params_after``, ``ser_before``,
+        ``ser_after``, ``input_rows``, ``channels``; ``flops``: relevance backward
+        passes (counted as 2 forward passes each) plus the retraining FLOPs;
+        ``state``: ``widths`` and ``input_rows`` of the pruned architecture (int64).
+    """
+    import numpy as np
+
+    from clients.finetune import evaluate_ser, finetune
+
+    cfg = validate_section(cfg, STAGE_SCHEMA, "prune")
+    model = ctx.model
+    if not isinstance(model, SDNet):
+        raise ValueError(f"the prune stage needs ctx.model to be an SDNet, got {type(model).__name__}")
+    if ctx.train is None or ctx.val is None:
+        raise ValueError("the prune stage needs ctx.train and ctx.val")
+    flops_before, params_before = model_flops(model), count_parameters(model)
+    ser_before = float(evaluate_ser(model, ctx.val))
+    metrics = {"flops_before": float(flops_before), "params_before": float(params_before), "ser_before": ser_before}
+    if flops_before <= cfg["budget_flops"]:
+        metrics.update(flops_after=float(flops_before), params_after=float(params_before), ser_after=ser_before,
+                       input_rows=float(len(model.input_rows)), channels=float(sum(model.widths)))
+        return StageResult(metrics=metrics, flops=0, model=None)
+    n_rel = min(int(cfg["relevance_samples"]), len(ctx.train))
+    pruned = prune_sdnet_to_budget(
+        model, ctx.train, cfg["budget_flops"], cfg["method"], seed=derive_seed(ctx.seed, "prune-random"),
+        epsilon=cfg["epsilon"], n_samples=n_rel,
+    )
+    assert isinstance(pruned, SDNet)
+    train_flops = 0
+    if cfg["retrain_epochs"] > 0:
+        res = finetune(pruned, ctx.train, epochs=cfg["retrain_epochs"], batch_size=cfg["batch_size"], lr=cfg["retrain_lr"],
+                       generator=torch_generator(ctx.seed, "prune-retrain"))
+        train_flops = int(res.flops)
+    pruned.eval()
+    relevance_flops = 3 * flops_before * n_rel if cfg["method"] == "relevance" else 0  # forward + LRP backward (~2x)
+    metrics.update(
+        flops_after=float(model_flops(pruned)), params_after=float(count_parameters(pruned)),
+        ser_after=float(evaluate_ser(pruned, ctx.val)), input_rows=float(len(pruned.input_rows)),
+        channels=float(sum(pruned.widths)),
+    )
+    state = {"widths": np.asarray(pruned.widths, dtype=np.int64), "input_rows": np.asarray(pruned.input_rows, dtype=np.int64)}
+    return StageResult(metrics=metrics, flops=int(relevance_flops + train_flops), model=pruned, state=state)
