@@ -18,6 +18,7 @@ __all__ = [
     "SPEED_OF_LIGHT",
     "ula_positions",
     "upa_positions",
+    "default_upa_rows",
     "array_positions",
     "task_array_positions",
     "unit_vectors",
@@ -89,6 +90,13 @@ def upa_positions(n_rows: int, n_cols: int, spacing_m: float, plane: str = "yz")
     return pos
 
 
+def default_upa_rows(n: int) -> int:
+    """UPA rows for ``n`` elements: the largest divisor of ``n`` not above ``sqrt(n)`` (32 -> 4)."""
+    if n < 1:
+        raise ValueError(f"an array needs at least 1 element, got {n}")
+    return max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+
+
 def array_positions(
     kind: str, n: int, wavelength_m: float, spacing_wl: float = 0.5, rows: int | None = None, orientation: str = "y"
 ) -> np.ndarray:
@@ -121,7 +129,7 @@ def array_positions(
         return ula_positions(n, spacing_m, orientation[0])
     if kind == "upa":
         if rows is None:
-            rows = max(d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0)
+            rows = default_upa_rows(n)
         if rows < 1 or n % rows:
             raise ValueError(f"UPA rows={rows} must divide the element count {n}")
         plane = orientation if len(orientation) == 2 else orientation + "z"

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.channels.arrays import default_upa_rows
 from common.channels.base import ChannelTask, register_source
 from common.channels.gbsm import subcarrier_offsets_hz
 from common.channels.layout import bs_position_m, ue_positions_m
@@ -96,7 +97,7 @@ def _panel(task: ChannelTask, prefix: str, n: int, default_kind: str, carrier: f
     elif kind == "upa":
         rows = task.option(f"{prefix}_rows")
         if rows is None:
-            rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+            rows = default_upa_rows(n)
         rows = int(rows)
         if rows < 1 or n % rows:
             raise ValueError(f"{prefix}_rows={rows} must divide the element count {n}")
@@ -230,24 +231,31 @@ def _from_rays(model: Any, freqs: torch.Tensor) -> torch.Tensor:
     a_bs = torch.exp(1j * (2 * math.pi / lam) * (_unit(zod, aod) @ bs_arr.ant_pos.to(dtype).T))  # [m, C, M, n_rx]
     a_ue = torch.exp(1j * (2 * math.pi / lam) * (_unit(zoa, aoa) @ ue_arr.ant_pos.to(dtype).T))  # [m, C, M, n_tx]
     m, n_cl = powers.shape
+    a_bs = a_bs.to(torch.complex64)
+    a_ue = a_ue.to(torch.complex64)
+    wc = w.to(torch.complex64)
     if freqs.numel() == 1 and float(freqs[0]) == 0.0:
-        coef = w.reshape(m, 1, n_cl * n_rays)
-    else:
-        # per-ray delays: cluster delay, plus sub-cluster offsets for the two strongest clusters
-        delays = rays.delays[0, 0]  # [m, C], s
-        c_ds = scen.get_param("cDS")[0, 0] * 1e-9  # [m], s
-        strongest = rays.strongest_cluster_indices
-        strongest = torch.argsort(powers, dim=-1, descending=True)[..., :2] if strongest is None else strongest[0, 0]
-        offset = torch.zeros(n_rays, dtype=dtype)
-        for rays_idx, k in zip(_SUB_CLUSTER_RAYS, _SUB_CLUSTER_OFFSETS):
-            offset[list(rays_idx)] = k
-        is_strong = torch.zeros(m, n_cl, dtype=torch.bool).scatter_(1, strongest.long(), True)
-        tau = delays[..., None] + is_strong[..., None] * offset * c_ds[:, None, None]  # [m, C, M]
-        ph = -2 * math.pi * freqs.to(dtype)[None, :, None] * tau.reshape(m, 1, -1)  # [m, K, C*M]
-        coef = w.reshape(m, 1, -1) * torch.exp(torch.complex(torch.zeros_like(ph), ph))
-    a_bs = a_bs.reshape(m, 1, n_cl * n_rays, -1).to(torch.complex64)
-    a_ue = a_ue.reshape(m, 1, n_cl * n_rays, -1).to(torch.complex64)
-    return (a_bs.transpose(-1, -2) @ (coef.to(torch.complex64)[..., None] * a_ue)).to(torch.complex64)  # [m, K, n_rx, n_tx]
+        # narrowband at the carrier: one product over all C*M rays
+        bs_t = a_bs.reshape(m, n_cl * n_rays, -1).transpose(-1, -2)
+        return (bs_t @ (wc.reshape(m, -1, 1) * a_ue.reshape(m, n_cl * n_rays, -1)))[:, None]  # [m, 1, n_rx, n_tx]
+    # wideband: rays sharing a delay are summed first (per cluster and sub-cluster group,
+    # Table 7.5-5), then H(f) = sum_q exp(-j 2 pi f tau_q) H_q over the 3C delay taps
+    delays = rays.delays[0, 0]  # [m, C], s
+    c_ds = scen.get_param("cDS")[0, 0] * 1e-9  # [m], s
+    strongest = rays.strongest_cluster_indices
+    strongest = torch.argsort(powers, dim=-1, descending=True)[..., :2] if strongest is None else strongest[0, 0]
+    is_strong = torch.zeros(m, n_cl, dtype=dtype).scatter_(1, strongest.long(), 1.0)
+    taps, tap_delays = [], []
+    for rays_idx, k in zip(_SUB_CLUSTER_RAYS, _SUB_CLUSTER_OFFSETS):
+        idx = [r for r in rays_idx if r < n_rays]
+        bs_g = a_bs[:, :, idx].transpose(-1, -2)  # [m, C, n_rx, |g|]
+        taps.append(bs_g @ (wc[:, :, idx, None] * a_ue[:, :, idx]))  # [m, C, n_rx, n_tx]
+        tap_delays.append(delays + k * is_strong * c_ds[:, None])  # [m, C]
+    H_q = torch.stack(taps, dim=1).reshape(m, 3 * n_cl, -1)  # [m, 3C, n_rx * n_tx]
+    tau_q = torch.stack(tap_delays, dim=1).reshape(m, 3 * n_cl)  # [m, 3C]
+    ph = -2 * math.pi * freqs.to(torch.float64)[None, :, None] * tau_q.to(torch.float64)[:, None, :]  # phase = -2 pi f tau
+    steer = torch.exp(torch.complex(torch.zeros_like(ph), ph)).to(torch.complex64)  # [m, K, 3C]
+    return (steer @ H_q).reshape(m, freqs.numel(), a_bs.shape[-1], a_ue.shape[-1])
 
 
 def _normalise(H: torch.Tensor, task: ChannelTask) -> torch.Tensor:
