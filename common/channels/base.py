@@ -10,6 +10,12 @@ Conventions, for every source:
 - wideband (``n_subcarriers`` given): ``H: complex64 [n, n_subcarriers, n_rx, n_tx]``
 - channels are normalised so that ``E[|h_ij|^2] = 1`` per entry (path loss is a
   task property, not part of the per-sample SNR), unless a source documents otherwise.
+  This is an ensemble mean, not a per-sample constraint. Documented exceptions: the
+  Sionna sources with a directional element pattern (``bs_pattern="38.901"``) scale
+  by the element gain unless ``normalise="sample"``; ``"imported"`` with
+  ``normalise="none"`` keeps the file's values.
+- ``seed`` picks the draw within the task; the same ``(task, n, seed, n_subcarriers)``
+  gives bit-identical tensors in any process.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: a device with no
+    import torch  # model work (overhead studies) never pays for importing it
 
 __all__ = [
     "ChannelTask",
@@ -143,6 +150,8 @@ def sample_channels(
     """
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
+    import torch
+
     H = get_source(task.source)(task, n, seed, n_subcarriers)
     expect = (n, task.n_rx, task.n_tx) if n_subcarriers is None else (n, n_subcarriers, task.n_rx, task.n_tx)
     if tuple(H.shape) != expect:
@@ -158,6 +167,8 @@ def rayleigh(task: ChannelTask, n: int, seed: int, n_subcarriers: int | None = N
     ``rho^|i-j|`` at both ends (Kronecker model); different task_ids then share it.
     Wideband requests give independent draws per subcarrier.
     """
+    import torch
+
     g = torch.Generator().manual_seed(int(seed))
     shape = (n, task.n_rx, task.n_tx) if n_subcarriers is None else (n, n_subcarriers, task.n_rx, task.n_tx)
     H = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g)) / (2**0.5)
