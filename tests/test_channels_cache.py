@@ -73,3 +73,16 @@ def test_default_dir_from_environment(tmp_path: Path, monkeypatch) -> None:  # t
 def test_gbsm_cached_equals_generated(tmp_path: Path) -> None:
     task = ChannelTask.make("gbsm", 8, 2, task_id=3)
     assert torch.equal(cached_channels(task, 10, seed=1, cache_dir=tmp_path), sample_channels(task, 10, seed=1))
+
+
+def test_concurrent_writers_leave_one_valid_file(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    task = ChannelTask.make("gbsm", 8, 2, task_id=5)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: cached_channels(task, 64, seed=0, cache_dir=tmp_path), range(4)))
+    assert all(torch.equal(r, results[0]) for r in results)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 1 and files[0].endswith(".arrow")  # no temp files left
+    CALLS.clear()
+    assert torch.equal(cached_channels(task, 64, seed=0, cache_dir=tmp_path), results[0])
