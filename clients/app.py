@@ -17,11 +17,7 @@ Record keys are module constants shared with ``server/app.py``.
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -78,9 +74,10 @@ def train(msg: Message, context: Context) -> Message:
     """One round: fine-tune on local data, run the class's stages, reply."""
     scenario = _scenario(context)
     profile = device_profile(scenario, _device_id(context))
-    threads = max(1, int(float(scenario.data["server"]["cpus_per_device"])))
-    torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if profile.cfg["workload"] != "none":
+        import torch
+
+        torch.set_num_threads(max(1, int(float(scenario.data["server"]["cpus_per_device"]))))
     cfg = msg.content.config_records[CONFIG_KEY]
     unit_arrays = unit_meta = None
     if UNIT_KEY in msg.content.array_records:

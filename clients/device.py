@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from clients.profiles import DeviceProfile
 from clients.stage import DeviceContext, StageResult
@@ -34,6 +33,7 @@ __all__ = ["DeviceRoundResult", "run_device_round", "CrashInjected"]
 _UNIT_PREFIX = "unit/"
 _MODEL_PREFIX = "model/"
 _META_KEY = "meta/json"
+_ARCH_KEY = "arch/json"
 
 
 class CrashInjected(RuntimeError):
@@ -80,8 +80,22 @@ def _unpack_meta(arr: np.ndarray) -> dict[str, Any]:
     return json.loads(arr.astype(np.uint8).tobytes().decode())
 
 
+def _architecture(model: Any) -> dict[str, Any]:
+    """SDNet constructor arguments that rebuild ``model``'s shapes (pruned or not)."""
+    return {
+        "n_r": int(model.n_r),
+        "n_t": int(model.n_t),
+        "n_conv": int(model.n_conv),
+        "widths": [int(w) for w in model.widths],
+        "input_rows": [int(r) for r in model.input_rows],
+        "col_upsample": int(model.col_upsample),
+    }
+
+
 def _device_data(profile: DeviceProfile, cfg: dict[str, Any]) -> tuple[Any, Any]:
     """The device's own train/validation detection batches (cached channels, own seed)."""
+    import torch
+
     from common.channels.cache import cached_channels
     from common.phy.dataset import make_detection_batch
 
@@ -129,8 +143,10 @@ def run_device_round(
     if cfg["workload"] == "none":
         return DeviceRoundResult(wall_s=time.perf_counter() - t0, state=dict(state))
 
+    import torch
+
     from clients.finetune import evaluate_ser, finetune
-    from common.learngene import LearngeneUnit, expand
+    from common.learngene import LearngeneUnit, expand, individual_sdnet
     from common.models.complexity import count_flops, count_parameters
     from common.models.sdnet import SDNet
     from common.phy.metrics import baseline_sers
@@ -150,11 +166,15 @@ def run_device_round(
     new_state[_META_KEY] = _pack_meta(dict(unit.meta))
 
     strategy = str(scenario.data["manufacturer"]["strategy"])
-    model = SDNet(profile.n_rx, profile.n_tx, profile.n_conv)
+    model = individual_sdnet(unit, profile.n_rx, profile.n_tx, profile.n_conv)
     anchors = expand(unit, model, strategy)
     kept_model = {k[len(_MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(_MODEL_PREFIX)}
     if kept_model and not fresh_unit:
+        # the detector the device ended its last round with (possibly pruned by a stage)
+        arch = _unpack_meta(state[_ARCH_KEY])
+        model = SDNet(**arch)
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in kept_model.items()})
+        anchors = {k: a for k, a in anchors.items() if k in dict(model.named_parameters()) and model.get_parameter(k).shape == a.shape}
 
     train, val = _device_data(profile, cfg)
     input_shape = tuple(train.sdnet_input.shape[1:])
@@ -173,7 +193,7 @@ def run_device_round(
         "ser": float(evaluate_ser(model, val)),
         "train_loss": float(res.loss_per_epoch[-1]) if res.loss_per_epoch else float("nan"),
     }
-    flops += count_flops(model, input_shape) * len(val)
+    flops += count_flops(model, (1, *input_shape)) * len(val)
     metrics.update({k: float(v) for k, v in baseline_sers(val).items() if k in ("ser_zf", "ser_mmse")})
 
     out = DeviceRoundResult()
@@ -203,6 +223,7 @@ def run_device_round(
             ctx.model = model = sr.model
 
     new_state.update({_MODEL_PREFIX + k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    new_state[_ARCH_KEY] = _pack_meta(_architecture(model))
     out.metrics = metrics
     out.flops = flops
     out.n_params = int(count_parameters(model))

@@ -13,12 +13,13 @@ evaluation-only ArrayRecord, and persists ``state`` for the next round.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
-from common.channels import ChannelTask
+    from common.channels import ChannelTask
 
 __all__ = ["DeviceContext", "StageResult"]
 

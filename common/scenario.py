@@ -124,7 +124,7 @@ CLASS_SCHEMA: dict[str, Field] = {
     "epochs": Field(int, 2, min=0, doc="local fine-tuning epochs per round"),
     "batch_size": Field(int, 250, min=1),
     "lr": Field(float, 1e-3, min=0.0, max=1.0),
-    "lam": Field(float, 2.0**-15, min=0.0, doc="L2 weight toward the inherited layers, eq. (21)"),
+    "lam": Field(float, 2e-15, min=0.0, doc="L2 weight toward the inherited layers, eq. (21) (paper: 2e-15)"),
     "crash_rounds": Field(list, [], item=int, min=1, doc="fault injection: devices raise in these rounds"),
 }
 
@@ -203,7 +203,7 @@ class Scenario:
     @classmethod
     def from_json(cls, text: str) -> Scenario:
         """Re-validate a resolved scenario received as JSON (e.g. by a device)."""
-        return parse_scenario(json.loads(text), "<json>")
+        return parse_scenario(json.loads(text), "<json>", check_sources=False)
 
 
 def _validate_class(raw: Any, key: str, channels: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,8 +228,11 @@ def _validate_class(raw: Any, key: str, channels: Mapping[str, Any]) -> dict[str
     return c
 
 
-def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>") -> Scenario:
+def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>", check_sources: bool = True) -> Scenario:
     """Validate a parsed TOML mapping and fill every default.
+
+    ``check_sources=False`` skips looking the channel source up in the registry (which
+    imports the sources); devices re-validating what the server already checked use it.
 
     Raises
     ------
@@ -249,7 +252,8 @@ def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>") -> Scenario:
         ch = data["channels"]
         if ch["n_pilots"] < ch["n_tx"]:
             raise ScenarioError("channels.n_pilots", f"{ch['n_pilots']} pilots cannot be orthogonal for {ch['n_tx']} UE antennas")
-        _check_source(ch["source"], "channels.source")
+        if check_sources:
+            _check_source(ch["source"], "channels.source")
         m = data["manufacturer"]
         if m["unit_layers"] > m["n_conv"]:
             raise ScenarioError("manufacturer.unit_layers", f"{m['unit_layers']} exceeds n_conv = {m['n_conv']}")

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["derive_seed", "numpy_rng", "torch_generator"]
 
@@ -45,6 +49,8 @@ def numpy_rng(root: int, *path: str | int) -> np.random.Generator:
 
 def torch_generator(root: int, *path: str | int) -> torch.Generator:
     """A CPU torch generator seeded with ``derive_seed(root, *path)``."""
+    import torch
+
     g = torch.Generator(device="cpu")
     g.manual_seed(derive_seed(root, *path))
     return g

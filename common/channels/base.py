@@ -21,6 +21,7 @@ Conventions, for every source:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -125,17 +126,20 @@ def register_source(name: str) -> Callable[[ChannelSource], ChannelSource]:
 
 
 def get_source(name: str) -> ChannelSource:
-    """The source registered as ``name``; ``ValueError`` naming the known ones otherwise."""
-    _load_builtin_sources()
+    """The source registered as ``name``; ``ValueError`` naming the known ones otherwise.
+
+    A built-in source's module is imported on first use only (Sionna and torch are heavy).
+    """
+    if name not in _SOURCES and name in BUILTIN_SOURCES:
+        importlib.import_module(BUILTIN_SOURCES[name])
     if name not in _SOURCES:
-        raise ValueError(f"unknown channel source {name!r}; expected one of {sorted(_SOURCES)}")
+        raise ValueError(f"unknown channel source {name!r}; expected one of {available_sources()}")
     return _SOURCES[name]
 
 
 def available_sources() -> list[str]:
-    """Names of all registered channel sources."""
-    _load_builtin_sources()
-    return sorted(_SOURCES)
+    """Names of all channel sources: registered ones and the built-ins (not imported)."""
+    return sorted(set(_SOURCES) | set(BUILTIN_SOURCES))
 
 
 def sample_channels(
@@ -186,24 +190,15 @@ def rayleigh(task: ChannelTask, n: int, seed: int, n_subcarriers: int | None = N
     return H.to(torch.complex64)
 
 
-_loaded = False
-
-
-def _load_builtin_sources() -> None:
-    """Import the modules that register the built-in sources (lazily: Sionna is heavy)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import importlib
-
-    for mod in ("common.channels.gbsm", "common.channels.sionna_38901", "common.channels.imported"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:  # a module not written yet, or an optional dep missing
-            if e.name is not None and e.name.startswith("common.channels"):
-                continue
-            raise
+#: built-in source name -> the module that registers it (imported by get_source on demand)
+BUILTIN_SOURCES: dict[str, str] = {
+    "gbsm": "common.channels.gbsm",
+    "umi": "common.channels.sionna_38901",
+    "uma": "common.channels.sionna_38901",
+    "rma": "common.channels.sionna_38901",
+    "cdl": "common.channels.sionna_38901",
+    "imported": "common.channels.imported",
+}
 
 
 def task_from_mapping(d: Mapping[str, Any]) -> ChannelTask:

@@ -1,0 +1,188 @@
+"""Platform overhead: airfleet vs a bare Flower ServerApp/ClientApp, devices doing no work.
+
+For N devices (default 10, 100, 1000), each system runs R rounds in a fresh process on
+Flower's simulation engine (Ray backend, same resources):
+
+- airfleet: a scenario whose one device class has ``workload = "none"``, through the real
+  ServerApp / ClientApp (registration, availability sampling, byte accounting, per-round
+  Parquet writes, the same reply records as a working device);
+- bare Flower: a ServerApp that sends every node the same instruction ConfigRecord with
+  ``Grid.send_and_receive`` each round, and a ClientApp that replies with the same
+  MetricRecord and an empty payload ConfigRecord.
+
+Reported per system and N: median per-round wall time over rounds 2..R (round 1 warms
+the Ray actors up), and the peak resident memory of the whole process tree (the driver,
+Ray's raylet/GCS and its workers), sampled from /proc every 0.2 s.
+
+    python benchmarks/overhead.py [--n 10 100 1000] [--rounds 4]
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- process-tree memory
+def _tree_rss_bytes(root_pid: int) -> int:
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{d}/statm") as f:
+                rss[int(d)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    total, stack = 0, [root_pid]
+    while stack:
+        p = stack.pop()
+        total += rss.get(p, 0)
+        stack.extend(children.get(p, []))
+    return total
+
+
+def _measure(cmd: list[str]) -> tuple[dict, int]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _tree_rss_bytes(proc.pid))
+            time.sleep(0.2)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, _ = proc.communicate()
+    stop.set()
+    t.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed with exit code {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1]), peak
+
+
+# ---------------------------------------------------------------- the two systems
+def _run_airfleet(n: int, rounds: int) -> dict:
+    import pyarrow.parquet as pq
+
+    from common.scenario import load_scenario
+    from server.cli import run_fleet
+
+    tmp = Path(tempfile.mkdtemp(prefix="airfleet-overhead-"))
+    scen = tmp / "overhead.toml"
+    scen.write_text(
+        f'name = "overhead"\nseed = 1\nrounds = {rounds}\n[channels]\nsource = "rayleigh"\n'
+        f'[server]\nround_timeout_s = 3600.0\nregister_timeout_s = 3600.0\n'
+        f'[[fleet]]\nname = "idle"\ncount = {n}\nworkload = "none"\n'
+    )
+    run_dir = tmp / "run"
+    run_fleet(load_scenario(scen), run_dir, quiet=True)
+    t = pq.read_table(run_dir / "rounds.parquet").to_pylist()
+    per_round = [max(r["round_wall_s"] for r in t if r["round"] == k) for k in range(1, rounds + 1)]
+    return {"per_round_s": per_round}
+
+
+def _run_bare(n: int, rounds: int) -> dict:
+    from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.telemetry import EventType
+
+    client = ClientApp()
+
+    @client.train()
+    def train(msg: Message, context: Context) -> Message:  # same reply records as airfleet's "none" device
+        cfg = msg.content.config_records["config"]
+        t0 = time.perf_counter()
+        metrics = MetricRecord(
+            {"device-id": int(cfg["device-id"]), "task-id": 100, "flops": 0, "n-params": 0, "wall-s": time.perf_counter() - t0}
+        )
+        return Message(RecordDict({"metrics": metrics, "payloads": ConfigRecord({})}), reply_to=msg)
+
+    server = ServerApp()
+    per_round: list[float] = []
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        nodes = sorted(grid.get_node_ids())
+        while len(nodes) < n:  # the simulation registers its nodes concurrently
+            time.sleep(0.05)
+            nodes = sorted(grid.get_node_ids())
+        for rnd in range(1, rounds + 1):
+            t0 = time.perf_counter()
+            msgs = [
+                grid.create_message(
+                    RecordDict({"config": ConfigRecord({"round": rnd, "device-id": i, "unit-version": ""})}), "train", nid, group_id=str(rnd)
+                )
+                for i, nid in enumerate(nodes)
+            ]
+            replies = list(grid.send_and_receive(msgs, timeout=3600.0))
+            assert len(replies) == len(nodes)
+            per_round.append(time.perf_counter() - t0)
+
+    ctx = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    _run_simulation(
+        num_supernodes=n,
+        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+        client_app=client,
+        server_app=server,
+        backend_name="ray",
+        backend_config={"client_resources": {"num_cpus": 1.0, "num_gpus": 0.0}, "init_args": {"log_to_driver": False}},
+        server_app_context=ctx,
+    )
+    return {"per_round_s": per_round}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, nargs="+", default=[10, 100, 1000])
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--one", choices=["airfleet", "bare"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        import logging
+
+        logging.getLogger("flwr").setLevel(logging.ERROR)
+        fn = _run_airfleet if args.one == "airfleet" else _run_bare
+        res = fn(args.n[0], args.rounds)
+        print(json.dumps(res))
+        return
+    results = []
+    for n in args.n:
+        row: dict = {"n_devices": n, "rounds": args.rounds}
+        for system in ("bare", "airfleet"):
+            res, peak = _measure([sys.executable, __file__, "--one", system, "--n", str(n), "--rounds", str(args.rounds)])
+            steady = res["per_round_s"][1:] or res["per_round_s"]
+            row[system] = {
+                "per_round_s_median": statistics.median(steady),
+                "per_round_s": [round(x, 4) for x in res["per_round_s"]],
+                "peak_rss_mib": round(peak / 2**20, 1),
+            }
+        row["wall_ratio"] = row["airfleet"]["per_round_s_median"] / row["bare"]["per_round_s_median"]
+        row["memory_ratio"] = row["airfleet"]["peak_rss_mib"] / row["bare"]["peak_rss_mib"]
+        results.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    print(json.dumps({"benchmark": "overhead", "target_ratio": 1.10, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
