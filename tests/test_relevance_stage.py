@@ -1,0 +1,86 @@
+"""The fleet's prune stage and the xrefine study, end to end at toy scale."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import torch
+
+from clients.relevance import STAGE_SCHEMA, model_flops, run_stage
+from clients.stage import DeviceContext
+from common.channels import ChannelTask, sample_channels
+from common.models.sdnet import SDNet
+from common.phy.dataset import make_detection_batch
+from common.schema import ScenarioError, validate_section
+
+torch.set_num_threads(1)
+
+
+def _ctx(model: SDNet) -> DeviceContext:
+    task = ChannelTask.make("rayleigh", 4, 2)
+    g = torch.Generator().manual_seed(0)
+    train = make_detection_batch(sample_channels(task, 250, 1), 15.0, n_pilots=4, generator=g)
+    val = make_detection_batch(sample_channels(task, 200, 2), 15.0, n_pilots=4, generator=g)
+    return DeviceContext(device_id=3, device_class="watch", round=1, seed=17, task=task, snr_db=15.0, model=model, train=train, val=val)
+
+
+def test_stage_prunes_to_budget_and_reports() -> None:
+    torch.manual_seed(0)
+    model = SDNet(4, 2, 1).eval()
+    full = model_flops(model)
+    budget = full // 2
+    res = run_stage(_ctx(model), {"budget_flops": budget, "retrain_epochs": 1, "relevance_samples": 64})
+    assert isinstance(res.model, SDNet)
+    m = res.metrics
+    assert m["flops_before"] == full and m["flops_after"] == model_flops(res.model) <= budget
+    assert m["params_after"] < m["params_before"]
+    assert 0.0 <= m["ser_before"] <= 1.0 and 0.0 <= m["ser_after"] <= 1.0
+    assert res.flops > 0
+    assert tuple(res.state["widths"].tolist()) == res.model.widths
+    assert tuple(res.state["input_rows"].tolist()) == res.model.input_rows
+    # same seed, same numbers
+    again = run_stage(_ctx(model), {"budget_flops": budget, "retrain_epochs": 1, "relevance_samples": 64})
+    assert again.metrics == m
+
+
+def test_stage_leaves_a_fitting_model_alone() -> None:
+    torch.manual_seed(1)
+    model = SDNet(4, 2, 1).eval()
+    res = run_stage(_ctx(model), {"budget_flops": 10**9})
+    assert res.model is None and res.flops == 0
+    assert res.metrics["flops_after"] == res.metrics["flops_before"]
+
+
+def test_stage_schema_names_bad_keys() -> None:
+    with pytest.raises(ScenarioError, match="budget_flops"):
+        validate_section({}, STAGE_SCHEMA, "fleet[0].prune")
+    with pytest.raises(ScenarioError, match="method"):
+        validate_section({"budget_flops": 10, "method": "l1"}, STAGE_SCHEMA, "fleet[0].prune")
+
+
+@pytest.mark.slow
+def test_xrefine_study_runs_and_reports(tmp_path: pathlib.Path) -> None:
+    import pyarrow.parquet as pq
+
+    from server.studies import xrefine
+
+    cfg = validate_section(
+        {
+            "n_subcarriers": 16, "pilot_spacing": 4, "hidden": [16, 16, 16], "n_train": 256, "n_test": 128,
+            "eval_snr_db": [10.0, 25.0], "epochs": 2, "retrain_epochs": 1, "n_relevance": 64,
+            "input_drops": [0.0, 0.5], "hidden_drops": [0.0, 0.5], "low_options": {}, "high_options": {"subcarrier_spacing_hz": 120e3},
+        },
+        xrefine.SCHEMA,
+        "study",
+    )
+    summary = xrefine.run(cfg, 3, tmp_path, lambda *a: None)
+    grid = pq.read_table(tmp_path / "grid.parquet").to_pylist()
+    assert len(grid) == 2 * 3 * 4  # selectivities x methods x grid points
+    summ = pq.read_table(tmp_path / "summary.parquet").to_pylist()
+    assert len(summ) == 2 * 2 * 3 and all(0.0 <= r["flop_reduction"] < 1.0 for r in summ)
+    assert set(summary["flop_reduction_at_target"]) == {f"{s}/{m}/{k}" for s in ("low", "high") for m in ("qpsk", "qam64") for k in ("relevance", "magnitude", "random")}
+    pngs = xrefine.report(tmp_path)
+    assert all(p.exists() and p.stat().st_size > 1000 for p in pngs) and len(pngs) == 4
+    with pytest.raises(ScenarioError, match="modulations"):
+        xrefine.run({**cfg, "modulations": ["bpsk"]}, 3, tmp_path, lambda *a: None)
