@@ -17,11 +17,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from common.phy.detection import lmmse_genie, mmse, zf
+from common.phy.detection import zf
 from common.phy.estimation import ls_channel_estimate
-from common.phy.metrics import ser
+from common.phy.metrics import baseline_sers
 from common.phy.modulation import (
-    hard_qpsk,
     indices_to_bits,
     indices_to_symbols,
     random_indices,
@@ -219,19 +218,3 @@ def concat_batches(batches: Sequence[DetectionBatch]) -> DetectionBatch:
         v = getattr(batches[0], f.name)
         kw[f.name] = torch.cat([getattr(b, f.name) for b in batches], 0) if isinstance(v, torch.Tensor) else v
     return DetectionBatch(**kw)
-
-
-def baseline_sers(batch: DetectionBatch) -> dict[str, float]:
-    """SER of the classical detectors on ``batch``.
-
-    Returns
-    -------
-    dict
-        ``ser_zf`` (eq. 9 with ``H_LS``), ``ser_mmse`` (eq. 11 with ``H_LS``),
-        ``ser_lmmse_genie`` (eq. 11 with the true ``H``).
-    """
-    return {
-        "ser_zf": ser(hard_qpsk(zf(batch.y, batch.H_ls)), batch.symbols),
-        "ser_mmse": ser(hard_qpsk(mmse(batch.y, batch.H_ls, batch.noise_var)), batch.symbols),
-        "ser_lmmse_genie": ser(hard_qpsk(lmmse_genie(batch.y, batch.H, batch.noise_var)), batch.symbols),
-    }

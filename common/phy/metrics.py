@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from scipy import stats
 
-__all__ = ["ser", "ser_with_ci", "ber", "ber_with_ci", "nmse_db", "binomial_ci"]
+from common.phy.detection import hard_qpsk, lmmse_genie, mmse, zf
+
+if TYPE_CHECKING:
+    from common.phy.dataset import DetectionBatch
+
+__all__ = ["baseline_sers", "ser", "ser_with_ci", "ber", "ber_with_ci", "nmse_db", "binomial_ci"]
 
 
 def _count(pred: torch.Tensor, true: torch.Tensor, what: str) -> tuple[int, int]:
@@ -96,3 +102,19 @@ def nmse_db(estimate: torch.Tensor, reference: torch.Tensor) -> float:
     if den == 0:
         raise ValueError("reference has zero energy")
     return 10 * math.log10(max(num, 1e-300) / den)
+
+
+def baseline_sers(batch: DetectionBatch) -> dict[str, float]:
+    """SER of the classical detectors on a ``common.phy.dataset.DetectionBatch``.
+
+    Returns
+    -------
+    dict
+        ``ser_zf`` (eq. 9 with ``H_LS``), ``ser_mmse`` (eq. 11 with ``H_LS``),
+        ``ser_lmmse_genie`` (eq. 11 with the true ``H``).
+    """
+    return {
+        "ser_zf": ser(hard_qpsk(zf(batch.y, batch.H_ls)), batch.symbols),
+        "ser_mmse": ser(hard_qpsk(mmse(batch.y, batch.H_ls, batch.noise_var)), batch.symbols),
+        "ser_lmmse_genie": ser(hard_qpsk(lmmse_genie(batch.y, batch.H, batch.noise_var)), batch.symbols),
+    }

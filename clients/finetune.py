@@ -1,0 +1,151 @@
+"""Local SDNet training on a device: MSE (eq. 13) plus the learngene L2 term (eq. 21).
+
+Used for every scheme (train-from-scratch, transfer learning, learngene) and, one task at
+a time, by the manufacturer's collective training (``server.collective``), so the
+training loop exists once.
+
+FLOP convention: a training step costs 3x the forward FLOPs per sample (forward, plus a
+backward pass of about twice the forward: gradients w.r.t. activations and weights),
+with forward FLOPs counted by ``common.models.complexity.count_flops`` (2 x MACs of
+conv/linear weights). ``flops = 3 * forward_flops * samples_trained``; evaluation
+passes (``val``) are not included.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from common.learngene import l2_to_anchors
+from common.models.complexity import count_flops
+from common.models.sdnet import sdnet_symbol_indices
+from common.phy.dataset import DetectionBatch
+from common.phy.metrics import ser
+
+__all__ = ["FinetuneResult", "finetune", "evaluate_ser", "predict_indices", "mse_loss", "TRAIN_FLOPS_PER_FORWARD"]
+
+#: training FLOPs per sample per step, in units of forward FLOPs
+TRAIN_FLOPS_PER_FORWARD: int = 3
+
+
+@dataclass
+class FinetuneResult:
+    """What one call of ``finetune`` did.
+
+    Attributes
+    ----------
+    loss_per_epoch : list of float
+        Mean training loss of eq. (13) per epoch (without the eq. (21) term).
+    val_ser_per_epoch : list of float
+        SER on ``val`` after each epoch (empty without ``val``).
+    flops : int
+        Training FLOPs actually run (module docstring convention).
+    samples : int
+        Training samples processed (epochs x len(train)).
+    seconds : float
+        Wall-clock time of the training loop (evaluation excluded).
+    """
+
+    loss_per_epoch: list[float] = field(default_factory=list)
+    val_ser_per_epoch: list[float] = field(default_factory=list)
+    flops: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+
+
+def mse_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Eq. (13): ``(1/N) sum_n ||x_hat(n) - x(n)||_2^2`` for ``float [N, 2 n_t]`` tensors."""
+    return (out - x).pow(2).sum(1).mean()
+
+
+@torch.no_grad()
+def predict_indices(model: nn.Module, batch: DetectionBatch, chunk: int = 4096) -> torch.Tensor:
+    """Hard decisions ``int64 [n, n_t]`` of ``model`` on ``batch`` (eval mode, mode restored)."""
+    was = model.training
+    model.eval()
+    try:
+        outs = [sdnet_symbol_indices(model(batch.sdnet_input[s : s + chunk])) for s in range(0, len(batch), chunk)]
+    finally:
+        model.train(was)
+    return torch.cat(outs, 0)
+
+
+def evaluate_ser(model: nn.Module, batch: DetectionBatch) -> float:
+    """SER of ``model`` on ``batch``."""
+    return ser(predict_indices(model, batch), batch.symbols)
+
+
+def finetune(
+    model: nn.Module,
+    train: DetectionBatch,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    anchors: dict[str, torch.Tensor] | None = None,
+    lam: float = 0.0,
+    generator: torch.Generator | None = None,
+    val: DetectionBatch | None = None,
+) -> FinetuneResult:
+    """Train ``model`` in place with Adam on ``train``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        An SDNet (or any module mapping ``sdnet_input`` to ``[n, 2 n_t]``).
+    train : DetectionBatch
+        Training samples.
+    epochs, batch_size : int
+        Passes over ``train`` and mini-batch size (the last batch may be smaller).
+    lr : float
+        Adam learning rate (paper: 1e-3).
+    anchors : dict of str -> Tensor, optional
+        Inherited tensors by parameter name (``common.learngene.expand``) for eq. (21).
+    lam : float, default 0
+        ``lambda`` of eq. (21) (paper: 2e-15); ignored without anchors.
+    generator : torch.Generator, optional
+        Shuffling; default a generator seeded with 0 (deterministic).
+    val : DetectionBatch, optional
+        Evaluated (SER) after every epoch.
+
+    Returns
+    -------
+    FinetuneResult
+    """
+    if epochs < 0 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam}")
+    n = len(train)
+    if n == 0:
+        raise ValueError("empty training batch")
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    fwd = count_flops(model, (1, *train.sdnet_input.shape[1:]))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    use_l2 = bool(anchors) and lam > 0
+    X, Y = train.sdnet_input, train.x
+    res = FinetuneResult()
+    model.train()
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen)
+        total = torch.zeros(())
+        for s in range(0, n, batch_size):
+            idx = perm[s : s + batch_size]
+            loss = mse_loss(model(X[idx]), Y[idx])  # eq. (13)
+            total += loss.detach() * len(idx)
+            if use_l2:
+                loss = loss + l2_to_anchors(model, anchors, lam)  # eq. (21)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        res.seconds += time.perf_counter() - t0
+        res.loss_per_epoch.append(float(total) / n)
+        res.samples += n
+        if val is not None:
+            res.val_ser_per_epoch.append(evaluate_ser(model, val))
+    res.flops = TRAIN_FLOPS_PER_FORWARD * fwd * res.samples
+    return res

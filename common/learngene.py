@@ -1,0 +1,359 @@
+"""The learngene unit (tensors + metadata), its pickle-free file format, and expansion.
+
+Paper: Zhang et al., "Efficient Deployment of Deep MIMO Detection Using Learngene", 2025,
+Sec. IV-D/E and V-B.
+
+Layer numbering follows the paper's Fig. 2: an SDNet of depth ``N_conv`` has the
+*significant* conv layers ``1..N_conv`` (``SDNet.convs[l]``); the first conv
+(``convs[0]``), the last conv (``convs[N_conv+1]``), BN and FC are never part of a unit.
+
+Expansion strategies ``"<segment>-<mode>"`` (Fig. 5), for a unit of ``M`` layers and an
+individual model of depth ``N``:
+
+- ``embed``: the unit goes to the same relative position of the individual model:
+  ``top`` -> layers ``1..M``, ``middle`` -> ``(N-M)//2 + 1 ..`` (3..6 for N=8, M=4),
+  ``bottom`` -> ``N-M+1..N``;
+- ``inherit``: the unit goes to the bottom ``N-M+1..N`` whatever segment of the
+  collective model it came from (so ``bottom-embed`` == ``bottom-inherit``, as the
+  paper notes).
+
+The segment word also names which segment of the collective model the unit should be
+cut from (``segment_layer_ids``); ``expand`` places whatever unit it is given and
+records nothing about the source. Only conv weights and biases are copied: BN is never
+inherited (Sec. V-B). ``expand`` returns the anchors of eq. (21).
+
+Upsampling adaptor (Sec. V-C3): conv kernels are shared over the image, so a unit's
+weights fit any input size; what changes with ``n_t`` is the feature-map geometry the
+kernels were trained on (65 x 16 for ``(n_t, n_r) = (8, 32)``). An individual model for
+``(4, 32)`` built by ``individual_sdnet(unit, ...)`` repeats every input column
+``unit_n_t / n_t = 2`` times (nearest-neighbour upsampling, ``SDNet.col_upsample``)
+so its convs run on 65 x 16 maps again: the same zero-padding border fraction, the same
+number of columns per Re/Im half and the same map size as in the collective model;
+its FC then maps ``65*16`` features to ``2 n_t = 8`` outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.models.sdnet import SDNet
+
+__all__ = [
+    "UNIT_VERSION",
+    "STRATEGIES",
+    "LearngeneUnit",
+    "extract_unit",
+    "segment_layer_ids",
+    "placement",
+    "expand",
+    "l2_to_anchors",
+    "upsample_factor",
+    "individual_sdnet",
+    "write_array_file",
+    "read_array_file",
+    "content_hash",
+]
+
+UNIT_VERSION: int = 1
+STRATEGIES: tuple[str, ...] = tuple(f"{s}-{m}" for m in ("embed", "inherit") for s in ("top", "middle", "bottom"))
+
+_MAGIC = b"AFARRAY1"
+_MAX_HEADER = 1 << 20  # bytes of JSON header
+_MAX_PAYLOAD = 1 << 30  # bytes of tensor data
+_DTYPES = {"float32": np.dtype("<f4"), "int64": np.dtype("<i8")}
+
+
+def _canonical_meta(meta: dict[str, Any]) -> bytes:
+    return json.dumps({k: v for k, v in meta.items() if k != "content_hash"}, sort_keys=True).encode()
+
+
+def content_hash(tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
+    """sha256 hex over sorted (name, dtype, shape, little-endian bytes) and the meta JSON
+    (without its own ``content_hash`` key)."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        a = tensors[k]
+        h.update(k.encode() + b"\0" + str(a.dtype.str).encode() + b"\0" + str(tuple(a.shape)).encode() + b"\0")
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(_canonical_meta(meta))
+    return h.hexdigest()
+
+
+def _check_meta_value(key: str, v: Any) -> None:
+    ok = (str, int, float, bool)
+    if isinstance(v, ok):
+        return
+    if isinstance(v, list) and all(isinstance(x, ok) for x in v) and len({type(x) for x in v}) <= 1:
+        return
+    raise ValueError(f"meta[{key!r}] must be str/int/float/bool or a homogeneous list of those, got {v!r}")
+
+
+@dataclass
+class LearngeneUnit:
+    """A learngene: consecutive significant conv layers cut from a collective SDNet.
+
+    Attributes
+    ----------
+    tensors : dict of str -> np.ndarray
+        ``float32`` arrays named ``"{m}.weight"`` (``[c_out, c_in, 3, 3]``) and
+        ``"{m}.bias"`` (``[c_out]``) for unit layer ``m = 0..M-1`` (top to bottom).
+    meta : dict
+        ConfigRecord-compatible values: ``version``, ``layer_ids`` (significant layer ids
+        in the source model), ``source_n_conv``, ``n_r``, ``n_t`` (antennas learnt at),
+        ``segment``, significance statistics, ``n_params`` and ``content_hash``.
+    """
+
+    tensors: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for k, v in list(self.tensors.items()):
+            if not isinstance(v, np.ndarray) or v.dtype != np.float32:
+                raise ValueError(f"unit tensor {k!r} must be a float32 ndarray, got {type(v).__name__} {getattr(v, 'dtype', '')}")
+            self.tensors[k] = np.ascontiguousarray(v, dtype="<f4")
+        for k, v in self.meta.items():
+            _check_meta_value(k, v)
+        n = self.n_layers
+        expect = {f"{m}.{p}" for m in range(n) for p in ("weight", "bias")}
+        if set(self.tensors) != expect:
+            raise ValueError(f"unit tensors must be {sorted(expect)}, got {sorted(self.tensors)}")
+        got = self.meta.get("content_hash")
+        want = content_hash(self.tensors, self.meta)
+        if got is None:
+            self.meta["content_hash"] = want
+        elif got != want:
+            raise ValueError("learngene unit content hash mismatch: tensors or metadata were altered")
+
+    @property
+    def n_layers(self) -> int:
+        """Number of conv layers ``M`` in the unit."""
+        return len(self.tensors) // 2
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(a.size for a in self.tensors.values()))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The tensors (for a Flower ``ArrayRecord``); metadata travels separately."""
+        return dict(self.tensors)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> LearngeneUnit:
+        """Rebuild a unit; ``ValueError`` if ``meta['content_hash']`` does not match."""
+        if "content_hash" not in meta:
+            raise ValueError("meta lacks 'content_hash'; refusing an unverifiable unit")
+        return cls({k: np.asarray(v) for k, v in arrays.items()}, dict(meta))
+
+    def save(self, path: str | Path) -> None:
+        """Write the unit (``write_array_file`` format, no pickle)."""
+        write_array_file(path, self.tensors, self.meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearngeneUnit:
+        """Read and verify a unit written by ``save``; ``ValueError`` on any inconsistency."""
+        tensors, meta = read_array_file(path)
+        return cls.from_arrays(tensors, meta)
+
+
+def write_array_file(path: str | Path, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write named arrays and JSON metadata without pickle.
+
+    Layout: ``b"AFARRAY1"``, header length (uint64 little-endian), a UTF-8 JSON header
+    ``{"meta": ..., "tensors": {name: {"dtype", "shape", "offset", "nbytes"}}}``, then the
+    raw little-endian tensor bytes in header order. dtypes: float32 and int64.
+    """
+    entries: dict[str, dict[str, Any]] = {}
+    chunks: list[bytes] = []
+    off = 0
+    for k in sorted(tensors):
+        a = np.asarray(tensors[k])
+        name = {np.dtype("float32"): "float32", np.dtype("int64"): "int64"}.get(a.dtype)
+        if name is None:
+            raise ValueError(f"array {k!r}: dtype {a.dtype} not supported (float32, int64)")
+        b = np.ascontiguousarray(a, dtype=_DTYPES[name]).tobytes()
+        entries[k] = {"dtype": name, "shape": list(a.shape), "offset": off, "nbytes": len(b)}
+        chunks.append(b)
+        off += len(b)
+    header = json.dumps({"meta": meta, "tensors": entries}, sort_keys=True).encode()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(_MAGIC + struct.pack("<Q", len(header)) + header)
+        for c in chunks:
+            f.write(c)
+    tmp.replace(path)
+
+
+def read_array_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a ``write_array_file`` file, validating sizes before allocating anything.
+
+    Raises
+    ------
+    ValueError
+        Bad magic, oversize or malformed header, unknown dtype, inconsistent
+        shape/offset/size, or trailing bytes.
+    """
+    data = Path(path).read_bytes()
+    if len(data) < 16 or data[:8] != _MAGIC:
+        raise ValueError(f"{path}: not an airfleet array file (bad magic)")
+    (hlen,) = struct.unpack("<Q", data[8:16])
+    if hlen > _MAX_HEADER or 16 + hlen > len(data):
+        raise ValueError(f"{path}: header length {hlen} out of bounds")
+    try:
+        header = json.loads(data[16 : 16 + hlen].decode())
+        meta, entries = header["meta"], header["tensors"]
+        if not isinstance(meta, dict) or not isinstance(entries, dict):
+            raise TypeError
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: malformed header") from e
+    payload = memoryview(data)[16 + hlen :]
+    if len(payload) > _MAX_PAYLOAD:
+        raise ValueError(f"{path}: payload of {len(payload)} bytes exceeds {_MAX_PAYLOAD}")
+    out: dict[str, np.ndarray] = {}
+    end = 0
+    for k, e in entries.items():
+        try:
+            dt = _DTYPES[e["dtype"]]
+            shape = [int(s) for s in e["shape"]]
+            off, nb = int(e["offset"]), int(e["nbytes"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: bad entry for {k!r}") from err
+        if min(shape, default=1) < 0 or off != end or nb != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+            raise ValueError(f"{path}: entry {k!r} has inconsistent shape/offset/size")
+        if off + nb > len(payload):
+            raise ValueError(f"{path}: entry {k!r} runs past the end of the file")
+        out[k] = np.frombuffer(payload[off : off + nb], dtype=dt).reshape(shape).copy()
+        end = off + nb
+    if end != len(payload):
+        raise ValueError(f"{path}: {len(payload) - end} trailing bytes")
+    return out, meta
+
+
+def segment_layer_ids(n_conv: int, m: int, segment: str) -> list[int]:
+    """Significant layer ids (1-based) of a ``segment`` of ``m`` layers in a depth-``n_conv`` model.
+
+    ``top`` -> ``1..m``; ``middle`` -> starts at ``(n_conv - m)//2 + 1``; ``bottom`` ->
+    ``n_conv-m+1..n_conv``. For the collective model (12, 4): 1-4, 5-8, 9-12; for the
+    individual model (8, 4): 1-4, 3-6, 5-8 (Sec. V-A3).
+    """
+    if not 1 <= m <= n_conv:
+        raise ValueError(f"need 1 <= m <= n_conv, got m={m}, n_conv={n_conv}")
+    start = {"top": 1, "middle": (n_conv - m) // 2 + 1, "bottom": n_conv - m + 1}.get(segment)
+    if start is None:
+        raise ValueError(f"segment must be top, middle or bottom, got {segment!r}")
+    return list(range(start, start + m))
+
+
+def _parse_strategy(strategy: str) -> tuple[str, str]:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown expansion strategy {strategy!r}; expected one of {list(STRATEGIES)}")
+    seg, mode = strategy.split("-")
+    return seg, mode
+
+
+def placement(strategy: str, n_conv: int, m: int) -> list[int]:
+    """Significant layer ids of the individual model (depth ``n_conv``) that receive a
+    unit of ``m`` layers under ``strategy`` (module docstring)."""
+    seg, mode = _parse_strategy(strategy)
+    return segment_layer_ids(n_conv, m, "bottom" if mode == "inherit" else seg)
+
+
+def extract_unit(model: SDNet, layer_ids: list[int], **meta: Any) -> LearngeneUnit:
+    """Cut significant layers ``layer_ids`` (consecutive, 1-based) out of ``model``.
+
+    Extra keyword metadata (ConfigRecord-compatible) is stored in ``meta``.
+    """
+    ids = [int(i) for i in layer_ids]
+    if not ids or ids != list(range(ids[0], ids[0] + len(ids))) or ids[0] < 1 or ids[-1] > model.n_conv:
+        raise ValueError(f"layer_ids must be consecutive within 1..{model.n_conv}, got {layer_ids}")
+    tensors: dict[str, np.ndarray] = {}
+    for m, l in enumerate(ids):
+        conv = model.convs[l]
+        tensors[f"{m}.weight"] = conv.weight.detach().cpu().numpy().astype(np.float32).copy()
+        tensors[f"{m}.bias"] = conv.bias.detach().cpu().numpy().astype(np.float32).copy()
+    seg = next((s for s in ("top", "middle", "bottom") if segment_layer_ids(model.n_conv, len(ids), s) == ids), "custom")
+    base: dict[str, Any] = {
+        "version": UNIT_VERSION,
+        "layer_ids": ids,
+        "source_n_conv": model.n_conv,
+        "n_r": model.n_r,
+        "n_t": model.n_t,
+        "segment": seg,
+        "n_params": int(sum(a.size for a in tensors.values())),
+    }
+    base.update(meta)
+    return LearngeneUnit(tensors, base)
+
+
+def expand(unit: LearngeneUnit, model: SDNet, strategy: str = "bottom-inherit") -> dict[str, torch.Tensor]:
+    """Copy the unit's conv tensors into ``model`` (in place) and return the anchors.
+
+    Parameters
+    ----------
+    unit : LearngeneUnit
+    model : SDNet
+        The individual model; its target convs must have the unit's shapes. BN layers
+        and all other layers keep their (random) initialisation.
+    strategy : str, default "bottom-inherit"
+        One of ``STRATEGIES`` (module docstring).
+
+    Returns
+    -------
+    dict of str -> torch.Tensor
+        Parameter name (``"convs.{l}.weight"``, ``"convs.{l}.bias"``) -> the inherited
+        tensor (a detached copy), i.e. ``Theta_lg`` of eq. (21).
+    """
+    targets = placement(strategy, model.n_conv, unit.n_layers)
+    anchors: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for m, l in enumerate(targets):
+            conv = model.convs[l]
+            for p in ("weight", "bias"):
+                src = torch.from_numpy(unit.tensors[f"{m}.{p}"])
+                dst = getattr(conv, p)
+                if tuple(src.shape) != tuple(dst.shape):
+                    raise ValueError(f"unit layer {m}.{p} has shape {tuple(src.shape)}, model convs.{l}.{p} has {tuple(dst.shape)}")
+                dst.copy_(src)
+                anchors[f"convs.{l}.{p}"] = src.clone().to(dst.dtype)
+    return anchors
+
+
+def l2_to_anchors(model: nn.Module, anchors: dict[str, torch.Tensor], lam: float) -> torch.Tensor:
+    """Eq. (21) regulariser: ``lam/2 * sum_m ||Theta'_lg,m - Theta_lg,m||_2^2`` (a scalar tensor)."""
+    params = dict(model.named_parameters())
+    missing = [k for k in anchors if k not in params]
+    if missing:
+        raise ValueError(f"anchors name parameters the model lacks: {missing}")
+    total = torch.zeros(())
+    for k, a in anchors.items():
+        total = total + (params[k] - a).pow(2).sum()
+    # eq. (21): lambda / 2 * sum ||Theta'_lg - Theta_lg||^2
+    return 0.5 * lam * total
+
+
+def upsample_factor(unit: LearngeneUnit, n_r: int, n_t: int) -> int:
+    """Column repetition that maps an ``(n_r, n_t)`` input onto the unit's ``2 unit_n_t`` columns.
+
+    ``ValueError`` unless ``n_r`` equals the unit's and ``n_t`` divides the unit's ``n_t``.
+    """
+    un_r, un_t = int(unit.meta.get("n_r", n_r)), int(unit.meta.get("n_t", n_t))
+    if n_r != un_r:
+        raise ValueError(f"unit was learnt at n_r={un_r}; rows are not resampled, got n_r={n_r}")
+    if n_t > un_t or un_t % n_t:
+        raise ValueError(f"unit learnt at n_t={un_t} can serve n_t dividing it, got n_t={n_t}")
+    return un_t // n_t
+
+
+def individual_sdnet(unit: LearngeneUnit, n_r: int, n_t: int, n_conv: int) -> SDNet:
+    """A fresh SDNet for ``(n_r, n_t)`` with the upsampling adaptor the unit needs
+    (``col_upsample = upsample_factor(...)``; 1 when the antennas match)."""
+    return SDNet(n_r, n_t, n_conv, col_upsample=upsample_factor(unit, n_r, n_t))

@@ -1,0 +1,344 @@
+"""The manufacturer's collective model: sequential training, gradient significance, extraction.
+
+Paper: Zhang et al. 2025, Sec. IV-E and V-B. A collective SDNet of depth ``n_conv``
+(paper 12) is trained on ``K`` channel tasks one after another (paper: 50 tasks x 50
+epochs, batch 500, Adam 1e-3, SNR 25 dB). After the last epoch of every task, the
+gradient of the task's MSE loss over its whole training set (eq. 19, BN in eval mode so
+the gradient is that of the deployed function) gives each layer's gradient
+significance ``rho_k^l``: the fraction of its parameters (weights and bias) whose
+gradient magnitude exceeds ``epsilon`` (eq. 20, ``tau``).
+
+Selection rule: candidates are the significant conv layers 1..n_conv (BN, the first and
+last conv and the FC are excluded, Sec. V-B). Every contiguous block of ``unit_layers``
+candidates is scored by the mean significance of its layers over the later half of
+the tasks (lower is better: the layer has stopped adapting to each new task), ties
+broken by the mean least-squares slope of ``rho_k^l`` over ``k`` (more negative is
+better: significance decreasing across tasks), then by depth (deeper wins, as in the
+paper). The best block becomes the learngene unit.
+
+Each task is trained with a fresh Adam optimiser by ``clients.finetune.finetune`` (the
+same loop a device runs), the model carrying over from task to task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from clients.finetune import evaluate_ser, finetune, mse_loss
+from common.channels import ChannelTask, sample_channels
+from common.learngene import LearngeneUnit, extract_unit, read_array_file, write_array_file
+from common.models.sdnet import SDNet
+from common.phy.dataset import DetectionBatch, make_detection_batch
+from common.seeding import derive_seed, torch_generator
+
+__all__ = [
+    "COLLECTIVE_VERSION",
+    "CollectiveConfig",
+    "CollectiveResult",
+    "task_detection_batch",
+    "gradient_significance",
+    "select_unit_layers",
+    "train_collective",
+    "load_or_train_collective",
+]
+
+#: bump when training or selection changes, so cached results are not reused
+COLLECTIVE_VERSION: int = 1
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class CollectiveConfig:
+    """Settings of the collective training (Table III, "Collective Model" column).
+
+    Attributes
+    ----------
+    tasks : tuple of ChannelTask
+        The sequential tasks, in training order; all share ``n_rx`` and ``n_tx``.
+    n_conv : int, default 12
+    samples_per_task : int, default 2000
+        Training samples drawn per task (paper: 8,100).
+    epochs_per_task : int, default 2
+        Paper: 50.
+    batch_size : int, default 500
+    lr : float, default 1e-3
+    snr_db : float, default 25.0
+    epsilon : float, default 1e-4
+        Threshold ``tau`` of eq. (20).
+    unit_layers : int, default 4
+        Layers in the learngene unit.
+    n_pilots : int, default 16
+    val_samples : int, default 500
+        Per-task validation samples for the history table's SER.
+    seed : int, default 0
+    """
+
+    tasks: tuple[ChannelTask, ...]
+    n_conv: int = 12
+    samples_per_task: int = 2000
+    epochs_per_task: int = 2
+    batch_size: int = 500
+    lr: float = 1e-3
+    snr_db: float = 25.0
+    epsilon: float = 1e-4
+    unit_layers: int = 4
+    n_pilots: int = 16
+    val_samples: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if not self.tasks:
+            raise ValueError("CollectiveConfig.tasks must not be empty")
+        if len({(t.n_rx, t.n_tx) for t in self.tasks}) != 1:
+            raise ValueError("all collective tasks must share n_rx and n_tx")
+        if not 1 <= self.unit_layers <= self.n_conv:
+            raise ValueError(f"unit_layers must be in 1..n_conv={self.n_conv}, got {self.unit_layers}")
+        if min(self.samples_per_task, self.epochs_per_task, self.batch_size, self.val_samples) < 1:
+            raise ValueError("samples_per_task, epochs_per_task, batch_size and val_samples must be >= 1")
+        if not (self.lr > 0 and self.epsilon > 0):
+            raise ValueError("lr and epsilon must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["tasks"] = [t.to_dict() for t in self.tasks]
+        return d
+
+    def config_hash(self) -> str:
+        """sha256 (first 16 hex) of the settings and ``COLLECTIVE_VERSION``."""
+        text = json.dumps({"v": COLLECTIVE_VERSION, **self.to_dict()}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CollectiveResult:
+    """Outcome of ``train_collective``.
+
+    Attributes
+    ----------
+    model : SDNet
+        The collective model after the last task.
+    unit : LearngeneUnit
+        The extracted learngene.
+    significance : pa.Table
+        One row per (task, layer): ``task`` (int, order k), ``task_id``, ``layer`` (int:
+        0 first conv, 1..n_conv significant, n_conv+1 last conv, n_conv+2 FC),
+        ``layer_name``, ``candidate`` (bool), ``significance`` (eq. 20),
+        ``mean_abs_grad``, ``n_params``.
+    history : pa.Table
+        One row per (task, epoch): ``task``, ``task_id``, ``epoch``, ``loss``, ``val_ser``
+        (``val_ser`` only at a task's last epoch, NaN elsewhere).
+    selected_layers : list of int
+    from_cache : bool
+    """
+
+    model: SDNet
+    unit: LearngeneUnit
+    significance: pa.Table
+    history: pa.Table
+    selected_layers: list[int]
+    from_cache: bool = False
+
+
+def _channels(task: ChannelTask, n: int, seed: int) -> torch.Tensor:
+    try:
+        from common.channels.cache import cached_channels
+    except ImportError:  # pragma: no cover - cache module not present
+        return sample_channels(task, n, seed)
+    return cached_channels(task, n, seed)
+
+
+def task_detection_batch(task: ChannelTask, n: int, snr_db: float, n_pilots: int, seed: int, purpose: str) -> DetectionBatch:
+    """``n`` detection samples of ``task`` (channels cached when the cache exists); the
+    channel draw and the symbol/noise draw both derive from ``(seed, purpose, task)``."""
+    key = (purpose, task.spec_hash())
+    H = _channels(task, n, derive_seed(seed, "channels", *key))
+    return make_detection_batch(H, snr_db, n_pilots, torch_generator(seed, "symbols", *key))
+
+
+def _layers(model: SDNet) -> list[tuple[int, str, list[torch.nn.Parameter]]]:
+    out = [(i, f"convs.{i}", [c.weight, c.bias]) for i, c in enumerate(model.convs)]
+    out.append((model.n_conv + 2, "fc", [model.fc.weight, model.fc.bias]))
+    return out
+
+
+def gradient_significance(model: SDNet, batch: DetectionBatch, epsilon: float, chunk: int = 2000) -> list[dict[str, Any]]:
+    """Eq. (19)-(20) for every conv layer and the FC on one task's data.
+
+    Parameters
+    ----------
+    model : SDNet
+    batch : DetectionBatch
+        The task's data ``D_k``.
+    epsilon : float
+        Threshold ``tau``.
+    chunk : int
+        Samples per backward pass (the gradient is of the mean loss over all of ``batch``).
+
+    Returns
+    -------
+    list of dict
+        ``layer``, ``layer_name``, ``candidate``, ``significance``, ``mean_abs_grad``, ``n_params``.
+    """
+    was = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    n = len(batch)
+    try:
+        for s in range(0, n, chunk):
+            X, Y = batch.sdnet_input[s : s + chunk], batch.x[s : s + chunk]
+            (mse_loss(model(X), Y) * (len(X) / n)).backward()
+        rows = []
+        for lid, name, params in _layers(model):
+            g = torch.cat([p.grad.detach().abs().flatten() for p in params])  # eq. (19)
+            rows.append(
+                {
+                    "layer": lid,
+                    "layer_name": name,
+                    "candidate": 1 <= lid <= model.n_conv,
+                    "significance": float((g > epsilon).float().mean()),  # eq. (20)
+                    "mean_abs_grad": float(g.mean()),
+                    "n_params": int(g.numel()),
+                }
+            )
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was)
+    return rows
+
+
+def select_unit_layers(significance: np.ndarray, unit_layers: int) -> tuple[list[int], dict[str, float]]:
+    """The selection rule (module docstring).
+
+    Parameters
+    ----------
+    significance : np.ndarray
+        ``float [K, n_conv]``: ``rho_k^l`` for tasks k (rows, in order) and candidate
+        layers l = 1..n_conv (columns).
+    unit_layers : int
+
+    Returns
+    -------
+    (layer_ids, stats)
+        1-based consecutive layer ids, and the chosen block's ``late_mean`` and ``slope``.
+    """
+    rho = np.asarray(significance, dtype=np.float64)
+    if rho.ndim != 2 or rho.shape[1] < unit_layers or rho.shape[0] < 1:
+        raise ValueError(f"significance must be [K>=1, n_conv>={unit_layers}], got {rho.shape}")
+    K, L = rho.shape
+    late = rho[K // 2 :].mean(0) if K > 1 else rho[0]
+    k = np.arange(K, dtype=np.float64)
+    slope = ((k - k.mean())[:, None] * (rho - rho.mean(0))).sum(0) / max(((k - k.mean()) ** 2).sum(), 1e-12)
+    best: tuple[float, float, int] | None = None
+    for start in range(L - unit_layers + 1):
+        sl = slice(start, start + unit_layers)
+        key = (round(float(late[sl].mean()), 12), round(float(slope[sl].mean()), 12), -start)
+        if best is None or key < best:
+            best = key
+    assert best is not None
+    start = -best[2]
+    return list(range(start + 1, start + unit_layers + 1)), {"late_mean": best[0], "slope": best[1]}
+
+
+def train_collective(cfg: CollectiveConfig, progress: ProgressFn | None = None) -> CollectiveResult:
+    """Sequentially train the collective SDNet on ``cfg.tasks`` and extract the learngene."""
+    t0 = cfg.tasks[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "collective", "init"))
+        model = SDNet(t0.n_rx, t0.n_tx, cfg.n_conv)
+    sig_rows: list[dict[str, Any]] = []
+    hist_rows: list[dict[str, Any]] = []
+    K = len(cfg.tasks)
+    for k, task in enumerate(cfg.tasks):
+        train = task_detection_batch(task, cfg.samples_per_task, cfg.snr_db, cfg.n_pilots, cfg.seed, "collective-train")
+        val = task_detection_batch(task, cfg.val_samples, cfg.snr_db, cfg.n_pilots, cfg.seed, "collective-val")
+        res = finetune(
+            model,
+            train,
+            epochs=cfg.epochs_per_task,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            generator=torch_generator(cfg.seed, "collective", "shuffle", k),
+        )
+        val_ser = evaluate_ser(model, val)
+        for e, loss in enumerate(res.loss_per_epoch):
+            last = e == len(res.loss_per_epoch) - 1
+            hist_rows.append({"task": k, "task_id": task.task_id, "epoch": e, "loss": loss, "val_ser": val_ser if last else float("nan")})
+        for r in gradient_significance(model, train, cfg.epsilon):
+            sig_rows.append({"task": k, "task_id": task.task_id, **r})
+        if progress is not None:
+            progress("collective", k + 1, K)
+    significance = pa.Table.from_pylist(sig_rows)
+    rho = np.array([[r["significance"] for r in sig_rows if r["task"] == k and r["candidate"]] for k in range(K)])
+    ids, stats = select_unit_layers(rho, cfg.unit_layers)
+    unit = extract_unit(
+        model,
+        ids,
+        config_hash=cfg.config_hash(),
+        n_tasks=K,
+        epsilon=cfg.epsilon,
+        significance_late_mean=float(stats["late_mean"]),
+        significance_slope=float(stats["slope"]),
+        significance_last_task=[float(x) for x in rho[-1, [i - 1 for i in ids]]],
+    )
+    return CollectiveResult(model, unit, significance, pa.Table.from_pylist(hist_rows), ids)
+
+
+def _model_arrays(model: SDNet) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def _save(res: CollectiveResult, cfg: CollectiveConfig, d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    write_array_file(d / "model.bin", _model_arrays(res.model), {"config": cfg.to_dict(), "hash": cfg.config_hash()})
+    res.unit.save(d / "unit.bin")
+    pq.write_table(res.significance, d / "significance.parquet")
+    pq.write_table(res.history, d / "history.parquet")
+
+
+def _load(cfg: CollectiveConfig, d: Path) -> CollectiveResult:
+    arrays, meta = read_array_file(d / "model.bin")
+    if meta.get("hash") != cfg.config_hash():
+        raise ValueError("cached collective model belongs to another configuration")
+    t0 = cfg.tasks[0]
+    model = SDNet(t0.n_rx, t0.n_tx, cfg.n_conv)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+    unit = LearngeneUnit.load(d / "unit.bin")
+    if unit.meta.get("config_hash") != cfg.config_hash():
+        raise ValueError("cached learngene unit belongs to another configuration")
+    sig = pq.read_table(d / "significance.parquet")
+    hist = pq.read_table(d / "history.parquet")
+    return CollectiveResult(model, unit, sig, hist, [int(i) for i in unit.meta["layer_ids"]], from_cache=True)
+
+
+def load_or_train_collective(
+    cfg: CollectiveConfig, cache_dir: Path | None, progress: ProgressFn | None = None
+) -> CollectiveResult:
+    """``train_collective`` behind a cache at ``cache_dir/collective-<config_hash>/``.
+
+    A missing or unreadable cache entry (corrupt file, hash mismatch) is retrained and
+    rewritten; ``cache_dir=None`` always trains.
+    """
+    if cache_dir is None:
+        return train_collective(cfg, progress)
+    d = Path(cache_dir) / f"collective-{cfg.config_hash()}"
+    if d.exists():
+        try:
+            return _load(cfg, d)
+        except (OSError, ValueError, KeyError, RuntimeError, pa.ArrowException):
+            pass
+    res = train_collective(cfg, progress)
+    _save(res, cfg, d)
+    return res

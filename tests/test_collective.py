@@ -1,0 +1,93 @@
+"""Collective training: gradient significance (eq. 19-20), the selection rule, the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.channels import ChannelTask, sample_channels
+from common.models.sdnet import SDNet
+from common.phy import make_detection_batch
+from server.collective import (
+    CollectiveConfig,
+    gradient_significance,
+    load_or_train_collective,
+    select_unit_layers,
+)
+
+torch.set_num_threads(1)
+
+
+def _batch(n: int = 200) -> object:
+    H = sample_channels(ChannelTask.make("rayleigh", 4, 2), n, 0)
+    return make_detection_batch(H, 15.0, generator=torch.Generator().manual_seed(0))
+
+
+def test_gradient_significance_on_a_constructed_case() -> None:
+    torch.manual_seed(0)
+    m = SDNet(4, 2, 3)
+    b = _batch()
+    with torch.no_grad():
+        m.fc.weight.zero_()  # no gradient can reach any conv layer
+    rows = {r["layer_name"]: r for r in gradient_significance(m, b, epsilon=0.0)}
+    for i in range(5):
+        assert rows[f"convs.{i}"]["significance"] == 0.0 and rows[f"convs.{i}"]["mean_abs_grad"] == 0.0
+    assert [rows[f"convs.{i}"]["candidate"] for i in range(5)] == [False, True, True, True, False]
+    assert rows["fc"]["n_params"] == 9 * 4 * 4 + 4 and not rows["fc"]["candidate"]
+    # fc gets gradients; with a threshold the fraction is the fraction of |grad| > tau, eq. (20)
+    torch.manual_seed(0)
+    m2 = SDNet(4, 2, 3)
+    out = (m2.eval()(b.sdnet_input) - b.x).pow(2).sum(1).mean()
+    g = torch.autograd.grad(out, [m2.convs[2].weight, m2.convs[2].bias])
+    g = torch.cat([x.abs().flatten() for x in g])
+    tau = float(g.median())
+    r = {x["layer_name"]: x for x in gradient_significance(m2, b, epsilon=tau)}
+    assert r["convs.2"]["significance"] == pytest.approx(float((g > tau).float().mean()), abs=1e-6)
+    assert 0.4 < r["convs.2"]["significance"] < 0.6
+    assert rows["fc"]["significance"] > 0.5
+
+
+def test_selection_rule_picks_the_lowest_falling_block() -> None:
+    K, L = 6, 8
+    rho = np.full((K, L), 0.9)
+    rho[:, 4:8] = np.linspace(0.8, 0.1, K)[:, None]  # layers 5-8 fall to low significance
+    ids, stats = select_unit_layers(rho, 4)
+    assert ids == [5, 6, 7, 8] and stats["slope"] < 0
+    # a flat low block beats a falling block that ends higher
+    rho2 = np.full((K, L), 0.9)
+    rho2[:, 0:4] = 0.05
+    assert select_unit_layers(rho2, 4)[0] == [1, 2, 3, 4]
+    # all equal: the deepest block (the paper's finding breaks ties)
+    assert select_unit_layers(np.ones((3, 12)), 4)[0] == [9, 10, 11, 12]
+    with pytest.raises(ValueError):
+        select_unit_layers(np.ones((3, 3)), 4)
+
+
+def test_collective_runs_and_the_cache_hits(tmp_path: Path) -> None:
+    tasks = [ChannelTask.make("gbsm", 4, 2, k, 0) for k in range(2)]
+    cfg = CollectiveConfig(tasks=tasks, n_conv=5, samples_per_task=150, epochs_per_task=1, batch_size=50, unit_layers=2, val_samples=50, seed=3)
+    seen: list[tuple[str, int, int]] = []
+    r1 = load_or_train_collective(cfg, tmp_path, progress=lambda *a: seen.append(a))
+    assert not r1.from_cache and seen[-1] == ("collective", 2, 2)
+    assert r1.significance.num_rows == 2 * (5 + 3)
+    assert len(r1.selected_layers) == 2 and r1.unit.meta["layer_ids"] == r1.selected_layers
+    assert r1.unit.meta["config_hash"] == cfg.config_hash()
+    r2 = load_or_train_collective(cfg, tmp_path)
+    assert r2.from_cache and r2.unit.meta["content_hash"] == r1.unit.meta["content_hash"]
+    assert all(torch.equal(a, b) for a, b in zip(r1.model.state_dict().values(), r2.model.state_dict().values()))
+    assert r2.significance.equals(r1.significance)
+    # same seed -> same training (no cache)
+    r3 = load_or_train_collective(cfg, None)
+    assert r3.unit.meta["content_hash"] == r1.unit.meta["content_hash"]
+    # a corrupt cache entry is retrained, not trusted
+    f = tmp_path / f"collective-{cfg.config_hash()}" / "model.bin"
+    f.write_bytes(f.read_bytes()[:-10])
+    r4 = load_or_train_collective(cfg, tmp_path)
+    assert not r4.from_cache and load_or_train_collective(cfg, tmp_path).from_cache
+    # another config -> another key
+    assert CollectiveConfig(tasks=tasks, n_conv=5, seed=4).config_hash() != CollectiveConfig(tasks=tasks, n_conv=5, seed=3).config_hash()
+    with pytest.raises(ValueError):
+        CollectiveConfig(tasks=[ChannelTask.make("gbsm", 4, 2), ChannelTask.make("gbsm", 8, 2)])
