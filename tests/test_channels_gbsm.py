@@ -175,3 +175,15 @@ def test_bad_input() -> None:
         linear_track((0, 0, 0), (1, 0, 0), 0.0)
     with pytest.raises(ValueError, match="n_clusters"):
         sample_channels(_task(0, n_clusters=0), 2, seed=0)
+
+
+def test_torch_steering_matches_numpy() -> None:
+    from common.channels.arrays import steering_vectors_torch
+
+    lam = SPEED_OF_LIGHT / 6e9
+    rng = np.random.default_rng(0)
+    d = unit_vectors(rng.uniform(0, np.pi, (5, 7)), rng.uniform(-np.pi, np.pi, (5, 7)))
+    for pos in (array_positions("upa", 32, lam), array_positions("ula", 8, lam, orientation="x"), rng.normal(size=(6, 3)) * lam):
+        ref = steering_vectors(d, pos, lam)
+        got = steering_vectors_torch(torch.from_numpy(d), pos, lam)
+        assert got.shape == (5, 7, pos.shape[0]) and np.allclose(got.numpy(), ref, atol=1e-9)

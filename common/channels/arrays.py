@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from common.channels.base import ChannelTask
 
@@ -23,6 +24,7 @@ __all__ = [
     "task_array_positions",
     "unit_vectors",
     "steering_vectors",
+    "steering_vectors_torch",
 ]
 
 SPEED_OF_LIGHT = 299_792_458.0  # m/s
@@ -205,3 +207,41 @@ def steering_vectors(directions: np.ndarray, positions_m: np.ndarray, wavelength
             f"expected directions [..., 3] and positions [n_ant, 3], got {directions.shape} and {positions_m.shape}"
         )
     return np.exp(2j * np.pi / wavelength_m * (directions @ positions_m.T))
+
+
+def steering_vectors_torch(directions: torch.Tensor, positions_m: torch.Tensor | np.ndarray, wavelength_m: float) -> torch.Tensor:
+    """``steering_vectors`` in torch, exploiting the array's lattice (fast path).
+
+    ``exp(j k r . d_m)`` factorises over the axes, so only one phasor per distinct
+    element coordinate per axis is evaluated (8 + 4 for a 4 x 8 UPA instead of 32),
+    with ``cos`` / ``sin`` rather than a complex ``exp``.
+
+    Parameters
+    ----------
+    directions : torch.Tensor
+        ``float [..., 3]`` unit vectors from the array towards the far end.
+    positions_m : torch.Tensor or np.ndarray
+        ``float [n_ant, 3]`` element positions, m.
+    wavelength_m : float
+        Carrier wavelength, m.
+
+    Returns
+    -------
+    torch.Tensor
+        ``complex64 [..., n_ant]`` (``complex128`` for float64 ``directions``).
+    """
+    pos = torch.as_tensor(positions_m, dtype=directions.dtype)
+    if directions.shape[-1] != 3 or pos.ndim != 2 or pos.shape[1] != 3:
+        raise ValueError(f"expected directions [..., 3] and positions [n_ant, 3], got {tuple(directions.shape)} and {tuple(pos.shape)}")
+    k = 2 * np.pi / wavelength_m
+    out: torch.Tensor | None = None
+    for axis in range(3):
+        uniq, inv = torch.unique(pos[:, axis], return_inverse=True)
+        if uniq.numel() == 1 and float(uniq[0]) == 0.0:
+            continue
+        ph = k * directions[..., axis : axis + 1] * uniq  # [..., n_unique]
+        f = torch.complex(torch.cos(ph), torch.sin(ph))[..., inv]
+        out = f if out is None else out * f
+    if out is None:
+        return torch.ones((*directions.shape[:-1], pos.shape[0]), dtype=torch.complex64 if directions.dtype != torch.float64 else torch.complex128)
+    return out

@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.channels.arrays import default_upa_rows
+from common.channels.arrays import default_upa_rows, steering_vectors_torch
 from common.channels.base import ChannelTask, register_source
 from common.channels.gbsm import subcarrier_offsets_hz
 from common.channels.layout import bs_position_m, ue_positions_m
@@ -184,6 +184,11 @@ def _direct(model: Any, freqs: torch.Tensor) -> torch.Tensor:
     return h[0, 0, :, :, :, 0, :].permute(1, 3, 0, 2).to(torch.complex64)
 
 
+def _phasor(phase: torch.Tensor) -> torch.Tensor:
+    """``exp(j phase)`` via cos / sin (several times faster than a complex exp on CPU)."""
+    return torch.complex(torch.cos(phase), torch.sin(phase))
+
+
 def _unit(zenith: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.sin(zenith) * torch.cos(azimuth), torch.sin(zenith) * torch.sin(azimuth), torch.cos(zenith)], dim=-1)
 
@@ -218,7 +223,7 @@ def _from_rays(model: Any, freqs: torch.Tensor) -> torch.Tensor:
     f_bs = torch.stack(bs_arr.ant_pol1.field(zod, aod), dim=-1)  # [m, C, M, 2] (theta, phi)
     f_ue = torch.stack(ue_arr.ant_pol1.field(zoa, aoa), dim=-1)
     xpr_scale = torch.sqrt(1 / rays.xpr[0, 0])  # [m, C, M]
-    e = torch.exp(torch.complex(torch.zeros_like(phi), phi))  # [m, C, M, 4]
+    e = _phasor(phi)  # [m, C, M, 4]
     # eq. 7.5-28 field term: F_rx^T [[e0, k e1], [k e2, e3]] F_tx, rx = BS, tx = UE (uplink)
     w = (
         f_bs[..., 0] * (e[..., 0] * f_ue[..., 0] + xpr_scale * e[..., 1] * f_ue[..., 1])
@@ -228,8 +233,8 @@ def _from_rays(model: Any, freqs: torch.Tensor) -> torch.Tensor:
     powers = rays.powers[0, 0]  # [m, C]
     w = w * torch.sqrt(powers / n_rays)[..., None]
     lam = 299_792_458.0 / float(scen.carrier_frequency)
-    a_bs = torch.exp(1j * (2 * math.pi / lam) * (_unit(zod, aod) @ bs_arr.ant_pos.to(dtype).T))  # [m, C, M, n_rx]
-    a_ue = torch.exp(1j * (2 * math.pi / lam) * (_unit(zoa, aoa) @ ue_arr.ant_pos.to(dtype).T))  # [m, C, M, n_tx]
+    a_bs = steering_vectors_torch(_unit(zod, aod), bs_arr.ant_pos, lam)  # [m, C, M, n_rx], eq. 7.5-22
+    a_ue = steering_vectors_torch(_unit(zoa, aoa), ue_arr.ant_pos, lam)  # [m, C, M, n_tx]
     m, n_cl = powers.shape
     a_bs = a_bs.to(torch.complex64)
     a_ue = a_ue.to(torch.complex64)
@@ -254,7 +259,7 @@ def _from_rays(model: Any, freqs: torch.Tensor) -> torch.Tensor:
     H_q = torch.stack(taps, dim=1).reshape(m, 3 * n_cl, -1)  # [m, 3C, n_rx * n_tx]
     tau_q = torch.stack(tap_delays, dim=1).reshape(m, 3 * n_cl)  # [m, 3C]
     ph = -2 * math.pi * freqs.to(torch.float64)[None, :, None] * tau_q.to(torch.float64)[:, None, :]  # phase = -2 pi f tau
-    steer = torch.exp(torch.complex(torch.zeros_like(ph), ph)).to(torch.complex64)  # [m, K, 3C]
+    steer = _phasor(ph).to(torch.complex64)  # [m, K, 3C]
     return (steer @ H_q).reshape(m, freqs.numel(), a_bs.shape[-1], a_ue.shape[-1])
 
 
