@@ -112,3 +112,12 @@ def test_bad_options() -> None:
         sample_channels(_task(method="fast"), 2, seed=0)
     with pytest.raises(ValueError, match="bs_rows=5"):
         sample_channels(_task(bs_rows=5), 2, seed=0)
+
+
+def test_los_option_uses_direct_path() -> None:
+    from common.channels.sionna_38901 import system_model
+
+    task = _task(los=True)
+    H = sample_channels(task, 3, seed=0)
+    assert bool(system_model(task)._scenario.los.all())
+    assert torch.allclose(H, sample_channels(_task(los=True, method="direct"), 3, seed=0), atol=1e-6)

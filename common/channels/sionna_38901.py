@@ -33,7 +33,8 @@ method ("rays"): "rays" or "direct" (system-level sources only).
 bs_array ("upa"), bs_rows (auto: 4 for 32), bs_spacing_wl (0.5), bs_pattern ("omni"):
     BS panel (single vertical polarisation; pattern "omni" or "38.901").
 ue_array ("ula"), ue_rows (auto), ue_spacing_wl (0.5), ue_pattern ("omni"): UE panel.
-los (False): False forces NLoS, True forces LoS ("direct" method only), "random" draws it.
+los (False): False forces NLoS, True forces LoS, "random" draws it (chunks with LoS
+    links are generated with the "direct" method).
 o2i_model ("low"): Sionna's O2I model argument (UEs are outdoor; no effect).
 ue_chunk (256): UEs per Sionna topology.
 normalise ("none"): "none" or "sample" (each sample scaled to ``||H||_F^2 = n_rx n_tx``,
@@ -310,7 +311,8 @@ def system_level_channels(task: ChannelTask, n: int, seed: int, n_subcarriers: i
     for i, s in enumerate(range(0, n, chunk)):
         with _sionna_seed(derive_seed(seed, "sionna-38901", task.source, task.seed, task.task_id, i)):
             _set_topology(model, pos[s : s + chunk], bs, los)
-            out.append(_from_rays(model, freqs) if method == "rays" else _direct(model, freqs))
+            nlos = not bool(model._scenario.los.any())
+            out.append(_from_rays(model, freqs) if method == "rays" and nlos else _direct(model, freqs))
     H = torch.cat(out, dim=0)
     H = H[:, 0] if n_subcarriers is None else H
     return _normalise(H, task).to(torch.complex64)
