@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -582,9 +583,7 @@ def prune_by_fraction(model: nn.Module, scores: UnitScores, input_drop: float, h
 
 def model_flops(model: nn.Module) -> int:
     """Forward FLOPs per sample (``common.models.complexity.count_flops``) of an estimator or SDNet."""
-    if isinstance(model, SDNet):
-        return count_flops(model, (1, *model.input_shape))
-    if isinstance(model, ChannelEstimator):
+    if isinstance(model, (SDNet, ChannelEstimator)):
         return count_flops(model, (1, *model.input_shape))
     raise ValueError(f"model_flops supports ChannelEstimator and SDNet, got {type(model).__name__}")
 
@@ -848,9 +847,7 @@ def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
         passes (counted as 2 forward passes each) plus the retraining FLOPs;
         ``state``: ``widths`` and ``input_rows`` of the pruned architecture (int64).
     """
-    import numpy as np
-
-    from clients.finetune import evaluate_ser, finetune
+    from clients.finetune import evaluate_ser, finetune  # imported here: finetune pulls the training stack
 
     cfg = validate_section(cfg, STAGE_SCHEMA, "prune")
     model = ctx.model

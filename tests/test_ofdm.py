@@ -109,3 +109,13 @@ def test_lmmse_beats_interpolated_ls() -> None:
     # at high SNR interpolated LS is limited by interpolation error, LMMSE is not
     b2 = simulate_ofdm(_tdl_channels(500, K, 6, 12), 40.0, p, generator=torch.Generator().manual_seed(5))
     assert nmse_db(lmmse_estimate(b2.h_ls_pilots, p, R, b2.noise_var), b2.h) < nmse_db(b2.h_ls, b2.h)
+
+
+def test_qam64_awgn_ber_matches_nearest_neighbour_approximation() -> None:
+    # Gray 64-QAM, Es/N0 = snr: BER ~ (4/6)(1 - 1/8) Q(sqrt(3 snr / 63)) at high SNR
+    n, K, snr_db = 1000, 64, 20.0
+    b = simulate_ofdm(torch.ones(n, K, dtype=torch.complex64), snr_db, pilot_indices(K, "block"), "qam64", 4,
+                      generator=torch.Generator().manual_seed(6))
+    snr = 10 ** (snr_db / 10)
+    q = 0.5 * math.erfc(math.sqrt(3 * snr / 63) / math.sqrt(2))
+    assert b.ber_with(b.h) == pytest.approx((4 / 6) * (7 / 8) * q, rel=0.1)
