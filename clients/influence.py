@@ -90,6 +90,15 @@ __all__ = [
     "select_samples",
     "first_order_finetune",
     "second_order_update",
+    "InfluenceEngine",
+    "finetune_copy",
+    "influence_flops",
+    "gap_reduction",
+    "STAGE_SCHEMA",
+    "sdnet_bce_loss",
+    "detection_instances",
+    "genie_lmmse_bits",
+    "run_stage",
 ]
 
 #: per-sample loss: ``loss_fn(model_output [n, ...], target [n, ...]) -> float [n]``
@@ -680,3 +689,274 @@ def second_order_update(
         if callback is not None:
             callback(s + 1, model)
     return model
+
+
+# ---------------------------------------------------------------------------------------
+# one targeted fine-tuning experiment (shared by the fleet stage and the paper study)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class InfluenceEngine:
+    """Everything that depends only on the model and the training set (reused per target).
+
+    Build with :meth:`fit`; then :meth:`scores` for any target gradient.
+
+    Attributes
+    ----------
+    g_train : ``[N, P]`` per-sample training gradients.
+    inv_hessian : :class:`LowRankInverseHessian` or None (``first_order`` only).
+    n_hvp : int
+        Hessian-vector products evaluated (each over ``n_hessian`` samples).
+    n_hessian : int
+        Training samples in the Hessian.
+    """
+
+    g_train: torch.Tensor
+    inv_hessian: LowRankInverseHessian | None
+    n_hvp: int
+    n_hessian: int
+
+    @classmethod
+    def fit(
+        cls,
+        model: nn.Module,
+        loss_fn: LossFn,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        need_hessian: bool = True,
+        k: int = 40,
+        n_steps: int = 100,
+        damping: float = 1e-3,
+        tol: float = 1e-6,
+        hessian_samples: int | None = None,
+        generator: torch.Generator | None = None,
+        chunk_size: int = 256,
+    ) -> InfluenceEngine:
+        """Per-sample gradients and (optionally) the Arnoldi inverse Hessian.
+
+        ``hessian_samples`` (default all) takes the Hessian on the first that many
+        training samples; ``damping`` is added to ``|λ|`` when inverting (not inside
+        the Arnoldi operator, which sees the plain Hessian).
+        """
+        G = per_sample_grads(model, loss_fn, inputs, targets, chunk_size=chunk_size)
+        if not need_hessian:
+            return cls(G, None, 0, 0)
+        nh = inputs.shape[0] if hessian_samples is None else min(int(hessian_samples), inputs.shape[0])
+        hvp = hvp_operator(model, loss_fn, inputs[:nh], targets[:nh], chunk_size=max(chunk_size, 512))
+        res = arnoldi(hvp, G.shape[1], n_steps=n_steps, k=k, tol=tol, generator=generator, dtype=G.dtype)
+        return cls(G, LowRankInverseHessian.from_arnoldi(res, damping), res.n_hvp, nh)
+
+    def scores(self, method: str, g_target: torch.Tensor) -> torch.Tensor:
+        """:func:`influence_scores` of every training sample for ``g_target [P]``."""
+        return influence_scores(method, g_target, self.g_train, self.inv_hessian, n_train=self.g_train.shape[0])
+
+
+def finetune_copy(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    update: str,
+    steps: int,
+    lr: float,
+    inv_hessian: LowRankInverseHessian | None = None,
+    callback: Callable[[int, nn.Module], None] | None = None,
+) -> nn.Module:
+    """A deep copy of ``model`` (kept in eval mode: batch-norm statistics frozen) after
+    ``steps`` ``first_order`` (Adam) or ``second_order`` steps on the given samples."""
+    m = copy.deepcopy(model).eval()
+    if update == "first_order":
+        return first_order_finetune(m, loss_fn, inputs, targets, steps, lr, callback=callback)
+    if update == "second_order":
+        if inv_hessian is None:
+            raise ValueError("second_order update needs the Arnoldi inverse Hessian")
+        return second_order_update(m, loss_fn, inputs, targets, inv_hessian, steps, lr, callback=callback)
+    raise ValueError(f"unknown update {update!r}; expected 'first_order' or 'second_order'")
+
+
+def influence_flops(fwd_flops: int, n_params: int, n_train: int, n_hessian: int, n_hvp: int, n_target_samples: int) -> int:
+    """FLOPs of scoring: per-sample gradients (3 forward-equivalents each), HVPs
+    (forward-over-reverse, ~5 each), Gram–Schmidt (``4 P i`` at step ``i``), target
+    gradients and the projections/dot products (``2 N P``)."""
+    gs = sum(4 * n_params * (i + 1) for i in range(n_hvp))
+    return int(3 * fwd_flops * (n_train + n_target_samples) + 5 * fwd_flops * n_hessian * n_hvp + gs + 4 * n_train * n_params)
+
+
+# ---------------------------------------------------------------------------------------
+# the fleet stage (SDNet on DetectionBatch data)
+# ---------------------------------------------------------------------------------------
+#: keys of a device class's ``influence`` table
+STAGE_SCHEMA: dict[str, Field] = {
+    "method": Field(str, "relatif", choices=METHODS, doc="influence score (negative = beneficial)"),
+    "update": Field(str, "first_order", choices=("first_order", "second_order"), doc="fine-tuning update"),
+    "n_targets": Field(int, 1, min=1, max=64, doc="top-k relative-BER-gap instances (1 = single target; >1 = one joint multi-target set)"),
+    "min_genie_ber": Field(float, 1e-3, min=0.0, max=0.5, doc="targets need BER_genie >= this"),
+    "instance_size": Field(int, 16, min=1, doc="consecutive samples per instance when samples do not share channels"),
+    "k": Field(int, 40, min=1, max=1000, doc="eigenvalues kept by Arnoldi"),
+    "arnoldi_steps": Field(int, 100, min=1, max=5000, doc="Arnoldi iterations (>= 2.5 k advised)"),
+    "arnoldi_tol": Field(float, 1e-6, min=0.0, max=1.0, doc="relative stopping tolerance"),
+    "damping": Field(float, 1e-3, min=0.0, doc="added to |eigenvalue| when inverting"),
+    "hessian_samples": Field(int, 512, min=1, doc="training samples in the Hessian"),
+    "budget": Field(int, 64, min=1, doc="training samples selected (influence and random alike)"),
+    "steps": Field(int, 3, min=0, max=1000, doc="fine-tuning steps (paper: 3 single, 15 multi)"),
+    "lr": Field(float, 1e-3, min=0.0, doc="learning rate of the fine-tuning steps"),
+    "loss": Field(str, "bce", choices=("bce",), doc="BCE on bits (SDNet tanh outputs read as soft signs)"),
+    "seeds": Field(int, 1, min=1, max=100, doc="random-selection baselines averaged"),
+    "keep_model": Field(bool, False, doc="replace the device model with the influence-tuned one"),
+}
+
+
+def sdnet_bce_loss(out: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Per-sample BCE (bits) of SDNet outputs ``[n, 2 n_t]`` against ``bits [n, 2 n_t]``."""
+    return bce_bits(tanh_to_bit_logits(out), bits)
+
+
+def detection_instances(H: torch.Tensor, instance_size: int) -> int:
+    """Samples per instance of a detection batch.
+
+    An *instance* is a run of consecutive samples that share one channel realisation
+    (``H`` equal). When consecutive samples do not share channels (the fleet's device
+    data: every sample its own draw of the device's task), an instance is a group of
+    ``instance_size`` consecutive samples (the trailing remainder is dropped).
+
+    Parameters
+    ----------
+    H : complex64 ``[n, n_r, n_t]``
+    instance_size : int
+
+    Returns
+    -------
+    int
+        The run length (if all runs share it), else ``instance_size``.
+    """
+    n = H.shape[0]
+    same = (H[1:] == H[:-1]).flatten(1).all(1) if n > 1 else torch.zeros(0, dtype=torch.bool)
+    breaks = torch.cat([torch.tensor([0]), torch.nonzero(~same).flatten() + 1, torch.tensor([n])])
+    runs = breaks[1:] - breaks[:-1]
+    if runs.numel() and bool((runs == runs[0]).all()) and int(runs[0]) > 1:
+        return int(runs[0])
+    return int(instance_size)
+
+
+def genie_lmmse_bits(batch: Any) -> torch.Tensor:
+    """Hard-decision bits ``uint8 [n, 2 n_t]`` of the genie LMMSE (true channel) on a
+    ``common.phy.dataset.DetectionBatch``, in the layout of ``batch.bits``."""
+    from common.phy.detection import lmmse_genie
+    from common.phy.modulation import hard_qpsk, indices_to_bits
+
+    return indices_to_bits(hard_qpsk(lmmse_genie(batch.y, batch.H, batch.noise_var)))
+
+
+@torch.no_grad()
+def _sdnet_bits(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    return (model.eval()(X) < 0).to(torch.uint8)
+
+
+def run_stage(ctx: Any, cfg: dict[str, Any]) -> Any:
+    """Influence-guided target selection and fine-tuning on one device (fleet stage).
+
+    After local fine-tuning: instances of ``ctx.val`` (see :func:`detection_instances`)
+    ranked by relative BER gap to the genie LMMSE; the top ``n_targets`` (``BER_genie >=
+    min_genie_ber``) are the targets; every ``ctx.train`` sample is scored by
+    ``method``; a copy of ``ctx.model`` is fine-tuned on the ``budget`` most beneficial
+    samples, and copies on ``budget`` random samples (``seeds`` draws) as the baseline.
+
+    Parameters
+    ----------
+    ctx : clients.stage.DeviceContext
+        ``model`` (SDNet), ``train`` / ``val`` (``DetectionBatch``), ``seed``.
+    cfg : dict
+        The device class's ``influence`` table (validated against :data:`STAGE_SCHEMA`).
+
+    Returns
+    -------
+    clients.stage.StageResult
+        ``metrics``: ``n_targets``, ``ber_targets_{before,influence,random,genie}``,
+        ``ber_others_{before,influence,random,genie}``, ``gap_reduction_targets_{influence,random}``,
+        ``gap_reduction_others_{influence,random}`` (relative reduction of the summed BER
+        gap, ``1 - gap_after / gap_before``), ``mean_score_selected``; ``flops``;
+        ``model`` the influence-tuned copy if ``keep_model``.
+    """
+    from clients.stage import StageResult
+    from common.models.complexity import count_flops, count_parameters
+
+    cfg = validate_section(cfg, STAGE_SCHEMA, "influence")
+    if ctx.model is None or ctx.train is None or ctx.val is None:
+        raise ValueError("the influence stage needs ctx.model, ctx.train and ctx.val")
+    model: nn.Module = ctx.model.eval()
+    train, val = ctx.train, ctx.val
+    fwd = count_flops(model, (1, *train.sdnet_input.shape[1:]))
+    P = count_parameters(model)
+    m = detection_instances(val.H, cfg["instance_size"])
+    n_inst = len(val) // m
+    if n_inst < 1:
+        raise ValueError(f"validation set of {len(val)} samples holds no instance of {m}")
+    Xv, Bv = val.sdnet_input[: n_inst * m], val.bits[: n_inst * m]
+    genie = genie_lmmse_bits(val.subset(slice(0, n_inst * m)))
+    ber_genie = instance_ber(genie, Bv, m)
+    before = _sdnet_bits(model, Xv)
+    ber_before = instance_ber(before, Bv, m)
+    flops = fwd * n_inst * m
+    targets = select_targets(ber_before, ber_genie, cfg["n_targets"], cfg["min_genie_ber"])
+    metrics: dict[str, float] = {"n_targets": float(len(targets)), "n_instances": float(n_inst), "instance_size": float(m)}
+    if len(targets) == 0:
+        return StageResult(metrics=metrics, flops=int(flops))
+    tmask = np.zeros(n_inst, bool)
+    tmask[targets] = True
+    sample_t = torch.from_numpy(np.repeat(tmask, m))
+    Xt, Bt = Xv[sample_t], Bv[sample_t]
+    Xtr, Btr = train.sdnet_input, train.bits
+    budget = min(cfg["budget"], len(train))
+    need_h = cfg["method"] != "first_order" or cfg["update"] == "second_order"
+    eng = InfluenceEngine.fit(
+        model, sdnet_bce_loss, Xtr, Btr, need_hessian=need_h, k=cfg["k"], n_steps=cfg["arnoldi_steps"],
+        damping=cfg["damping"], tol=cfg["arnoldi_tol"], hessian_samples=cfg["hessian_samples"],
+        generator=torch.Generator().manual_seed(derive_seed(ctx.seed, "influence", "arnoldi")),
+    )
+    g_t = mean_grad(model, sdnet_bce_loss, Xt, Bt)
+    s = eng.scores(cfg["method"], g_t)
+    flops += influence_flops(fwd, P, len(train), eng.n_hessian, eng.n_hvp, int(sample_t.sum()))
+
+    def tuned(idx: torch.Tensor) -> nn.Module:
+        return finetune_copy(model, sdnet_bce_loss, Xtr[idx], Btr[idx], update=cfg["update"], steps=cfg["steps"],
+                             lr=cfg["lr"], inv_hessian=eng.inv_hessian)
+
+    def bers(mod: nn.Module) -> tuple[float, float]:
+        b = instance_ber(_sdnet_bits(mod, Xv), Bv, m)
+        return float(b[tmask].mean()), float(b[~tmask].mean()) if (~tmask).any() else float("nan")
+
+    sel = select_samples(s, budget, "beneficial")
+    model_inf = tuned(sel)
+    bt_inf, bo_inf = bers(model_inf)
+    rnd = []
+    for r in range(cfg["seeds"]):
+        g = torch.Generator().manual_seed(derive_seed(ctx.seed, "influence", "random", r))
+        rnd.append(bers(tuned(select_samples(s, budget, "random", g))))
+    bt_rnd, bo_rnd = float(np.mean([r[0] for r in rnd])), float(np.mean([r[1] for r in rnd]))
+    ft_runs = 1 + cfg["seeds"]
+    flops += ft_runs * (3 * fwd * budget * cfg["steps"] + fwd * n_inst * m)
+    gt, go = float(ber_genie[tmask].mean()), float(ber_genie[~tmask].mean()) if (~tmask).any() else float("nan")
+    bt0, bo0 = float(ber_before[tmask].mean()), float(ber_before[~tmask].mean()) if (~tmask).any() else float("nan")
+    metrics.update({
+        "ber_targets_before": bt0, "ber_targets_influence": bt_inf, "ber_targets_random": bt_rnd, "ber_targets_genie": gt,
+        "ber_others_before": bo0, "ber_others_influence": bo_inf, "ber_others_random": bo_rnd, "ber_others_genie": go,
+        "gap_reduction_targets_influence": gap_reduction(bt0, bt_inf, gt),
+        "gap_reduction_targets_random": gap_reduction(bt0, bt_rnd, gt),
+        "gap_reduction_others_influence": gap_reduction(bo0, bo_inf, go),
+        "gap_reduction_others_random": gap_reduction(bo0, bo_rnd, go),
+        "mean_score_selected": float(s[sel].mean()),
+    })
+    return StageResult(metrics=metrics, flops=int(flops), model=model_inf if cfg["keep_model"] else None)
+
+
+def gap_reduction(ber_before: float, ber_after: float, ber_genie: float) -> float:
+    """Relative reduction of the BER gap to the genie: ``1 - (after - genie) / (before - genie)``.
+
+    1 = the gap closed, 0 = unchanged, negative = the gap grew; ``nan`` when there was no
+    gap (``before <= genie``).
+    """
+    gap0 = ber_before - ber_genie
+    if not gap0 > 0:
+        return float("nan")
+    return 1.0 - (ber_after - ber_genie) / gap0

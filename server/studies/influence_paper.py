@@ -1,0 +1,347 @@
+"""Study: influence-guided targeted fine-tuning of neural receivers (Tuononen et al. 2025).
+
+For each receiver (``sdnet``: SDNet on MIMO detection, BCE on bits read from its tanh
+outputs; ``deeprx``: the compact DeepRx on the Sionna OFDM slot of
+:mod:`common.phy.ofdm_link`):
+
+1. pre-train the receiver with BCE on bits on its training set (fixed per study);
+2. fit the influence engine once (per-sample gradients, Arnoldi IHVP; the model and the
+   training set do not change across seeds);
+3. for every seed: draw a fresh validation set, rank its instances by the relative BER
+   gap to the genie LMMSE (``BER_genie >= 1e-3``), and
+   - *single*: for each of the top ``single_targets`` targets alone,
+   - *multi*: for the top ``n_targets`` jointly,
+   fine-tune copies on ``budget`` training samples chosen as most beneficial, most
+   harmful (influence) or at random, with the first-order and the second-order update,
+   logging the target BER after every step and the other instances' BER at the end.
+
+Tables (Parquet, under ``out_dir``): ``curves`` (one row per run and step),
+``runs`` (one row per run: BER before/after on targets and others, genie BER, gap
+reductions) and ``gap_table`` (mean ± std over seeds of the relative BER-gap reduction,
+per receiver / scenario / update / selection). ``report`` draws BER-over-steps curves
+(mean ± std over seeds) from ``curves`` alone.
+
+An *instance* (the unit targets are made of): for DeepRx one slot (one channel
+realisation, 14 OFDM symbols); for SDNet ``instance_size`` consecutive samples that share
+one channel realisation (each with its own noise and symbols).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from clients.influence import (
+    InfluenceEngine,
+    LossFn,
+    bce_bits,
+    finetune_copy,
+    gap_reduction,
+    genie_lmmse_bits,
+    instance_ber,
+    mean_grad,
+    sdnet_bce_loss,
+    select_samples,
+    select_targets,
+)
+from common.schema import Field
+from common.seeding import derive_seed, torch_generator
+from server.studies import ProgressFn
+
+__all__ = ["SCHEMA", "run", "report", "ReceiverProblem"]
+
+SCHEMA: dict[str, Field] = {
+    "seeds": Field(int, 5, min=1, max=100, doc="seeds (fresh validation set, targets, random draws)"),
+    "receivers": Field(list, ["sdnet", "deeprx"], item=str, choices=("sdnet", "deeprx"), doc="receivers studied"),
+    "method": Field(str, "relatif", choices=("first_order", "classical", "relatif", "newfluence"), doc="influence score"),
+    "updates": Field(list, ["first_order", "second_order"], item=str, choices=("first_order", "second_order"), doc="updates compared"),
+    "selections": Field(list, ["beneficial", "harmful", "random"], item=str, choices=("beneficial", "harmful", "random"), doc="sample selections"),
+    "single_targets": Field(int, 2, min=0, max=20, doc="top targets each tuned alone"),
+    "n_targets": Field(int, 5, min=0, max=50, doc="top targets tuned jointly (0: no multi-target runs)"),
+    "single_steps": Field(int, 3, min=1, max=200, doc="fine-tuning steps, single target (paper: 3)"),
+    "multi_steps": Field(int, 15, min=1, max=500, doc="fine-tuning steps, multi target (paper: 15)"),
+    "budget": Field(int, 32, min=1, doc="training samples per fine-tuning run"),
+    "lr": Field(float, 1e-3, min=0.0, doc="Adam learning rate of the first-order update"),
+    "lr_second_order": Field(float, 0.5, min=0.0, doc="step size of the second-order update"),
+    "k": Field(int, 40, min=1, doc="Arnoldi eigenvalues kept"),
+    "arnoldi_steps": Field(int, 100, min=1, doc="Arnoldi iterations"),
+    "damping": Field(float, 1e-3, min=0.0, doc="added to |eigenvalue| when inverting"),
+    "hessian_samples": Field(int, 512, min=1, doc="training samples in the Hessian"),
+    "min_genie_ber": Field(float, 1e-3, min=0.0, doc="targets need BER_genie >= this"),
+    # SDNet problem
+    "sdnet_channel": Field(str, "rayleigh", doc="channel source for SDNet"),
+    "sdnet_n_r": Field(int, 8, min=1), "sdnet_n_t": Field(int, 4, min=1), "sdnet_n_conv": Field(int, 4, min=0),
+    "sdnet_snr_db": Field(float, 6.0), "sdnet_instance_size": Field(int, 32, min=1),
+    "sdnet_train_instances": Field(int, 256, min=1, doc="training channels (x 4 samples each)"),
+    "sdnet_val_instances": Field(int, 64, min=2), "sdnet_pretrain_epochs": Field(int, 15, min=0),
+    # DeepRx problem
+    "deeprx_n_subcarriers": Field(int, 24, min=2), "deeprx_n_rx": Field(int, 2, min=1),
+    "deeprx_train_slots": Field(int, 512, min=1), "deeprx_val_slots": Field(int, 96, min=2),
+    "deeprx_pretrain_steps": Field(int, 400, min=0), "deeprx_width": Field(int, 16, min=1),
+}
+
+
+@dataclass
+class ReceiverProblem:
+    """A receiver with its data, in the form the influence machinery needs.
+
+    Attributes
+    ----------
+    name : str
+    model : nn.Module
+        Pre-trained, in eval mode.
+    loss_fn : LossFn
+        Per-sample BCE in bits.
+    X_train, Y_train : torch.Tensor
+        ``[N, ...]`` inputs and loss targets.
+    to_bits : callable
+        ``(model, X) -> uint8 [n, n_bits]`` hard decisions, in the layout of ``val_bits``.
+    """
+
+    name: str
+    model: nn.Module
+    loss_fn: LossFn
+    X_train: torch.Tensor
+    Y_train: torch.Tensor
+    to_bits: Any
+    make_val: Any  # (seed) -> (X_val, Y_val, bits_val, genie_bits_val, instance_size)
+
+
+# ----------------------------------------------------------------------------- SDNet
+def _sdnet_problem(cfg: dict[str, Any], seed: int) -> ReceiverProblem:
+    from common.channels import ChannelTask, sample_channels
+    from common.models.sdnet import SDNet
+    from common.phy.dataset import make_detection_batch
+
+    task = ChannelTask.make(cfg["sdnet_channel"], cfg["sdnet_n_r"], cfg["sdnet_n_t"], 0, derive_seed(seed, "sdnet", "task"))
+
+    def batch(n_inst: int, per: int, *path: Any) -> Any:
+        H = sample_channels(task, n_inst, derive_seed(seed, "sdnet", "channels", *path)).repeat_interleave(per, 0)
+        return make_detection_batch(H, cfg["sdnet_snr_db"], generator=torch_generator(seed, "sdnet", "symbols", *path))
+
+    train = batch(cfg["sdnet_train_instances"], 4, "train")
+    torch.manual_seed(derive_seed(seed, "sdnet", "init"))
+    model = SDNet(cfg["sdnet_n_r"], cfg["sdnet_n_t"], cfg["sdnet_n_conv"])
+    _pretrain(model, sdnet_bce_loss, train.sdnet_input, train.bits.float(), steps=cfg["sdnet_pretrain_epochs"] * math.ceil(len(train) / 64),
+              batch=64, lr=2e-3, gen=torch_generator(seed, "sdnet", "pretrain"))
+    model.eval()
+
+    def make_val(s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        v = batch(cfg["sdnet_val_instances"], cfg["sdnet_instance_size"], "val", s)
+        genie = genie_lmmse_bits(v)
+        return v.sdnet_input, v.bits.float(), v.bits, genie, cfg["sdnet_instance_size"]
+
+    @torch.no_grad()
+    def to_bits(m: nn.Module, X: torch.Tensor) -> torch.Tensor:
+        return (m.eval()(X) < 0).to(torch.uint8)
+
+    return ReceiverProblem("sdnet", model, sdnet_bce_loss, train.sdnet_input, train.bits.float(), to_bits, make_val)
+
+
+# ----------------------------------------------------------------------------- DeepRx
+def _deeprx_problem(cfg: dict[str, Any], seed: int) -> ReceiverProblem:
+    from common.models.deeprx import DeepRx
+    from common.phy.ofdm_link import OfdmLink, OfdmLinkConfig, receiver_input_channels
+
+    link = OfdmLink(OfdmLinkConfig(n_subcarriers=cfg["deeprx_n_subcarriers"], n_rx=cfg["deeprx_n_rx"]))
+    train = link.simulate(cfg["deeprx_train_slots"], derive_seed(seed, "deeprx", "train"))
+    mask = train.data_mask
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return bce_bits(out, y, mask=mask)
+
+    torch.manual_seed(derive_seed(seed, "deeprx", "init"))
+    model = DeepRx(receiver_input_channels(cfg["deeprx_n_rx"]), width=cfg["deeprx_width"])
+    X, Y = train.receiver_input(), train.bits_grid()
+    _pretrain(model, loss_fn, X, Y, steps=cfg["deeprx_pretrain_steps"], batch=32, lr=3e-3, gen=torch_generator(seed, "deeprx", "pretrain"))
+    model.eval()
+
+    @torch.no_grad()
+    def to_bits(m: nn.Module, Xv: torch.Tensor) -> torch.Tensor:
+        return (train.grid_to_bits(m.eval()(Xv)) > 0).to(torch.uint8)
+
+    def make_val(s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        v = link.simulate(cfg["deeprx_val_slots"], derive_seed(seed, "deeprx", "val", s))
+        genie = (link.genie_lmmse_llrs(v) > 0).to(torch.uint8)
+        return v.receiver_input(), v.bits_grid(), v.bits, genie, 1
+
+    return ReceiverProblem("deeprx", model, loss_fn, X, Y, to_bits, make_val)
+
+
+def _pretrain(model: nn.Module, loss_fn: LossFn, X: torch.Tensor, Y: torch.Tensor, *, steps: int, batch: int, lr: float,
+              gen: torch.Generator) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, X.shape[0], (batch,), generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(X[idx]), Y[idx]).mean().backward()
+        opt.step()
+        sched.step()
+
+
+# ----------------------------------------------------------------------------- run
+def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: ProgressFn) -> dict[str, Any]:
+    """Run the study; write ``curves``, ``runs`` and ``gap_table`` Parquet tables and
+    ``summary.json`` under ``out_dir``; return the summary (see module docstring)."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curves: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    timing: dict[str, float] = {}
+    builders = {"sdnet": _sdnet_problem, "deeprx": _deeprx_problem}
+    total = len(cfg["receivers"]) * cfg["seeds"]
+    done = 0
+    for rx in cfg["receivers"]:
+        t0 = time.perf_counter()
+        prob = builders[rx](cfg, seed)
+        timing[f"{rx}_pretrain_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        need_h = cfg["method"] != "first_order" or "second_order" in cfg["updates"]
+        eng = InfluenceEngine.fit(prob.model, prob.loss_fn, prob.X_train, prob.Y_train, need_hessian=need_h, k=cfg["k"],
+                                  n_steps=cfg["arnoldi_steps"], damping=cfg["damping"], hessian_samples=cfg["hessian_samples"],
+                                  generator=torch_generator(seed, rx, "arnoldi"))
+        timing[f"{rx}_influence_fit_s"] = time.perf_counter() - t0
+        for s in range(cfg["seeds"]):
+            _one_seed(cfg, seed, s, prob, eng, curves, runs)
+            done += 1
+            progress(f"influence_paper {rx}", done, total)
+    tables = {"curves": _table(curves), "runs": _table(runs)}
+    tables["gap_table"] = _gap_table(tables["runs"])
+    for name, t in tables.items():
+        pq.write_table(t, out_dir / f"{name}.parquet")
+    summary = {"gap_table": tables["gap_table"].to_pylist(), "timing_s": timing, "n_runs": len(runs)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    report(out_dir)
+    return summary
+
+
+def _one_seed(cfg: dict[str, Any], root: int, s: int, prob: ReceiverProblem, eng: InfluenceEngine,
+              curves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
+    Xv, Yv, bits, genie_bits, m = prob.make_val(s)
+    n_inst = bits.shape[0] // m
+    ber0 = instance_ber(prob.to_bits(prob.model, Xv), bits, m)
+    ber_g = instance_ber(genie_bits, bits, m)
+    ranked = select_targets(ber0, ber_g, max(cfg["single_targets"], cfg["n_targets"], 1), cfg["min_genie_ber"])
+    scenarios: list[tuple[str, int, np.ndarray, int]] = [("single", r, ranked[r : r + 1], cfg["single_steps"])
+                                                         for r in range(min(cfg["single_targets"], len(ranked)))]
+    if cfg["n_targets"] > 0 and len(ranked) > 0:
+        scenarios.append(("multi", 0, ranked[: cfg["n_targets"]], cfg["multi_steps"]))
+    for scen, rank, tgt, steps in scenarios:
+        tmask = np.zeros(n_inst, bool)
+        tmask[tgt] = True
+        smask = torch.from_numpy(np.repeat(tmask, m))
+        g_t = mean_grad(prob.model, prob.loss_fn, Xv[smask], Yv[smask])
+        scores = eng.scores(cfg["method"], g_t)
+        for sel_mode in cfg["selections"]:
+            gen = torch_generator(root, prob.name, "random", s, scen, rank)
+            idx = select_samples(scores, min(cfg["budget"], scores.shape[0]), sel_mode, gen)
+            for upd in cfg["updates"]:
+                key = dict(receiver=prob.name, seed=s, scenario=scen, target_rank=rank, selection=sel_mode, update=upd)
+
+                def log(step: int, model: nn.Module) -> None:
+                    b = instance_ber(prob.to_bits(model, Xv[smask]), bits[smask], m)
+                    curves.append({**key, "step": step, "ber_targets": float(b.mean())})
+
+                curves.append({**key, "step": 0, "ber_targets": float(ber0[tmask].mean())})
+                lr = cfg["lr"] if upd == "first_order" else cfg["lr_second_order"]
+                tuned = finetune_copy(prob.model, prob.loss_fn, prob.X_train[idx], prob.Y_train[idx], update=upd, steps=steps,
+                                      lr=lr, inv_hessian=eng.inv_hessian, callback=log)
+                ber1 = instance_ber(prob.to_bits(tuned, Xv), bits, m)
+                bt0, bt1, gt = float(ber0[tmask].mean()), float(ber1[tmask].mean()), float(ber_g[tmask].mean())
+                other = ~tmask
+                bo0, bo1, go = float(ber0[other].mean()), float(ber1[other].mean()), float(ber_g[other].mean())
+                runs.append({**key, "n_targets": int(tmask.sum()), "steps": steps, "budget": int(idx.numel()),
+                             "mean_score": float(scores[idx].mean()),
+                             "ber_targets_before": bt0, "ber_targets_after": bt1, "ber_targets_genie": gt,
+                             "ber_others_before": bo0, "ber_others_after": bo1, "ber_others_genie": go,
+                             "gap_reduction_targets": gap_reduction(bt0, bt1, gt),
+                             "gap_reduction_others": gap_reduction(bo0, bo1, go)})
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    if not rows:
+        return pa.table({})
+    return pa.Table.from_pylist(rows)
+
+
+def _gap_table(runs: pa.Table) -> pa.Table:
+    """Mean ± std over seeds (single-target runs first averaged over their targets)."""
+    if runs.num_rows == 0:
+        return pa.table({})
+    d = runs.to_pydict()
+    groups: dict[tuple, dict[int, list[tuple[float, ...]]]] = {}
+    for i in range(runs.num_rows):
+        k = (d["receiver"][i], d["scenario"][i], d["update"][i], d["selection"][i])
+        vals = (d["gap_reduction_targets"][i], d["gap_reduction_others"][i], d["ber_targets_before"][i], d["ber_targets_after"][i],
+                d["ber_targets_genie"][i], d["ber_others_before"][i], d["ber_others_after"][i], d["ber_others_genie"][i])
+        groups.setdefault(k, {}).setdefault(d["seed"][i], []).append(vals)
+    names = ["gap_reduction_targets", "gap_reduction_others", "ber_targets_before", "ber_targets_after", "ber_targets_genie",
+             "ber_others_before", "ber_others_after", "ber_others_genie"]
+    rows = []
+    for k, per_seed in sorted(groups.items()):
+        seed_means = np.array([np.nanmean(np.array(v, dtype=float), axis=0) for v in per_seed.values()])
+        row = dict(receiver=k[0], scenario=k[1], update=k[2], selection=k[3], n_seeds=len(per_seed))
+        for j, nme in enumerate(names):
+            col = seed_means[:, j]
+            row[f"{nme}_mean"] = float(np.nanmean(col)) if np.isfinite(col).any() else float("nan")
+            row[f"{nme}_std"] = float(np.nanstd(col)) if np.isfinite(col).any() else float("nan")
+        rows.append(row)
+    return pa.Table.from_pylist(rows)
+
+
+# ----------------------------------------------------------------------------- report
+def report(out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Draw ``ber_over_steps_<receiver>.png`` (mean ± std over seeds) from ``curves.parquet``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = pathlib.Path(out_dir)
+    t = pq.read_table(out_dir / "curves.parquet")
+    if t.num_rows == 0:
+        return []
+    d = t.to_pydict()
+    paths = []
+    for rx in sorted(set(d["receiver"])):
+        scen_list = sorted(set(sc for sc, r in zip(d["scenario"], d["receiver"]) if r == rx))
+        upds = sorted(set(u for u, r in zip(d["update"], d["receiver"]) if r == rx))
+        fig, axes = plt.subplots(len(scen_list), len(upds), figsize=(5 * len(upds), 3.6 * len(scen_list)), squeeze=False)
+        for i, sc in enumerate(scen_list):
+            for j, up in enumerate(upds):
+                ax = axes[i][j]
+                for sel, style in (("beneficial", "-"), ("harmful", "--"), ("random", ":")):
+                    per: dict[int, dict[int, list[float]]] = {}
+                    for n in range(t.num_rows):
+                        if (d["receiver"][n], d["scenario"][n], d["update"][n], d["selection"][n]) == (rx, sc, up, sel):
+                            per.setdefault(d["step"][n], {}).setdefault(d["seed"][n], []).append(d["ber_targets"][n])
+                    if not per:
+                        continue
+                    steps = sorted(per)
+                    mat = np.array([[np.mean(v) for _, v in sorted(per[st].items())] for st in steps])
+                    mu, sd = mat.mean(1), mat.std(1)
+                    ax.plot(steps, mu, style, label=f"{sel}")
+                    ax.fill_between(steps, mu - sd, mu + sd, alpha=0.2)
+                ax.set_title(f"{rx}: {sc} target, {up.replace('_', '-')} update")
+                ax.set_xlabel("fine-tuning step")
+                ax.set_ylabel("target BER")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = out_dir / f"ber_over_steps_{rx}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
