@@ -130,8 +130,11 @@ def _run_bare(n: int, rounds: int) -> dict:
         for rnd in range(1, rounds + 1):
             t0 = time.perf_counter()
             msgs = [
-                grid.create_message(
-                    RecordDict({"config": ConfigRecord({"round": rnd, "device-id": i, "unit-version": ""})}), "train", nid, group_id=str(rnd)
+                Message(
+                    RecordDict({"config": ConfigRecord({"round": rnd, "device-id": i, "unit-version": ""})}),
+                    dst_node_id=nid,
+                    message_type="train",
+                    group_id=str(rnd),
                 )
                 for i, nid in enumerate(nodes)
             ]

@@ -173,7 +173,7 @@ class FleetServer:
 
     @property
     def unit_version(self) -> str | None:
-        return None if self.unit is None else str(self.unit.content_hash)
+        return None if self.unit is None else str(self.unit.meta["content_hash"])
 
     # -- registration ---------------------------------------------------------------
     def register(self) -> None:
@@ -187,9 +187,7 @@ class FleetServer:
             node_ids = list(self.grid.get_node_ids())
         text = self.scenario.to_json()
         msgs = [
-            self.grid.create_message(
-                RecordDict({SCENARIO_KEY: ConfigRecord({"json": text})}), "query", nid, group_id="register"
-            )
+            Message(RecordDict({SCENARIO_KEY: ConfigRecord({"json": text})}), dst_node_id=nid, message_type="query", group_id="register")
             for nid in node_ids
         ]
         replies, sizes_down = self._exchange(msgs, max(0.1, deadline - time.monotonic()), "registering devices")
@@ -263,7 +261,7 @@ class FleetServer:
                 unit_bytes[did] = message_bytes(arrays) + message_bytes(meta)
             sent_unit[did] = send_unit
             rows[did] = {**base, "status": "timeout", "error": f"no reply within {self.scenario.data['server']['round_timeout_s']} s"}
-            msgs.append(self.grid.create_message(content, "train", dev.node_id, group_id=str(rnd)))
+            msgs.append(Message(content, dst_node_id=dev.node_id, message_type="train", group_id=str(rnd)))
         by_node = {dev.node_id: did for did, dev in self.devices.items()}
         replies, sizes = self._exchange(msgs, float(self.scenario.data["server"]["round_timeout_s"]), f"round {rnd}/{self.scenario.rounds}")
         for nid, size in sizes.items():
