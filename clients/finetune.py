@@ -61,13 +61,19 @@ def mse_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (out - x).pow(2).sum(1).mean()
 
 
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def predict_indices(model: nn.Module, batch: DetectionBatch, chunk: int = 4096) -> torch.Tensor:
     """Hard decisions ``int64 [n, n_t]`` of ``model`` on ``batch`` (eval mode, mode restored)."""
     was = model.training
+    dev = _device(model)
     model.eval()
     try:
-        outs = [sdnet_symbol_indices(model(batch.sdnet_input[s : s + chunk])) for s in range(0, len(batch), chunk)]
+        outs = [sdnet_symbol_indices(model(batch.sdnet_input[s : s + chunk].to(dev))).cpu() for s in range(0, len(batch), chunk)]
     finally:
         model.train(was)
     return torch.cat(outs, 0)
@@ -97,7 +103,7 @@ def finetune(
     model : nn.Module
         An SDNet (or any module mapping ``sdnet_input`` to ``[n, 2 n_t]``).
     train : DetectionBatch
-        Training samples.
+        Training samples (moved to the model's device; a CUDA model trains on the GPU).
     epochs, batch_size : int
         Passes over ``train`` and mini-batch size (the last batch may be smaller).
     lr : float
@@ -126,13 +132,16 @@ def finetune(
     fwd = count_flops(model, (1, *train.sdnet_input.shape[1:]))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     use_l2 = bool(anchors) and lam > 0
-    X, Y = train.sdnet_input, train.x
+    dev = _device(model)
+    X, Y = train.sdnet_input.to(dev), train.x.to(dev)
+    if anchors:
+        anchors = {k: v.to(dev) for k, v in anchors.items()}
     res = FinetuneResult()
     model.train()
     for _ in range(epochs):
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen)
-        total = torch.zeros(())
+        perm = torch.randperm(n, generator=gen).to(dev)
+        total = torch.zeros((), device=dev)
         for s in range(0, n, batch_size):
             idx = perm[s : s + batch_size]
             loss = mse_loss(model(X[idx]), Y[idx])  # eq. (13)

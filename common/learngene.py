@@ -333,9 +333,9 @@ def l2_to_anchors(model: nn.Module, anchors: dict[str, torch.Tensor], lam: float
     missing = [k for k in anchors if k not in params]
     if missing:
         raise ValueError(f"anchors name parameters the model lacks: {missing}")
-    total = torch.zeros(())
+    total = torch.zeros((), device=next(iter(params.values())).device)
     for k, a in anchors.items():
-        total = total + (params[k] - a).pow(2).sum()
+        total = total + (params[k] - a.to(params[k].device)).pow(2).sum()
     # eq. (21): lambda / 2 * sum ||Theta'_lg - Theta_lg||^2
     return 0.5 * lam * total
 

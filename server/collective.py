@@ -193,12 +193,13 @@ def gradient_significance(model: SDNet, batch: DetectionBatch, epsilon: float, c
         ``layer``, ``layer_name``, ``candidate``, ``significance``, ``mean_abs_grad``, ``n_params``.
     """
     was = model.training
+    dev = next(model.parameters()).device
     model.eval()
     model.zero_grad(set_to_none=True)
     n = len(batch)
     try:
         for s in range(0, n, chunk):
-            X, Y = batch.sdnet_input[s : s + chunk], batch.x[s : s + chunk]
+            X, Y = batch.sdnet_input[s : s + chunk].to(dev), batch.x[s : s + chunk].to(dev)
             (mse_loss(model(X), Y) * (len(X) / n)).backward()
         rows = []
         for lid, name, params in _layers(model):
@@ -252,12 +253,19 @@ def select_unit_layers(significance: np.ndarray, unit_layers: int) -> tuple[list
     return list(range(start + 1, start + unit_layers + 1)), {"late_mean": best[0], "slope": best[1]}
 
 
-def train_collective(cfg: CollectiveConfig, progress: ProgressFn | None = None) -> CollectiveResult:
-    """Sequentially train the collective SDNet on ``cfg.tasks`` and extract the learngene."""
+def train_collective(
+    cfg: CollectiveConfig, progress: ProgressFn | None = None, device: str | torch.device = "cpu"
+) -> CollectiveResult:
+    """Sequentially train the collective SDNet on ``cfg.tasks`` and extract the learngene.
+
+    ``device`` only changes where the arithmetic runs (the result is returned on the CPU);
+    it is not part of the config hash.
+    """
     t0 = cfg.tasks[0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "collective", "init"))
         model = SDNet(t0.n_rx, t0.n_tx, cfg.n_conv)
+    model.to(device)
     sig_rows: list[dict[str, Any]] = []
     hist_rows: list[dict[str, Any]] = []
     K = len(cfg.tasks)
@@ -280,6 +288,7 @@ def train_collective(cfg: CollectiveConfig, progress: ProgressFn | None = None) 
             sig_rows.append({"task": k, "task_id": task.task_id, **r})
         if progress is not None:
             progress("collective", k + 1, K)
+    model.cpu()
     significance = pa.Table.from_pylist(sig_rows)
     rho = np.array([[r["significance"] for r in sig_rows if r["task"] == k and r["candidate"]] for k in range(K)])
     ids, stats = select_unit_layers(rho, cfg.unit_layers)
@@ -324,7 +333,10 @@ def _load(cfg: CollectiveConfig, d: Path) -> CollectiveResult:
 
 
 def load_or_train_collective(
-    cfg: CollectiveConfig, cache_dir: Path | None, progress: ProgressFn | None = None
+    cfg: CollectiveConfig,
+    cache_dir: Path | None,
+    progress: ProgressFn | None = None,
+    device: str | torch.device = "cpu",
 ) -> CollectiveResult:
     """``train_collective`` behind a cache at ``cache_dir/collective-<config_hash>/``.
 
@@ -332,13 +344,13 @@ def load_or_train_collective(
     rewritten; ``cache_dir=None`` always trains.
     """
     if cache_dir is None:
-        return train_collective(cfg, progress)
+        return train_collective(cfg, progress, device)
     d = Path(cache_dir) / f"collective-{cfg.config_hash()}"
     if d.exists():
         try:
             return _load(cfg, d)
         except (OSError, ValueError, KeyError, RuntimeError, pa.ArrowException):
             pass
-    res = train_collective(cfg, progress)
+    res = train_collective(cfg, progress, device)
     _save(res, cfg, d)
     return res

@@ -50,7 +50,9 @@ def binomial_ci(errors: int, trials: int, confidence: float = 0.95, method: str 
         den = 1 + z * z / trials
         centre = (p + z * z / (2 * trials)) / den
         half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / den
-        return max(0.0, centre - half), min(1.0, centre + half)
+        lo = 0.0 if errors == 0 else max(0.0, centre - half)
+        hi = 1.0 if errors == trials else min(1.0, centre + half)
+        return lo, hi
     if method == "clopper-pearson":
         lo = 0.0 if errors == 0 else float(stats.beta.ppf(alpha / 2, errors, trials - errors + 1))
         hi = 1.0 if errors == trials else float(stats.beta.ppf(1 - alpha / 2, errors + 1, trials - errors))

@@ -1,0 +1,59 @@
+"""The learngene_paper study end to end at a tiny size, and its scenario file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from common.learngene import STRATEGIES
+from server.studies import learngene_paper as study
+from server.studies import no_progress
+
+torch.set_num_threads(1)
+
+TINY = dict(
+    n_r=4, n_t=2, collective_tasks=2, target_tasks=2, n_conv_collective=5, n_conv_individual=4, unit_layers=2,
+    collective_samples=60, collective_epochs=1, individual_samples=60, individual_epochs=2,
+    val_samples=30, test_samples=30, batch_size=30,
+)
+
+
+def test_tiny_study_writes_every_table_and_report(tmp_path: Path) -> None:
+    s = study.run(dict(TINY), 5, tmp_path, no_progress)
+    for name in ("significance", "collective_history", "ser_epoch", "ser_snr", "ser_table", "table1", "complexity", "scaling"):
+        assert (tmp_path / f"{name}.parquet").exists(), name
+    ep = pq.read_table(tmp_path / "ser_epoch.parquet").to_pylist()
+    assert {r["scheme"] for r in ep} == {"scratch", "transfer", "learngene", *STRATEGIES}
+    assert len([r for r in ep if r["scheme"] == "scratch"]) == 2 * 3  # 2 targets x (epoch 0 + 2 epochs)
+    # bottom-embed and bottom-inherit are the same computation
+    be = [r["val_ser"] for r in ep if r["scheme"] == "bottom-embed"]
+    assert be == [r["val_ser"] for r in ep if r["scheme"] == "bottom-inherit"]
+    snr = pq.read_table(tmp_path / "ser_snr.parquet").to_pylist()
+    assert sorted({r["snr_db"] for r in snr}) == [20.0, 22.5, 25.0, 27.5, 30.0]
+    comp = {(r["config"], r["model"]): r for r in pq.read_table(tmp_path / "complexity.parquet").to_pylist()}
+    assert comp[("paper (32x8)", "learngene unit")]["params"] == 2336
+    assert comp[("paper (32x8)", "collective")]["flops"] == 14_709_760
+    assert round(100 * comp[("paper (32x8)", "individual")]["transferred_ratio"], 1) == 10.8
+    t1 = pq.read_table(tmp_path / "table1.parquet")
+    assert t1.num_rows == 4
+    assert set(s["ser_at_train_snr"]) >= {"zf", "mmse", "scratch", "transfer", "learngene"}
+    paths = study.report(tmp_path)
+    assert {p.name for p in paths} >= {"significance_heatmap.png", "ser_vs_epoch.png", "ser_vs_snr.png", "complexity.md"}
+    assert "2,336" in (tmp_path / "complexity.md").read_text()
+
+
+def test_scenario_file_validates_and_paper_scale_applies_table_iii() -> None:
+    from common.scenario import load_scenario
+    from common.schema import ScenarioError
+
+    sc = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "learngene_paper.toml")
+    assert sc.data["study"]["kind"] == "learngene_paper" and sc.data["study"]["scale"] == "reduced"
+    c = study._resolve({"scale": "paper"})
+    assert (c["n_r"], c["n_t"], c["collective_tasks"], c["collective_epochs"], c["individual_epochs"], c["batch_size"]) == (32, 8, 50, 50, 200, 500)
+    from common.schema import validate_section
+
+    with pytest.raises(ScenarioError):
+        validate_section({"scale": "huge"}, study.SCHEMA, "study")
