@@ -41,7 +41,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from common.channels.arrays import SPEED_OF_LIGHT, steering_vectors, task_array_positions
+from common.channels.arrays import SPEED_OF_LIGHT, steering_vectors, steering_vectors_torch, task_array_positions
 from common.channels.base import ChannelTask, register_source
 from common.channels.layout import bs_position_m, task_centre_m, ue_positions_m
 from common.seeding import numpy_rng
@@ -255,7 +255,7 @@ def channels_at(
         u_ue = vec / d_ue[..., None]
         tau = (d_ue + env.bs_distance_m[None]) / SPEED_OF_LIGHT  # [m, P]
         if ue_azimuth_rad is None:
-            a_ue = steering_vectors(u_ue, env.ue_antennas_m, env.wavelength_m)  # [m, P, n_tx]
+            a_ue = steering_vectors_torch(torch.from_numpy(u_ue).float(), env.ue_antennas_m, env.wavelength_m)  # [m, P, n_tx]
         else:
             ant = _rotate_z(env.ue_antennas_m, np.asarray(ue_azimuth_rad[s : s + chunk], float))  # [m, n_tx, 3]
             a_ue = np.exp(2j * np.pi / env.wavelength_m * np.einsum("mpk,mtk->mpt", u_ue, ant))
@@ -270,7 +270,7 @@ def channels_at(
             else:
                 a_ue_los = np.exp(2j * np.pi / env.wavelength_m * np.einsum("mk,mtk->mt", u_los_ue, ant))
             tau_los = d_los / SPEED_OF_LIGHT
-        a_ue_t = torch.from_numpy(a_ue).to(torch.complex64)
+        a_ue_t = torch.as_tensor(a_ue).to(torch.complex64)
         if freqs is None:
             c_t = torch.from_numpy(coef).to(torch.complex64)
             H = a_bs_t @ (c_t[..., None] * a_ue_t)  # [m, n_rx, n_tx]
