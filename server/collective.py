@@ -6,7 +6,10 @@ epochs, batch 500, Adam 1e-3, SNR 25 dB). After the last epoch of every task, th
 gradient of the task's MSE loss over its whole training set (eq. 19, BN in eval mode so
 the gradient is that of the deployed function) gives each layer's gradient
 significance ``rho_k^l``: the fraction of its parameters (weights and bias) whose
-gradient magnitude exceeds ``epsilon`` (eq. 20, ``tau``).
+gradient magnitude exceeds ``epsilon`` (eq. 20, ``tau``). The loss differentiated here
+is the per-element mean squared error (Keras' ``mse``, which the paper's implementation
+used and against which its ``tau = 1e-4`` was set), i.e. eq. (13) divided by ``2 n_t``;
+training itself minimises eq. (13) (Adam is insensitive to that constant factor).
 
 Selection rule: candidates are the significant conv layers 1..n_conv (BN, the first and
 last conv and the FC are excluded, Sec. V-B). Every contiguous block of ``unit_layers``
@@ -54,7 +57,7 @@ __all__ = [
 ]
 
 #: bump when training or selection changes, so cached results are not reused
-COLLECTIVE_VERSION: int = 1
+COLLECTIVE_VERSION: int = 2
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -200,7 +203,8 @@ def gradient_significance(model: SDNet, batch: DetectionBatch, epsilon: float, c
     try:
         for s in range(0, n, chunk):
             X, Y = batch.sdnet_input[s : s + chunk].to(dev), batch.x[s : s + chunk].to(dev)
-            (mse_loss(model(X), Y) * (len(X) / n)).backward()
+            # eq. (19) on the per-element MSE: eq. (13) / (2 n_t)
+            (mse_loss(model(X), Y) / Y.shape[1] * (len(X) / n)).backward()
         rows = []
         for lid, name, params in _layers(model):
             g = torch.cat([p.grad.detach().abs().flatten() for p in params])  # eq. (19)

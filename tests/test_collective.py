@@ -40,7 +40,7 @@ def test_gradient_significance_on_a_constructed_case() -> None:
     # fc gets gradients; with a threshold the fraction is the fraction of |grad| > tau, eq. (20)
     torch.manual_seed(0)
     m2 = SDNet(4, 2, 3)
-    out = (m2.eval()(b.sdnet_input) - b.x).pow(2).sum(1).mean()
+    out = (m2.eval()(b.sdnet_input) - b.x).pow(2).mean()  # per-element MSE (Keras convention)
     g = torch.autograd.grad(out, [m2.convs[2].weight, m2.convs[2].bias])
     g = torch.cat([x.abs().flatten() for x in g])
     tau = float(g.median())
