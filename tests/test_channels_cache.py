@@ -86,3 +86,19 @@ def test_concurrent_writers_leave_one_valid_file(tmp_path: Path) -> None:
     assert len(files) == 1 and files[0].endswith(".arrow")  # no temp files left
     CALLS.clear()
     assert torch.equal(cached_channels(task, 64, seed=0, cache_dir=tmp_path), results[0])
+
+
+def test_imported_file_change_invalidates_cache(tmp_path: Path) -> None:
+    import os
+
+    from common.channels.imported import write_channels
+
+    f = tmp_path / "h.npy"
+    write_channels(f, torch.ones(4, 2, 2, dtype=torch.complex64))
+    task = ChannelTask.make("imported", 2, 2, path=str(f), normalise="none")
+    a = cached_channels(task, 4, seed=0, cache_dir=tmp_path / "c")
+    assert torch.equal(a, torch.ones(4, 2, 2, dtype=torch.complex64))
+    write_channels(f, 2 * torch.ones(4, 2, 2, dtype=torch.complex64))
+    os.utime(f, ns=(1, 10**18))  # a different mtime even on coarse-clock filesystems
+    b = cached_channels(task, 4, seed=0, cache_dir=tmp_path / "c")
+    assert torch.equal(b, 2 * torch.ones(4, 2, 2, dtype=torch.complex64))
