@@ -58,10 +58,7 @@ class DeviceProfile:
 
 def device_profile(scenario: Scenario, device_id: int) -> DeviceProfile:
     """The profile of device ``device_id`` (``ValueError`` if the fleet has no such device)."""
-    devices = scenario.devices()
-    if not 0 <= device_id < len(devices):
-        raise ValueError(f"device id {device_id} outside the fleet of {len(devices)} devices")
-    spec = devices[device_id]
+    spec = scenario.device(device_id)
     cfg = scenario.classes[spec.class_index]
     ch = scenario.data["channels"]
     seed = derive_seed(scenario.seed, "device", device_id)

@@ -72,13 +72,8 @@ def rounds_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     rows = list(rows)
     metric_names = sorted({k for r in rows for k in (r.get("metrics") or {})} - set(ROUND_CORE.names))
     fields = list(ROUND_CORE) + [pa.field(n, pa.float64()) for n in metric_names]
-    schema = pa.schema(fields)
-    flat = []
-    for r in rows:
-        d = {f.name: r.get(f.name) for f in ROUND_CORE}
-        m = r.get("metrics") or {}
-        for n in metric_names:
-            v = m.get(n)
-            d[n] = None if v is None else float(v)
-        flat.append(d)
-    return pa.Table.from_pylist(flat, schema=schema)
+    columns = [pa.array([r.get(f.name) for r in rows], type=f.type) for f in ROUND_CORE]
+    for n in metric_names:
+        values = [(r.get("metrics") or {}).get(n) for r in rows]
+        columns.append(pa.array([None if v is None else float(v) for v in values], type=pa.float64()))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))

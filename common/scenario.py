@@ -188,6 +188,15 @@ class Scenario:
                 out.append(DeviceSpec(len(out), ci, str(c["name"])))
         return out
 
+    def device(self, device_id: int) -> DeviceSpec:
+        """Device ``device_id`` (O(classes), not O(fleet)); ``ValueError`` outside the fleet."""
+        first = 0
+        for ci, c in enumerate(self.classes):
+            if first <= device_id < first + int(c["count"]):
+                return DeviceSpec(device_id, ci, str(c["name"]))
+            first += int(c["count"])
+        raise ValueError(f"device id {device_id} outside the fleet of {first} devices")
+
     @property
     def num_devices(self) -> int:
         return sum(int(c["count"]) for c in self.classes)

@@ -19,7 +19,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from clients.profiles import DeviceProfile, device_profile, emulated_seconds, is
 from common.records import SETUP_SCHEMA, rounds_table, rows_to_table
 from common.scenario import Scenario, load_scenario
 from server.report import class_summary, draw_fleet_plots, format_class_table, round_latency
-from server.results import init_run_dir, new_run_dir, write_json, write_table
+from server.results import consolidate_rounds, init_run_dir, new_run_dir, write_json, write_round_part, write_table
 
 __all__ = ["app", "FleetServer", "message_bytes", "payload_bytes", "clean_error", "resolve_scenario_path"]
 
@@ -73,7 +74,8 @@ def clean_error(reason: str) -> str:
     marker = "Message: "
     text = reason[reason.rindex(marker) + len(marker):] if marker in reason else reason
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return (lines[0] if lines else reason.strip())[:2000]
+    first = lines[0] if lines else reason.strip()
+    return first.rstrip("'\">")[:2000]  # Flower wraps the text as "<class ...>:<'...'>"
 
 
 def resolve_scenario_path(path: str) -> Path:
@@ -122,13 +124,13 @@ class FleetServer:
     scenario: Scenario
     run_dir: Path
     quiet: bool = False
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.progress = _Progress(self.quiet or os.environ.get("AIRFLEET_QUIET") == "1")
         self.devices: dict[int, _Device] = {}
         self.unit: Any = None
         self.unit_records: tuple[ArrayRecord, ConfigRecord] | None = None
+        self.unit_nbytes = 0
         self.feedback: Any = None
 
     # -- manufacturer -------------------------------------------------------------
@@ -170,6 +172,7 @@ class FleetServer:
             ArrayRecord({k: Array(v) for k, v in res.unit.to_arrays().items()}),
             ConfigRecord(meta),
         )
+        self.unit_nbytes = sum(message_bytes(r) for r in self.unit_records)
 
     @property
     def unit_version(self) -> str | None:
@@ -190,7 +193,8 @@ class FleetServer:
             Message(RecordDict({SCENARIO_KEY: ConfigRecord({"json": text})}), dst_node_id=nid, message_type="query", group_id="register")
             for nid in node_ids
         ]
-        replies, sizes_down = self._exchange(msgs, max(0.1, deadline - time.monotonic()), "registering devices")
+        replies: dict[int, Message] = {}
+        sizes_down = self._exchange(msgs, max(0.1, deadline - time.monotonic()), "registering devices", replies.__setitem__)
         setup = []
         for nid, reply in replies.items():
             if reply.has_error():
@@ -215,16 +219,19 @@ class FleetServer:
         self.progress.update(f"registered {len(self.devices)}/{want} devices" + (f" ({missing} missing)" if missing else ""), final=True)
 
     # -- messaging ------------------------------------------------------------------
-    def _exchange(self, msgs: list[Message], timeout: float, label: str) -> tuple[dict[int, Message], dict[int, int]]:
+    def _exchange(self, msgs: list[Message], timeout: float, label: str, on_reply: Callable[[int, Message], None]) -> dict[int, int]:
         """Push ``msgs``; pull replies until all arrive or ``timeout`` s pass.
 
-        Returns replies and serialized sizes of what was sent, both keyed by node id.
+        Each reply is handed to ``on_reply(node_id, reply)`` as it arrives. Returns the
+        serialized size (bytes) of every message sent, by node id. Sizing a message makes
+        Flower hash every object in it (about 1 ms a message), so it is done in the idle
+        time between polls rather than on the critical path.
         """
         ids = list(self.grid.push_messages(msgs))
-        sizes = {m.metadata.dst_node_id: payload_bytes(m) for m in msgs}
         by_id = {mid: m.metadata.dst_node_id for mid, m in zip(ids, msgs)}
+        unsized = list(msgs)
+        sizes: dict[int, int] = {}
         pending = set(ids)
-        replies: dict[int, Message] = {}
         end = time.monotonic() + timeout
         t0 = time.monotonic()
         while pending:
@@ -232,12 +239,18 @@ class FleetServer:
                 mid = r.metadata.reply_to_message_id
                 if mid in pending:
                     pending.discard(mid)
-                    replies[by_id[mid]] = r
-            self.progress.update(f"{label}: {len(replies)}/{len(msgs)} replies, {time.monotonic() - t0:.1f} s")
+                    on_reply(by_id[mid], r)
+            self.progress.update(f"{label}: {len(msgs) - len(pending)}/{len(msgs)} replies, {time.monotonic() - t0:.1f} s")
             if not pending or time.monotonic() >= end:
                 break
-            time.sleep(0.1)
-        return replies, sizes
+            poll_at = time.monotonic() + 0.1  # Flower's own pull interval
+            while unsized and time.monotonic() < poll_at:
+                m = unsized.pop()
+                sizes[m.metadata.dst_node_id] = payload_bytes(m)
+            time.sleep(max(0.0, poll_at - time.monotonic()))
+        for m in unsized:
+            sizes[m.metadata.dst_node_id] = payload_bytes(m)
+        return sizes
 
     # -- rounds ----------------------------------------------------------------------
     def run_round(self, rnd: int) -> list[dict[str, Any]]:
@@ -258,19 +271,13 @@ class FleetServer:
                 arrays, meta = self.unit_records  # type: ignore[misc]
                 content[UNIT_KEY] = arrays
                 content[UNIT_META_KEY] = meta
-                unit_bytes[did] = message_bytes(arrays) + message_bytes(meta)
+                unit_bytes[did] = self.unit_nbytes
             sent_unit[did] = send_unit
             rows[did] = {**base, "status": "timeout", "error": f"no reply within {self.scenario.data['server']['round_timeout_s']} s"}
             msgs.append(Message(content, dst_node_id=dev.node_id, message_type="train", group_id=str(rnd)))
         by_node = {dev.node_id: did for did, dev in self.devices.items()}
-        replies, sizes = self._exchange(msgs, float(self.scenario.data["server"]["round_timeout_s"]), f"round {rnd}/{self.scenario.rounds}")
-        for nid, size in sizes.items():
-            did = by_node[nid]
-            rows[did]["bytes_down"] = size
-            rows[did]["bytes_unit"] = unit_bytes.get(did, 0)
-            rows[did]["unit_version"] = self.unit_version
-            rows[did]["bytes_up"] = 0
-        for nid, reply in replies.items():
+
+        def on_reply(nid: int, reply: Message) -> None:
             did = by_node[nid]
             row = rows[did]
             row["bytes_up"] = payload_bytes(reply)
@@ -281,6 +288,15 @@ class FleetServer:
                 row["error"] = f"{type(e).__name__}: {e}"
             if row["status"] == "ok" and sent_unit.get(did):
                 self.devices[did].unit_version = self.unit_version
+
+        timeout = float(self.scenario.data["server"]["round_timeout_s"])
+        sizes = self._exchange(msgs, timeout, f"round {rnd}/{self.scenario.rounds}", on_reply)
+        for nid, size in sizes.items():
+            row = rows[by_node[nid]]
+            row["bytes_down"] = size
+            row["bytes_unit"] = unit_bytes.get(by_node[nid], 0)
+            row["unit_version"] = self.unit_version
+            row.setdefault("bytes_up", 0)
         wall = time.perf_counter() - t0
         for did, row in rows.items():
             row["round_wall_s"] = wall
@@ -339,8 +355,7 @@ class FleetServer:
         self.register()
         for rnd in range(1, self.scenario.rounds + 1):
             rows = self.run_round(rnd)
-            self.rows.extend(rows)
-            write_table(self.run_dir / "rounds.parquet", rounds_table(self.rows))
+            write_round_part(self.run_dir, rnd, rounds_table(rows))
             ok = [r for r in rows if r["status"] == "ok"]
             sers = [r["metrics"].get("ser") for r in ok if r.get("metrics", {}).get("ser") is not None]
             ser = f", mean SER {sum(sers) / len(sers):.2e}" if sers else ""
@@ -350,7 +365,7 @@ class FleetServer:
                 f"emulated latency {max((r['emulated_s'] for r in ok), default=0.0):.2f} s, wall {rows[0]['round_wall_s']:.1f} s",
                 final=True,
             )
-        table = rounds_table(self.rows)
+        table = consolidate_rounds(self.run_dir)
         summary = {
             "scenario": self.scenario.name,
             "seed": self.scenario.seed,

@@ -56,7 +56,10 @@ def run_fleet(
 
     init_run_dir(run_dir, scenario)
     if quiet:
+        import logging
+
         os.environ["AIRFLEET_QUIET"] = "1"
+        logging.getLogger("flwr").setLevel(logging.CRITICAL)  # device crashes are in the rows
     cpus = float(scenario.data["server"]["cpus_per_device"])
     backend_config: dict = {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}, "init_args": {}}
     if ray_address:

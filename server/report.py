@@ -191,9 +191,11 @@ def report_run(run_dir: str | Path) -> list[Path]:
 
         return list(load_study(data["study"]["kind"]).report(run_dir))
     rounds_path = run_dir / "rounds.parquet"
-    if not rounds_path.is_file():
+    if not rounds_path.is_file() and not (run_dir / "rounds.parts").is_dir():
         raise FileNotFoundError(f"{run_dir} has no rounds.parquet")
-    paths = draw_fleet_plots(pq.read_table(rounds_path), run_dir)
+    from server.results import consolidate_rounds
+
+    paths = draw_fleet_plots(consolidate_rounds(run_dir), run_dir)
     sig = run_dir / "collective" / "significance.parquet"
     if sig.is_file():
         paths.append(draw_significance(pq.read_table(sig), run_dir / "gradient_significance.png"))
