@@ -5,7 +5,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.airfleet-installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench flwr-run clean
+
+SCENARIO ?= scenarios/quickstart.toml
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +25,14 @@ test: install
 
 bench: install
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# `flwr run .` through a local managed SuperLink, with this project's .venv (no per-run
+# environment build, which would download another torch).
+flwr-run: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \
+	  $(VENV)/bin/flwr run . --stream \
+	  --run-config 'scenario="$(abspath $(SCENARIO))"' \
+	  --federation-config "num-supernodes=$$($(VENV)/bin/airfleet devices $(SCENARIO))"
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

@@ -4,6 +4,7 @@
     airfleet run FILE [--ray-address ADDR] [--runs-dir DIR] [--run-dir DIR] [--quiet]
     airfleet report RUN_DIR                redraw every plot and the summary table
     airfleet bench [NAME ...]              run benchmarks/NAME.py (all if none) and print JSON
+    airfleet devices FILE                  number of devices (supernodes) a fleet needs
 
 A fleet scenario runs as a Flower simulation on Ray (one supernode per device); a study
 scenario (``[study] kind = ...``) runs its paper experiment in-process. Exit codes: 0 ok,
@@ -124,6 +125,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_devices(args: argparse.Namespace) -> int:
+    try:
+        s = load_scenario(args.file)
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(s.num_devices)
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
         scenario = load_scenario(args.scenario)
@@ -188,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check scenario files")
     v.add_argument("files", nargs="+")
     v.set_defaults(fn=_cmd_validate)
+    d = sub.add_parser("devices", help="print the number of devices a fleet scenario needs (supernodes)")
+    d.add_argument("file")
+    d.set_defaults(fn=_cmd_devices)
     r = sub.add_parser("run", help="run a scenario (fleet simulation or study)")
     r.add_argument("scenario")
     r.add_argument("--ray-address", default=None, help="existing Ray cluster to run the simulation on")
