@@ -130,12 +130,39 @@ def finetune(
         raise ValueError("empty training batch")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     fwd = count_flops(model, (1, *train.sdnet_input.shape[1:]))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    use_l2 = bool(anchors) and lam > 0
     dev = _device(model)
     X, Y = train.sdnet_input.to(dev), train.x.to(dev)
     if anchors:
         anchors = {k: v.to(dev) for k, v in anchors.items()}
+    # channels-last runs oneDNN's 3x3 convs with few channels ~20% faster on CPU; the
+    # model is put back to the default layout before returning
+    fast_layout = X.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if fast_layout:
+        X = X.contiguous(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)
+    try:
+        res = _train_epochs(model, X, Y, epochs, batch_size, lr, anchors if lam > 0 else None, lam, gen, val)
+    finally:
+        if fast_layout:
+            model.to(memory_format=torch.contiguous_format)
+    res.flops = TRAIN_FLOPS_PER_FORWARD * fwd * res.samples
+    return res
+
+
+def _train_epochs(
+    model: nn.Module,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    anchors: dict[str, torch.Tensor] | None,
+    lam: float,
+    gen: torch.Generator,
+    val: DetectionBatch | None,
+) -> FinetuneResult:
+    n, dev = len(X), X.device
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     res = FinetuneResult()
     model.train()
     for _ in range(epochs):
@@ -146,7 +173,7 @@ def finetune(
             idx = perm[s : s + batch_size]
             loss = mse_loss(model(X[idx]), Y[idx])  # eq. (13)
             total += loss.detach() * len(idx)
-            if use_l2:
+            if anchors:
                 loss = loss + l2_to_anchors(model, anchors, lam)  # eq. (21)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -156,5 +183,4 @@ def finetune(
         res.samples += n
         if val is not None:
             res.val_ser_per_epoch.append(evaluate_ser(model, val))
-    res.flops = TRAIN_FLOPS_PER_FORWARD * fwd * res.samples
     return res
