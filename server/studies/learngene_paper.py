@@ -167,7 +167,6 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     c = _resolve(cfg)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     dev = torch.device(c["device"])
     K, T = c["collective_tasks"], c["target_tasks"]
     bs, lr, E = c["batch_size"], c["lr"], c["individual_epochs"]
