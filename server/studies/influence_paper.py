@@ -15,7 +15,9 @@ outputs; ``deeprx``: the compact DeepRx on the Sionna OFDM slot of
    harmful (influence) or at random, with the first-order and the second-order update,
    logging the target BER after every step and the other instances' BER at the end.
 
-Tables (Parquet, under ``out_dir``): ``curves`` (one row per run and step),
+Tables (Parquet, under ``out_dir``): ``baselines`` (per receiver and seed: BER of the
+pre-trained receiver, the genie LMMSE and LS + LMMSE on the validation draw),
+``curves`` (one row per run and step),
 ``runs`` (one row per run: BER before/after on targets and others, genie BER, gap
 reductions) and ``gap_table`` (mean ± std over seeds of the relative BER-gap reduction,
 per receiver / scenario / update / selection). ``report`` draws BER-over-steps curves
@@ -58,7 +60,7 @@ from common.schema import Field
 from common.seeding import derive_seed, torch_generator
 from server.studies import ProgressFn
 
-__all__ = ["SCHEMA", "run", "report", "ReceiverProblem"]
+__all__ = ["SCHEMA", "run", "report", "ReceiverProblem", "ValSet"]
 
 SCHEMA: dict[str, Field] = {
     "seeds": Field(int, 5, min=1, max=100, doc="seeds (fresh validation set, targets, random draws)"),
@@ -76,7 +78,7 @@ SCHEMA: dict[str, Field] = {
     "k": Field(int, 40, min=1, doc="Arnoldi eigenvalues kept"),
     "arnoldi_steps": Field(int, 100, min=1, doc="Arnoldi iterations"),
     "damping": Field(float, 1e-3, min=0.0, doc="added to |eigenvalue| when inverting"),
-    "hessian_samples": Field(int, 512, min=1, doc="training samples in the Hessian"),
+    "hessian_samples": Field(int, 128, min=1, doc="training samples in the Hessian"),
     "min_genie_ber": Field(float, 1e-3, min=0.0, doc="targets need BER_genie >= this"),
     # SDNet problem
     "sdnet_channel": Field(str, "rayleigh", doc="channel source for SDNet"),
@@ -87,7 +89,7 @@ SCHEMA: dict[str, Field] = {
     # DeepRx problem
     "deeprx_n_subcarriers": Field(int, 24, min=2), "deeprx_n_rx": Field(int, 2, min=1),
     "deeprx_train_slots": Field(int, 512, min=1), "deeprx_val_slots": Field(int, 96, min=2),
-    "deeprx_pretrain_steps": Field(int, 400, min=0), "deeprx_width": Field(int, 16, min=1),
+    "deeprx_pretrain_steps": Field(int, 800, min=0), "deeprx_width": Field(int, 16, min=1),
 }
 
 
@@ -114,7 +116,20 @@ class ReceiverProblem:
     X_train: torch.Tensor
     Y_train: torch.Tensor
     to_bits: Any
-    make_val: Any  # (seed) -> (X_val, Y_val, bits_val, genie_bits_val, instance_size)
+    make_val: Any  # (seed) -> ValSet
+
+
+@dataclass
+class ValSet:
+    """A validation draw: inputs ``X``, loss targets ``Y``, true ``bits`` ``uint8 [n, n_bits]``,
+    hard decisions of the genie LMMSE and of LS + LMMSE (same layout), samples per instance."""
+
+    X: torch.Tensor
+    Y: torch.Tensor
+    bits: torch.Tensor
+    genie_bits: torch.Tensor
+    ls_bits: torch.Tensor
+    instance_size: int
 
 
 # ----------------------------------------------------------------------------- SDNet
@@ -136,10 +151,13 @@ def _sdnet_problem(cfg: dict[str, Any], seed: int) -> ReceiverProblem:
               batch=64, lr=2e-3, gen=torch_generator(seed, "sdnet", "pretrain"))
     model.eval()
 
-    def make_val(s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    def make_val(s: int) -> ValSet:
+        from common.phy.detection import mmse
+        from common.phy.modulation import hard_qpsk, indices_to_bits
+
         v = batch(cfg["sdnet_val_instances"], cfg["sdnet_instance_size"], "val", s)
-        genie = genie_lmmse_bits(v)
-        return v.sdnet_input, v.bits.float(), v.bits, genie, cfg["sdnet_instance_size"]
+        ls = indices_to_bits(hard_qpsk(mmse(v.y, v.H_ls, v.noise_var)))
+        return ValSet(v.sdnet_input, v.bits.float(), v.bits, genie_lmmse_bits(v), ls, cfg["sdnet_instance_size"])
 
     @torch.no_grad()
     def to_bits(m: nn.Module, X: torch.Tensor) -> torch.Tensor:
@@ -170,10 +188,11 @@ def _deeprx_problem(cfg: dict[str, Any], seed: int) -> ReceiverProblem:
     def to_bits(m: nn.Module, Xv: torch.Tensor) -> torch.Tensor:
         return (train.grid_to_bits(m.eval()(Xv)) > 0).to(torch.uint8)
 
-    def make_val(s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    def make_val(s: int) -> ValSet:
         v = link.simulate(cfg["deeprx_val_slots"], derive_seed(seed, "deeprx", "val", s))
         genie = (link.genie_lmmse_llrs(v) > 0).to(torch.uint8)
-        return v.receiver_input(), v.bits_grid(), v.bits, genie, 1
+        ls = (link.ls_lmmse_llrs(v) > 0).to(torch.uint8)
+        return ValSet(v.receiver_input(), v.bits_grid(), v.bits, genie, ls, 1)
 
     return ReceiverProblem("deeprx", model, loss_fn, X, Y, to_bits, make_val)
 
@@ -199,6 +218,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     out_dir.mkdir(parents=True, exist_ok=True)
     curves: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
     timing: dict[str, float] = {}
     builders = {"sdnet": _sdnet_problem, "deeprx": _deeprx_problem}
     total = len(cfg["receivers"]) * cfg["seeds"]
@@ -214,25 +234,29 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
                                   generator=torch_generator(seed, rx, "arnoldi"))
         timing[f"{rx}_influence_fit_s"] = time.perf_counter() - t0
         for s in range(cfg["seeds"]):
-            _one_seed(cfg, seed, s, prob, eng, curves, runs)
+            _one_seed(cfg, seed, s, prob, eng, curves, runs, baselines)
             done += 1
             progress(f"influence_paper {rx}", done, total)
-    tables = {"curves": _table(curves), "runs": _table(runs)}
+    tables = {"curves": _table(curves), "runs": _table(runs), "baselines": _table(baselines)}
     tables["gap_table"] = _gap_table(tables["runs"])
     for name, t in tables.items():
         pq.write_table(t, out_dir / f"{name}.parquet")
-    summary = {"gap_table": tables["gap_table"].to_pylist(), "timing_s": timing, "n_runs": len(runs)}
+    summary = {"gap_table": tables["gap_table"].to_pylist(), "baselines": baselines, "timing_s": timing, "n_runs": len(runs)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     report(out_dir)
     return summary
 
 
 def _one_seed(cfg: dict[str, Any], root: int, s: int, prob: ReceiverProblem, eng: InfluenceEngine,
-              curves: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
-    Xv, Yv, bits, genie_bits, m = prob.make_val(s)
+              curves: list[dict[str, Any]], runs: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> None:
+    val = prob.make_val(s)
+    Xv, Yv, bits, m = val.X, val.Y, val.bits, val.instance_size
     n_inst = bits.shape[0] // m
     ber0 = instance_ber(prob.to_bits(prob.model, Xv), bits, m)
-    ber_g = instance_ber(genie_bits, bits, m)
+    ber_g = instance_ber(val.genie_bits, bits, m)
+    baselines.append({"receiver": prob.name, "seed": s, "ber_receiver": float(ber0.mean()), "ber_genie_lmmse": float(ber_g.mean()),
+                      "ber_ls_lmmse": float(instance_ber(val.ls_bits, bits, m).mean()),
+                      "instances_with_genie_errors": int((ber_g >= cfg["min_genie_ber"]).sum()), "instances": n_inst})
     ranked = select_targets(ber0, ber_g, max(cfg["single_targets"], cfg["n_targets"], 1), cfg["min_genie_ber"])
     scenarios: list[tuple[str, int, np.ndarray, int]] = [("single", r, ranked[r : r + 1], cfg["single_steps"])
                                                          for r in range(min(cfg["single_targets"], len(ranked)))]
