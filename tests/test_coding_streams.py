@@ -118,6 +118,12 @@ def test_quantile_tracking_moves_quantiles_to_tail_masses() -> None:
     cdf = torch.sigmoid(df._logits_cumulative(x)).reshape(3)
     assert cdf[0].item() == pytest.approx(5e-4, rel=0.2)
     assert cdf[2].item() == pytest.approx(1 - 5e-4, abs=1e-4)
+    # bisection lands on the aux loss's minimum directly
+    df2 = DeepFactorized(1, init_scale=10.0, tail_mass=1e-3)
+    df2.fit_quantiles()
+    assert df2.aux_loss().item() < 1e-3
+    cdf2 = torch.sigmoid(df2._logits_cumulative(df2.quantiles.detach())).reshape(3)
+    assert cdf2[0].item() == pytest.approx(5e-4, rel=1e-3) and cdf2[1].item() == pytest.approx(0.5, abs=1e-4)
 
 
 # ----- updates ------------------------------------------------------------------------

@@ -187,6 +187,24 @@ class DeepFactorized(nn.Module):
         return torch.abs(logits - self._target).sum()
 
     @torch.no_grad()
+    def fit_quantiles(self, lo: float = -1e4, hi: float = 1e4, iters: int = 60) -> None:
+        """Place the quantiles exactly where ``aux_loss`` drives them (bisection on ``f_c``).
+
+        ``f_c`` is monotone, so bisection on ``[lo, hi]`` solves ``f_c(q) = target`` for the
+        three targets of every channel at once; a deterministic, fast alternative to many
+        aux-loss steps.
+        """
+        target = self._target.reshape(1, 1, 3).expand(self.channels, 1, 3).to(torch.float64)
+        a = torch.full((self.channels, 1, 3), float(lo), dtype=torch.float64)
+        b = torch.full((self.channels, 1, 3), float(hi), dtype=torch.float64)
+        for _ in range(iters):
+            mid = (a + b) / 2
+            below = self._logits_cumulative(mid.float()).double() < target
+            a = torch.where(below, mid, a)
+            b = torch.where(below, b, mid)
+        self.quantiles.copy_(((a + b) / 2).float())
+
+    @torch.no_grad()
     def pmf_tables(self) -> list[PmfTable]:
         """Per-channel coding tables from the current parameters (deterministic).
 

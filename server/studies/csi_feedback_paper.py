@@ -1,0 +1,309 @@
+"""Study: online fine-tuning of a neural CSI compressor with entropy-coded decoder updates.
+
+Paper: "Online Neural Model Fine-Tuning in Massive MIMO CSI Feedback: Taming the
+Communication Cost of Model Updates" (Fig. 7-10, Table IV). Three experiments, all on the
+built-in spatially consistent ``"gbsm"`` model, all with real bitstreams decoded by
+:class:`server.feedback.FeedbackServer`:
+
+1. **schemes** (Fig. 7-8): the shared pre-trained compressor (pre-training environments)
+   meets a shifted environment; a UE moves along a track; the first ``n_finetune`` samples
+   fine-tune, the next ``n_eval`` are coded and measured. No FT, EO, FM, GA, FM with a
+   uniform prior (FM-UP), FM without the update regularizer (FM-noreg), for every RD weight
+   in ``lmbdas``.
+2. **quant_sweep** (Table IV): FM for every number of update bins in ``n_bins_sweep``.
+3. **interval** (Fig. 10): FM every ``d`` metres along a ``track_m`` track for every ``d`` in
+   ``intervals_m``: fine-tune on the last ``d`` metres (warm start from the decoder both ends
+   share), code the next ``d`` metres with it; total rate = (latent + update bits) per CSI
+   dimension.
+
+Tables: ``rd.parquet`` (experiments 1-2), ``interval.parquet`` (3); PNGs from them alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clients.csi_feedback import (
+    GENIE_KEY,
+    LATENT_KEY,
+    TRUTH_KEY,
+    UPDATE_KEY,
+    csi_task,
+    finetune,
+    pretrained_compressor,
+    resolve_cfg,
+    track_csi,
+)
+from common.models.csi_compressor import CSICompressor, csi_to_planes
+from common.schema import Field
+from common.seeding import derive_seed
+from server.feedback import FeedbackServer
+from server.studies import ProgressFn
+
+__all__ = ["SCHEMA", "SCHEMES", "PAPER_SCALE", "run", "report", "study_cfg"]
+
+#: label -> (scheme, overrides)
+SCHEMES: dict[str, tuple[str, dict[str, Any]]] = {
+    "No FT": ("none", {}),
+    "EO": ("eo", {}),
+    "FM": ("fm", {}),
+    "GA": ("ga", {}),
+    "FM-UP": ("fm", {"prior": "uniform"}),
+    "FM-noreg": ("fm", {"regularize_update": False}),
+}
+
+#: what ``scale = "paper"`` changes (64 x 64 CSI, paper-size data and training)
+PAPER_SCALE: dict[str, Any] = {
+    "n_ant": 64, "n_sc": 64, "width": 64, "pretrain_samples": 12000, "pretrain_tasks": 8,
+    "pretrain_steps": 75000, "n_finetune": 100, "n_eval": 400, "steps": 1000, "lr": 1e-4,
+    "interval_steps": 300, "track_m": 120.0, "intervals_m": [2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+}
+
+SCHEMA: dict[str, Field] = {
+    "scale": Field(str, "quick", choices=("quick", "paper"), doc="paper: 64x64 CSI and paper-size training (GPU)"),
+    "n_ant": Field(int, 32, min=4, max=256),
+    "n_sc": Field(int, 32, min=4, max=256),
+    "width": Field(int, 32, min=1, max=512, doc="conv kernels (the paper: 64)"),
+    "lmbda": Field(float, 512.0, min=0.0, doc="RD weight of the pre-trained backbone, eq. (9)"),
+    "lmbdas": Field(list, [512.0], item=float, min=0.0, doc="RD weights of the fine-tuning runs (one RD point each)"),
+    "pretrain_samples": Field(int, 2000, min=8),
+    "pretrain_tasks": Field(int, 1, min=1, max=64),
+    "pretrain_steps": Field(int, 600, min=0),
+    "radius_m": Field(float, 5.0, min=0.0),
+    "spacing_m": Field(float, 0.1, min=1e-4, doc="CSI sample spacing along the track, m"),
+    "n_finetune": Field(int, 100, min=1),
+    "n_eval": Field(int, 100, min=1, max=4096),
+    "steps": Field(int, 60, min=0),
+    "lr": Field(float, 5e-4, min=0.0, max=1.0),
+    "t": Field(float, 5e-3, min=1e-8),
+    "n_bins": Field(int, 64, min=2, max=65535),
+    "sigma": Field(float, 5e-2, min=1e-8),
+    "alpha": Field(float, 1000.0, min=0.0),
+    "n_bins_sweep": Field(list, [4, 16, 64, 256], item=int, min=2, max=65535, doc="Table IV resolutions"),
+    "track_m": Field(float, 40.0, min=0.1, doc="length of the update-interval track, m"),
+    "intervals_m": Field(list, [5.0, 10.0, 20.0], item=float, min=0.01, doc="fine-tuning intervals d, m"),
+    "interval_steps": Field(int, 20, min=0, doc="fine-tuning steps per interval (warm start)"),
+    "cache_dir": Field(str, "", doc="pre-trained model cache"),
+}
+
+_CFG_KEYS = (
+    "n_ant", "n_sc", "width", "lmbda", "pretrain_samples", "pretrain_tasks", "pretrain_steps", "radius_m",
+    "spacing_m", "n_finetune", "n_eval", "steps", "lr", "t", "n_bins", "sigma", "alpha", "cache_dir",
+)
+
+
+def study_cfg(study: dict[str, Any]) -> dict[str, Any]:
+    """The study's settings after ``scale`` (paper overrides win over the quick values)."""
+    s = dict(study)
+    if s.get("scale") == "paper":
+        s.update(PAPER_SCALE)
+    return s
+
+
+def _csi_cfg(s: dict[str, Any], seed: int, **over: Any) -> dict[str, Any]:
+    raw = {k: s[k] for k in _CFG_KEYS}
+    raw["pretrain_seed"] = int(derive_seed(seed, "csi-pretrain") % (2**31))
+    raw.update(over)
+    return resolve_cfg(raw)
+
+
+def _deliver(srv: FeedbackServer, cls: str, device_id: int, res: Any, model: CSICompressor, H_ev: Any) -> dict[str, float]:
+    """Device -> base station: real streams in, the BS's measurement out."""
+    payloads = {UPDATE_KEY: res.update_bytes, LATENT_KEY: model.compress(H_ev)}
+    side = {TRUTH_KEY: csi_to_planes(H_ev).numpy().astype(np.float32)}
+    if res.genie_decoder is not None:
+        side[GENIE_KEY] = np.concatenate([a.ravel() for a in res.genie_decoder]).astype(np.float32)
+    out = srv.ingest(device_id, cls, payloads, side)
+    n, dims = H_ev.shape[0], model.cfg.csi_dims
+    out["latent_bits_estimated_per_dim"] = model.estimated_bits(H_ev) / (n * dims)
+    out["update_bits_estimated_per_dim"] = res.update_ideal_bits / (n * dims)
+    return out
+
+
+def _row(experiment: str, label: str, cfg: dict[str, Any], out: dict[str, float], res: Any) -> dict[str, Any]:
+    return {
+        "experiment": experiment,
+        "scheme": label,
+        "lmbda": float(cfg["lmbda"]),
+        "n_bins": int(cfg["n_bins"]),
+        "prior": str(cfg["prior"]),
+        "regularize_update": bool(cfg["regularize_update"]),
+        "nmse_db": float(out["nmse_db"]),
+        "bits_per_dim_latent": float(out["bits_per_dim_latent"]),
+        "bits_per_dim_update": float(out["bits_per_dim_update"]),
+        "bits_per_dim_total": float(out["bits_per_dim_total"]),
+        "latent_bits_estimated_per_dim": float(out["latent_bits_estimated_per_dim"]),
+        "update_bits_estimated_per_dim": float(out["update_bits_estimated_per_dim"]),
+        "update_nonzero": int(out["update_nonzero"]),
+        "finetune_s": float(res.seconds),
+        "finetune_flops": int(res.flops),
+    }
+
+
+def run(cfg: dict[str, Any], seed: int, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
+    """Run the three experiments; write ``rd.parquet``, ``interval.parquet``, ``summary.json``.
+
+    Parameters
+    ----------
+    cfg : dict
+        The validated ``[study]`` table (:data:`SCHEMA`).
+    seed : int
+        Scenario seed: pre-training, the shifted environment and the tracks derive from it.
+    out_dir : Path
+    progress : ProgressFn
+
+    Returns
+    -------
+    dict
+        The RD table rows of the scheme comparison and the interval sweep (JSON-able).
+    """
+    s = study_cfg(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base_cfg = _csi_cfg(s, seed)
+    progress("pre-training (cached)", 0, 1)
+    backbone = pretrained_compressor(base_cfg)
+    progress("pre-training (cached)", 1, 1)
+    env = csi_task(base_cfg, derive_seed(seed, "csi-shift-env"), 0, bool(base_cfg["shift_los"]))
+    track_seed = derive_seed(seed, "csi-study-track")
+    n_ft, n_ev = int(base_cfg["n_finetune"]), int(base_cfg["n_eval"])
+    H = track_csi(base_cfg, env, 0.0, n_ft + n_ev, track_seed)
+    H_ft, H_ev = H[:n_ft], H[n_ft:]
+
+    rows: list[dict[str, Any]] = []
+    jobs: list[tuple[str, str, dict[str, Any]]] = []
+    for lm in s["lmbdas"]:
+        for label, (scheme, over) in SCHEMES.items():
+            if scheme == "none" and lm != s["lmbdas"][0]:
+                continue  # No FT does not depend on the fine-tuning weight
+            jobs.append(("schemes", label, _csi_cfg(s, seed, scheme=scheme, lmbda=float(lm), **over)))
+    for nb in s["n_bins_sweep"]:
+        jobs.append(("quant_sweep", f"FM {nb} bins", _csi_cfg(s, seed, scheme="fm", n_bins=int(nb))))
+    for i, (exp, label, c) in enumerate(jobs):
+        progress(f"{exp}: {label}", i, len(jobs))
+        # the backbone's RD weight stays; only fine-tuning uses c["lmbda"]
+        res = finetune(backbone, H_ft, c, seed=derive_seed(seed, "csi-study-ft", label))
+        srv = FeedbackServer({"ue": {**c, "lmbda": base_cfg["lmbda"]}}, seed)
+        out = _deliver(srv, "ue", 0, res, res.device_model, H_ev)
+        rows.append(_row(exp, label, c, out, res))
+    progress("schemes and resolutions", len(jobs), len(jobs))
+    rd = pa.Table.from_pylist(rows)
+    pq.write_table(rd, out_dir / "rd.parquet")
+
+    interval_rows = _interval_study(s, seed, base_cfg, backbone, env, progress)
+    pq.write_table(pa.Table.from_pylist(interval_rows), out_dir / "interval.parquet")
+    summary = {
+        "rd": [{k: r[k] for k in ("experiment", "scheme", "lmbda", "n_bins", "nmse_db", "bits_per_dim_latent", "bits_per_dim_update", "bits_per_dim_total", "update_nonzero")} for r in rows],
+        "interval": interval_rows,
+        "backbone_decoder_params": backbone.n_decoder_params(),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def _interval_study(s: dict[str, Any], seed: int, base_cfg: dict[str, Any], backbone: CSICompressor, env: Any, progress: ProgressFn) -> list[dict[str, Any]]:
+    spacing = float(base_cfg["spacing_m"])
+    n_total = int(round(float(s["track_m"]) / spacing))
+    H = track_csi(base_cfg, env, 0.0, n_total, derive_seed(seed, "csi-interval-track"))
+    out_rows = []
+    for j, d in enumerate(s["intervals_m"]):
+        per = max(1, int(round(float(d) / spacing)))
+        n_win = n_total // per
+        progress("update intervals", j, len(s["intervals_m"]))
+        if n_win < 2:
+            continue
+        c = _csi_cfg(s, seed, scheme="fm", steps=int(s["interval_steps"]), n_eval=per)
+        srv = FeedbackServer({"ue": c}, seed)
+        model = backbone
+        lat = upd = err_w = 0.0
+        n_eval = 0
+        nmse_lin = []
+        for w in range(1, n_win):
+            ft = H[(w - 1) * per : w * per]
+            if ft.shape[0] > int(c["n_finetune"]):  # at most n_finetune samples, evenly spread
+                ft = ft[np.linspace(0, ft.shape[0] - 1, int(c["n_finetune"])).round().astype(int)]
+            ev = H[w * per : (w + 1) * per]
+            res = finetune(model, ft, c, seed=derive_seed(seed, "csi-interval", j, w), amortize_samples=ev.shape[0])
+            out = _deliver(srv, "ue", 0, res, res.device_model, ev)
+            model = res.device_model
+            lat += out["latent_bits"]
+            upd += out["update_bits"]
+            n_eval += ev.shape[0]
+            nmse_lin.append((10 ** (out["nmse_db"] / 10), ev.shape[0]))
+            err_w += 1
+        dims = backbone.cfg.csi_dims
+        mean_lin = sum(v * n for v, n in nmse_lin) / max(1, sum(n for _, n in nmse_lin))
+        out_rows.append(
+            {
+                "interval_m": float(d),
+                "n_updates": int(err_w),
+                "samples": int(n_eval),
+                "bits_per_dim_latent": lat / (n_eval * dims),
+                "bits_per_dim_update": upd / (n_eval * dims),
+                "bits_per_dim_total": (lat + upd) / (n_eval * dims),
+                "nmse_db": 10 * math.log10(mean_lin) if mean_lin > 0 else -math.inf,
+            }
+        )
+    progress("update intervals", len(s["intervals_m"]), len(s["intervals_m"]))
+    return out_rows
+
+
+def report(out_dir: Path) -> list[Path]:
+    """Draw ``rd_schemes.png``, ``quant_sweep.png`` and ``interval.png`` from the tables."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    rd = pq.read_table(out_dir / "rd.parquet").to_pylist()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label in SCHEMES:
+        pts = sorted((r["bits_per_dim_total"], r["nmse_db"]) for r in rd if r["experiment"] == "schemes" and r["scheme"] == label)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=label)
+    ax.set_xlabel("rate (latent + update), bits per CSI dimension (actual)")
+    ax.set_ylabel("NMSE (dB)")
+    ax.set_xscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title("CSI feedback fine-tuning schemes")
+    fig.tight_layout()
+    paths.append(out_dir / "rd_schemes.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    sweep = sorted((r for r in rd if r["experiment"] == "quant_sweep"), key=lambda r: r["n_bins"])
+    if sweep:
+        paths.append(_annotated_curve(plt, sweep, [str(r["n_bins"]) for r in sweep], "FM: update quantization bins (Table IV)", out_dir / "quant_sweep.png"))
+    ipath = out_dir / "interval.parquet"
+    iv = pq.read_table(ipath).to_pylist() if ipath.exists() else []
+    if iv:
+        paths.append(_annotated_curve(plt, iv, [f"{r['interval_m']:g} m" for r in iv], "FM every d metres along the track", out_dir / "interval.png"))
+    return paths
+
+
+def _annotated_curve(plt: Any, rows: list[dict[str, Any]], labels: list[str], title: str, path: Path) -> Path:
+    """Total rate vs NMSE, one annotated point per row; saved to ``path``."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    x = [r["bits_per_dim_total"] for r in rows]
+    y = [r["nmse_db"] for r in rows]
+    ax.plot(x, y, marker="o")
+    for xi, yi, lab in zip(x, y, labels):
+        ax.annotate(lab, (xi, yi))
+    ax.set_xlabel("total rate (latent + update), bits per CSI dimension (actual)")
+    ax.set_ylabel("NMSE (dB)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

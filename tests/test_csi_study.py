@@ -1,0 +1,55 @@
+"""The csi_feedback_paper study at toy scale: tables, rows, plots from the tables alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from common.schema import ScenarioError, validate_section
+from server.studies import load_study, no_progress
+
+torch.set_num_threads(1)
+
+
+def test_study_runs_and_reports(tmp_path: Path) -> None:
+    mod = load_study("csi_feedback_paper")
+    cfg = validate_section(
+        dict(
+            n_ant=8, n_sc=8, width=4, pretrain_samples=32, pretrain_steps=3, n_finetune=12, n_eval=6, steps=2,
+            n_bins_sweep=[4, 64], track_m=3.0, spacing_m=0.25, intervals_m=[1.0, 1.5], interval_steps=1,
+            cache_dir=str(tmp_path / "cache"),
+        ),
+        mod.SCHEMA,
+        "study",
+    )
+    summary = mod.run(cfg, 7, tmp_path / "run", no_progress)
+    rd = pq.read_table(tmp_path / "run" / "rd.parquet").to_pylist()
+    schemes = [r["scheme"] for r in rd if r["experiment"] == "schemes"]
+    assert schemes == ["No FT", "EO", "FM", "GA", "FM-UP", "FM-noreg"]
+    by = {r["scheme"]: r for r in rd}
+    for label in ("No FT", "EO", "GA"):
+        assert by[label]["bits_per_dim_update"] == 0.0
+    assert by["FM"]["bits_per_dim_update"] > 0
+    # a uniform prior pays log2(64) = 6 bits for every decoder weight
+    assert by["FM-UP"]["bits_per_dim_update"] * 6 * 64 >= 6 * summary["backbone_decoder_params"] * 0.99
+    assert by["FM-UP"]["bits_per_dim_update"] > 5 * by["FM"]["bits_per_dim_update"]
+    for r in rd:
+        assert r["bits_per_dim_total"] == pytest.approx(r["bits_per_dim_latent"] + r["bits_per_dim_update"])
+    assert [r["n_bins"] for r in rd if r["experiment"] == "quant_sweep"] == [4, 64]
+    iv = pq.read_table(tmp_path / "run" / "interval.parquet").to_pylist()
+    assert [r["interval_m"] for r in iv] == [1.0, 1.5]
+    assert [r["n_updates"] for r in iv] == [2, 1]  # 12 samples: 3 windows of 4, 2 of 6
+    paths = mod.report(tmp_path / "run")
+    assert {p.name for p in paths} == {"rd_schemes.png", "quant_sweep.png", "interval.png"}
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_study_schema_and_paper_scale() -> None:
+    mod = load_study("csi_feedback_paper")
+    with pytest.raises(ScenarioError, match="scale"):
+        validate_section({"scale": "huge"}, mod.SCHEMA, "study")
+    s = mod.study_cfg(validate_section({"scale": "paper"}, mod.SCHEMA, "study"))
+    assert (s["n_ant"], s["n_sc"], s["width"]) == (64, 64, 64)
