@@ -1,0 +1,117 @@
+"""One device's round without Flower: learngene expansion, fine-tuning, every stage, and
+the base station decoding what the device sends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clients.device import CrashInjected, run_device_round
+from clients.profiles import device_profile
+from common.channels import ChannelTask
+from common.scenario import parse_scenario
+from server.collective import CollectiveConfig, train_collective
+
+torch.set_num_threads(1)
+
+
+def _scenario(tmp: Path, stage_tables: dict[str, dict]) -> object:
+    cls = {
+        "name": "dev",
+        "count": 2,
+        "n_conv": 6,
+        "n_tx": 4,
+        "train_samples": 96,
+        "val_samples": 96,
+        "epochs": 1,
+        "batch_size": 32,
+        "tasks": [100],
+        "crash_rounds": [9],
+        **stage_tables,
+    }
+    raw = {
+        "name": "unit",
+        "seed": 3,
+        "rounds": 2,
+        "channels": {"source": "gbsm"},
+        "manufacturer": {"n_conv": 6, "unit_layers": 2, "tasks": 1},
+        "server": {"cache_dir": str(tmp / "cache")},
+        "fleet": [cls],
+    }
+    return parse_scenario(raw)
+
+
+@pytest.fixture(scope="module")
+def unit():  # a tiny collective model and its unit (N_conv = 6, 2-layer unit)
+    cfg = CollectiveConfig(
+        tasks=(ChannelTask.make("gbsm", 32, 8, 0, 3),), n_conv=6, samples_per_task=64, epochs_per_task=1, batch_size=32, unit_layers=2, val_samples=32, seed=3
+    )
+    return train_collective(cfg).unit
+
+
+def test_round_expands_unit_and_keeps_state(tmp_path: Path, unit, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLEET_CACHE_DIR", str(tmp_path / "cache"))
+    s = _scenario(tmp_path, {})
+    p = device_profile(s, 1)
+    r1 = run_device_round(s, p, 1, unit.to_arrays(), dict(unit.meta), {})
+    assert 0.0 <= r1.metrics["ser"] <= 1.0 and 0.0 <= r1.metrics["ser_zf"] <= 1.0
+    assert r1.flops > 0 and r1.n_params > 0
+    # round 2: no unit sent; the device uses the one it kept and its trained weights
+    r2 = run_device_round(s, p, 2, None, None, r1.state)
+    assert r2.n_params == r1.n_params
+    assert np.array_equal(r2.state["unit/0.weight"], unit.tensors["0.weight"])
+    with pytest.raises(RuntimeError, match="no learngene unit"):
+        run_device_round(s, p, 2, None, None, {})
+    with pytest.raises(CrashInjected):
+        run_device_round(s, p, 9, None, None, r1.state)
+    # same seed, same round -> same numbers
+    again = run_device_round(s, p, 1, unit.to_arrays(), dict(unit.meta), {})
+    assert again.metrics == r1.metrics
+
+
+def test_prune_stage_fits_budget_and_survives_next_round(tmp_path: Path, unit, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLEET_CACHE_DIR", str(tmp_path / "cache"))
+    full = run_device_round(_scenario(tmp_path, {}), device_profile(_scenario(tmp_path, {}), 0), 1, unit.to_arrays(), dict(unit.meta), {})
+    budget = 2_000_000
+    s = _scenario(tmp_path, {"prune": {"budget_flops": budget, "retrain_epochs": 1, "relevance_samples": 32, "batch_size": 32}})
+    p = device_profile(s, 0)
+    r1 = run_device_round(s, p, 1, unit.to_arrays(), dict(unit.meta), {})
+    assert r1.metrics["prune_flops_after"] <= budget < r1.metrics["prune_flops_before"]
+    assert r1.n_params < full.n_params
+    r2 = run_device_round(s, p, 2, None, None, r1.state)  # the pruned architecture is rebuilt from state
+    assert r2.n_params <= r1.n_params
+
+
+def test_influence_stage_reports_targets(tmp_path: Path, unit, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLEET_CACHE_DIR", str(tmp_path / "cache"))
+    s = _scenario(tmp_path, {"influence": {"method": "first_order", "budget": 16, "steps": 1, "instance_size": 8, "min_genie_ber": 0.0}})
+    r = run_device_round(s, device_profile(s, 0), 1, unit.to_arrays(), dict(unit.meta), {})
+    keys = [k for k in r.metrics if k.startswith("influence_")]
+    assert keys, r.metrics
+    assert r.flops > 0
+
+
+def test_csi_stage_bitstreams_decode_at_the_base_station(tmp_path: Path, unit, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.feedback import FeedbackServer
+
+    monkeypatch.setenv("AIRFLEET_CACHE_DIR", str(tmp_path / "cache"))
+    csi = {
+        "n_ant": 16, "n_sc": 16, "width": 8, "pretrain_samples": 64, "pretrain_tasks": 1, "pretrain_steps": 5,
+        "n_finetune": 16, "n_eval": 8, "steps": 2, "batch": 8, "cache_dir": str(tmp_path / "csi-cache"),
+    }
+    s = _scenario(tmp_path, {"csi_feedback": csi})
+    r = run_device_round(s, device_profile(s, 0), 1, unit.to_arrays(), dict(unit.meta), {})
+    assert set(r.payloads) == {"csi_update", "csi_latents"}
+    bs = FeedbackServer({"dev": s.classes[0]["csi_feedback"]}, s.seed)
+    out = bs.ingest(0, "dev", dict(r.payloads), dict(r.side))
+    assert np.isfinite(out["nmse_db"]) and out["latent_bits"] > 0
+    # a truncated stream is rejected and leaves the decoder exactly as it was
+    after = {k: v.copy() for k, v in bs.decoder_state(0).items()}
+    bad = dict(r.payloads)
+    bad["csi_update"] = bad["csi_update"][: len(bad["csi_update"]) // 2]
+    with pytest.raises(ValueError):
+        bs.ingest(0, "dev", bad, dict(r.side))
+    assert all(np.array_equal(after[k], v) for k, v in bs.decoder_state(0).items())
