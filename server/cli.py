@@ -56,6 +56,7 @@ def run_fleet(
     from server.results import init_run_dir
 
     init_run_dir(run_dir, scenario)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs are asked for; silence Ray's notice
     if quiet:
         import logging
 
