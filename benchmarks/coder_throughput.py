@@ -30,6 +30,18 @@ def _best(fn, repeats: int) -> tuple[float, object]:
     return best, out
 
 
+def _stats(n: int, enc_s: float, dec_s: float, words: np.ndarray, ideal: float) -> dict[str, float]:
+    """Throughput (symbols/s) and actual payload bits vs the ideal information content."""
+    return {
+        "encode_symbols_per_s": n / enc_s,
+        "decode_symbols_per_s": n / dec_s,
+        "actual_bits": int(32 * words.size),
+        "ideal_bits": ideal,
+        "overhead_pct": 100.0 * (32 * words.size / ideal - 1.0),
+        "bits_per_symbol_actual": 32 * words.size / n,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--symbols", type=int, default=1_000_000, help="latent symbols")
@@ -53,16 +65,7 @@ def main() -> None:
     dec_s, y2 = _best(lambda: decode_latents(words, tables, y.shape), a.repeats)
     assert np.array_equal(y2, y)
     ideal = latent_ideal_bits(y, tables)
-    latents = {
-        "symbols": int(y.size),
-        "escapes": int(n_esc),
-        "encode_symbols_per_s": y.size / enc_s,
-        "decode_symbols_per_s": y.size / dec_s,
-        "actual_bits": int(32 * words.size),
-        "ideal_bits": ideal,
-        "overhead_pct": 100.0 * (32 * words.size / ideal - 1.0),
-        "bits_per_symbol_actual": 32 * words.size / y.size,
-    }
+    latents = {"symbols": int(y.size), "escapes": int(n_esc), **_stats(y.size, enc_s, dec_s, words, ideal)}
 
     q = UpdateQuantizer(5e-3, 64)
     updates = {}
@@ -74,16 +77,7 @@ def main() -> None:
         dec_s, k2 = _best(lambda: decode_update(w, prior, k.size), a.repeats)
         assert np.array_equal(k2, k)
         ideal = update_ideal_bits(k, prior)
-        updates[kind] = {
-            "params": int(k.size),
-            "nonzero": int(np.count_nonzero(k)),
-            "encode_symbols_per_s": k.size / enc_s,
-            "decode_symbols_per_s": k.size / dec_s,
-            "actual_bits": int(32 * w.size),
-            "ideal_bits": ideal,
-            "overhead_pct": 100.0 * (32 * w.size / ideal - 1.0),
-            "bits_per_param_actual": 32 * w.size / k.size,
-        }
+        updates[kind] = {"params": int(k.size), "nonzero": int(np.count_nonzero(k)), **_stats(k.size, enc_s, dec_s, w, ideal)}
     zero = np.zeros(a.params, np.int32)
     ss = make_prior("spike_slab", q)
     updates["all_zero_spike_slab_bits"] = int(32 * encode_update(zero, ss).size)
