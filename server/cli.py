@@ -114,12 +114,19 @@ def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
     return summary
 
 
+def _load(path: str) -> Scenario | None:
+    """The validated scenario, or None after printing the error (exit code 2 follows)."""
+    try:
+        return load_scenario(path)
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     for f in args.files:
-        try:
-            s = load_scenario(f)
-        except ScenarioError as e:
-            print(f"error: {e}", file=sys.stderr)
+        s = _load(f)
+        if s is None:
             return EXIT_BAD_INPUT
         what = f"study {s.data['study']['kind']}" if s.is_study else f"{s.num_devices} devices in {len(s.classes)} classes, {s.rounds} rounds"
         print(f"{f}: ok ({what})")
@@ -127,20 +134,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    try:
-        s = load_scenario(args.file)
-    except ScenarioError as e:
-        print(f"error: {e}", file=sys.stderr)
+    s = _load(args.file)
+    if s is None:
         return EXIT_BAD_INPUT
     print(s.num_devices)
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        scenario = load_scenario(args.scenario)
-    except ScenarioError as e:
-        print(f"error: {e}", file=sys.stderr)
+    scenario = _load(args.scenario)
+    if scenario is None:
         return EXIT_BAD_INPUT
     from server.results import new_run_dir
 
