@@ -621,8 +621,9 @@ def threshold_grid(
     -------
     list of dict
         One row per (method, input_drop, hidden_drop): those keys, ``flops``,
-        ``params``, ``n_inputs``, and the evaluated metrics. The unpruned point
-        (0, 0) is evaluated once per method after the same retraining as the others.
+        ``params``, ``n_inputs``, the evaluated metrics after retraining, and the same
+        metrics before retraining with the suffix ``_pre``. The unpruned point (0, 0)
+        is evaluated once per method after the same retraining as the others.
     """
     rows: list[dict[str, Any]] = []
     total = len(scores) * len(input_drops) * len(hidden_drops)
@@ -631,6 +632,7 @@ def threshold_grid(
         for q_in in input_drops:
             for q_h in hidden_drops:
                 pruned = prune_by_fraction(model, sc, float(q_in), float(q_h))
+                before = {f"{k}_pre": v for k, v in evaluate(pruned).items()}
                 retrain(pruned)
                 n_in, widths = _widths(pruned)
                 row: dict[str, Any] = {
@@ -643,6 +645,7 @@ def threshold_grid(
                     "params": count_parameters(pruned),
                 }
                 row.update(evaluate(pruned))
+                row.update(before)
                 rows.append(row)
                 done += 1
                 if progress is not None:

@@ -163,6 +163,7 @@ def test_threshold_grid_and_cheapest_meeting() -> None:
 
     rows = threshold_grid(m, scores, [0.0, 0.5], [0.0, 0.5], lambda p: None, evaluate)
     assert len(rows) == 8
+    assert all(r["mse"] == r["mse_pre"] for r in rows)  # no retraining here: before == after
     full = next(r for r in rows if r["method"] == "relevance" and r["input_drop"] == 0 and r["hidden_drop"] == 0)
     assert full["flops"] == model_flops(m)
     same_budget = {r["flops"] for r in rows if r["input_drop"] == 0.5 and r["hidden_drop"] == 0.5}

@@ -13,7 +13,8 @@ the channel source's delay spread and subcarrier spacing):
 4. a grid over (input filtering threshold, neuron pruning threshold) for relevance,
    magnitude and random criteria at equal FLOPs, each pruned model retrained;
 5. the cheapest model whose BER at the target SNR stays within ``target_ber_ratio`` of
-   the full network's, per criterion: the FLOP reduction at the target BER.
+   the full network's, per criterion: the FLOP reduction at the target BER (after
+   retraining, and, as one-shot pruning, before it).
 
 Tables (Parquet): ``baselines``, ``relevance``, ``grid``, ``summary``; ``summary.json``.
 ``report`` redraws the PNGs from the tables alone.
@@ -219,6 +220,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
             target = cfg["target_ber_ratio"] * full_metrics[f"ber_{mod}"]
             for method in cfg["methods"]:
                 best = cheapest_meeting(rows, f"ber_{mod}", target, method)
+                best_pre = cheapest_meeting(rows, f"ber_{mod}_pre", target, method)
                 sum_rows.append({
                     "selectivity": sel, "modulation": mod, "method": method, "target_snr_db": _target_snr(cfg, mod),
                     "full_ber": full_metrics[f"ber_{mod}"], "ls_ber": ls_ber[mod], "target_ber": target,
@@ -230,6 +232,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
                     "input_drop": best["input_drop"] if best else float("nan"),
                     "hidden_drop": best["hidden_drop"] if best else float("nan"),
                     "ber": best[f"ber_{mod}"] if best else float("nan"),
+                    "flop_reduction_no_retrain": (1.0 - best_pre["flops"] / full_flops) if best_pre else 0.0,
                 })
 
     pq.write_table(pa.Table.from_pylist(base_rows), out_dir / "baselines.parquet")
@@ -239,6 +242,9 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     summary = {
         "flop_reduction_at_target": {
             f"{r['selectivity']}/{r['modulation']}/{r['method']}": round(r["flop_reduction"], 4) for r in sum_rows
+        },
+        "flop_reduction_at_target_no_retrain": {
+            f"{r['selectivity']}/{r['modulation']}/{r['method']}": round(r["flop_reduction_no_retrain"], 4) for r in sum_rows
         },
         "target_ber_ratio": cfg["target_ber_ratio"],
         "full_flops": sum_rows[0]["full_flops"] if sum_rows else None,
@@ -289,12 +295,13 @@ def report(out_dir: pathlib.Path) -> list[pathlib.Path]:
     plt.close(fig)
 
     # BER vs FLOPs and vs parameters: the three criteria
-    for xkey, fname in (("flops", "ber_vs_flops.png"), ("params", "ber_vs_params.png")):
+    for xkey, suffix, fname in (("flops", "", "ber_vs_flops.png"), ("params", "", "ber_vs_params.png"),
+                                ("flops", "_pre", "ber_vs_flops_no_retrain.png")):
         fig, axes = plt.subplots(len(sels), len(mods), figsize=(5 * len(mods), 3.8 * len(sels)), squeeze=False)
         for i, sel in enumerate(sels):
             for j, mod in enumerate(mods):
                 ax = axes[i][j]
-                key = f"ber_{mod}"
+                key = f"ber_{mod}{suffix}"
                 for method, (c, mk) in styles.items():
                     pts = [(r[xkey], r[key]) for r in grid if r["selectivity"] == sel and r["method"] == method and key in r]
                     if not pts:
@@ -308,7 +315,8 @@ def report(out_dir: pathlib.Path) -> list[pathlib.Path]:
                     if not math.isnan(s[0]["ls_ber"]):
                         ax.axhline(s[0]["ls_ber"], color="tab:red", ls=":", lw=0.8, label="LS")
                 ax.set_yscale("log")
-                ax.set(title=f"{sel} selectivity, {mod} @ {s[0]['target_snr_db'] if s else '?'} dB", xlabel=xkey, ylabel="BER")
+                when = "before retraining" if suffix else "retrained"
+                ax.set(title=f"{sel}, {mod} @ {s[0]['target_snr_db'] if s else '?'} dB, {when}", xlabel=xkey, ylabel="BER")
                 ax.grid(True, which="both", alpha=0.3)
                 ax.legend(fontsize=7)
         fig.tight_layout()
