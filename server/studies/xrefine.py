@@ -266,6 +266,7 @@ def report(out_dir: pathlib.Path) -> list[pathlib.Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     out_dir = pathlib.Path(out_dir)
     base = pq.read_table(out_dir / "baselines.parquet").to_pylist()
@@ -333,9 +334,7 @@ def report(out_dir: pathlib.Path) -> list[pathlib.Path]:
         ax.bar([p[0] for p in pts], [p[1] for p in pts], color=[colors.get(p[2], "k") for p in pts],
                edgecolor=["k" if p[3] else "none" for p in pts])
         ax.set(title=f"subcarrier relevance ({sel} selectivity; outlined: pilots)", xlabel="subcarrier", ylabel="mean LRP-eps relevance")
-        for name, c in colors.items():
-            ax.bar([], [], color=c, label=name)
-        ax.legend(fontsize=7, ncol=4)
+        ax.legend(handles=[Patch(color=c, label=name) for name, c in colors.items()], fontsize=7, ncol=4)
     fig.tight_layout()
     paths.append(out_dir / "subcarrier_relevance.png")
     fig.savefig(paths[-1], dpi=110)
