@@ -171,3 +171,15 @@ def test_threshold_grid_and_cheapest_meeting() -> None:
     best = cheapest_meeting(rows, "mse", 1.5 * full["mse"], "relevance")
     assert best is not None and best["flops"] < full["flops"] and best["mse"] <= 1.5 * full["mse"]
     assert cheapest_meeting(rows, "mse", -1.0) is None
+
+
+def test_sdnet_with_column_upsampling_prunes_to_budget() -> None:
+    torch.manual_seed(6)
+    m = SDNet(4, 2, 1, col_upsample=2).eval()
+    x = torch.randn(32, 1, 9, 4)
+    budget = model_flops(m) // 3
+    p = prune_sdnet_to_budget(m, x, budget, "relevance")
+    assert isinstance(p, SDNet) and p.col_upsample == 2
+    assert model_flops(p) <= budget and p(x).shape == (32, 4)
+    same = prune_sdnet(m, range(9), [range(w) for w in m.widths])
+    assert torch.allclose(same(x), m(x), atol=1e-6)
