@@ -18,7 +18,7 @@ def test_study_runs_and_reports(tmp_path: Path) -> None:
     mod = load_study("csi_feedback_paper")
     cfg = validate_section(
         dict(
-            n_ant=8, n_sc=8, width=4, pretrain_samples=32, pretrain_steps=3, n_finetune=12, n_eval=6, steps=2,
+            n_ant=8, n_sc=8, width=4, pretrain_samples=32, pretrain_steps=3, n_finetune=12, n_eval=6, steps=2, lr=1e-4,
             n_bins_sweep=[4, 64], track_m=3.0, spacing_m=0.25, intervals_m=[1.0, 1.5], interval_steps=1,
             cache_dir=str(tmp_path / "cache"),
         ),
