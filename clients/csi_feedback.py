@@ -68,6 +68,7 @@ __all__ = [
     "pretrain_csi",
     "track_positions",
     "track_csi",
+    "device_environment",
     "pretrained_compressor",
     "FinetuneResult",
     "finetune",
@@ -100,7 +101,9 @@ STAGE_SCHEMA: dict[str, Field] = {
     "dense_latent": Field(bool, True, doc="fully connected layer at the latent end of encoder and decoder"),
     "pretrain_seed": Field(int, 0, min=0, doc="root seed of the pre-training data and weights"),
     "pretrain_los": Field(bool, True, doc="pre-training environments have a direct path (LoS)"),
-    "shift_los": Field(bool, False, doc="the devices' (shifted) environments have a direct path"),
+    "shift_env": Field(str, "same", choices=("same", "new"), doc="same: the pre-training scatterers, UE beyond its circle; new: the device's own environment"),
+    "shift_offset_m": Field(float, 10.0, min=0.0, doc="where a device's track starts, m from the environment's centre"),
+    "shift_los": Field(bool, False, doc="shift_env = new: the devices' environments have a direct path"),
     "carrier_hz": Field(float, 3.7e9, min=1e8, max=1e11),
     "bandwidth_hz": Field(float, 50e6, min=1e5, max=1e9, doc="n_sc subcarriers span this bandwidth"),
     "radius_m": Field(float, 5.0, min=0.0, doc="radius of each environment's UE circle, m"),
@@ -466,8 +469,15 @@ def evaluate_window(device_model: CSICompressor, H_eval: torch.Tensor) -> tuple[
 # ----- the fleet stage ----------------------------------------------------------------
 
 
-def _device_task(cfg: dict[str, Any], task: ChannelTask) -> ChannelTask:
-    """The device's own (shifted) CSI environment, fixed across rounds by its channel task."""
+def device_environment(cfg: dict[str, Any], task: ChannelTask) -> ChannelTask:
+    """The environment a device's track runs through, fixed across rounds.
+
+    ``shift_env = "same"``: the pre-training environment (the shift is the UE leaving the
+    circle the backbone saw); ``"new"``: the device's own environment, derived from its
+    channel task.
+    """
+    if cfg["shift_env"] == "same":
+        return csi_task(cfg, derive_seed(int(cfg["pretrain_seed"]), "csi-pretrain-env"), 0, bool(cfg["pretrain_los"]))
     return csi_task(cfg, derive_seed(task.seed, "csi-device-env"), task.task_id, bool(cfg["shift_los"]))
 
 
@@ -492,9 +502,10 @@ def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
     Parameters
     ----------
     ctx : DeviceContext
-        ``ctx.task`` fixes the device's CSI environment and track, ``ctx.round`` the window
-        on it (round r covers track metres ``(r - 1) * (n_finetune + n_eval) * spacing_m``
-        onwards), ``ctx.seed`` the fine-tuning randomness, ``ctx.state`` the previous
+        ``ctx.task`` and ``ctx.device_id`` fix the device's track (its heading; with
+        ``shift_env = "new"`` also its environment), ``ctx.round`` the window on it (round r
+        starts ``shift_offset_m + (r - 1) * (n_finetune + n_eval) * spacing_m`` metres from
+        the environment's centre), ``ctx.seed`` the fine-tuning randomness, ``ctx.state`` the previous
         round's encoder and decoder (``"enc.<name>"`` / ``"dec.<name>"`` arrays).
     cfg : dict
         The device class's ``csi_feedback`` table (:data:`STAGE_SCHEMA`).
@@ -511,10 +522,10 @@ def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
     cfg = resolve_cfg(cfg)
     model = pretrained_compressor(cfg)
     _state_to_model(model, ctx.state)
-    task = _device_task(cfg, ctx.task)
+    task = device_environment(cfg, ctx.task)
     n_ft, n_ev = int(cfg["n_finetune"]), int(cfg["n_eval"])
-    track_seed = derive_seed(task.seed, "csi-track", task.task_id)
-    start = (max(int(ctx.round), 1) - 1) * (n_ft + n_ev) * float(cfg["spacing_m"])
+    track_seed = derive_seed(ctx.task.seed, "csi-track", ctx.task.task_id, ctx.device_id)
+    start = float(cfg["shift_offset_m"]) + (max(int(ctx.round), 1) - 1) * (n_ft + n_ev) * float(cfg["spacing_m"])
     H = track_csi(cfg, task, start, n_ft + n_ev, track_seed)
     H_ft, H_ev = H[:n_ft], H[n_ft:]
     res = finetune(model, H_ft, cfg, seed=derive_seed(ctx.seed, "csi-finetune"))

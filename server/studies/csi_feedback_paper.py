@@ -37,12 +37,13 @@ from clients.csi_feedback import (
     LATENT_KEY,
     TRUTH_KEY,
     UPDATE_KEY,
-    csi_task,
+    device_environment,
     finetune,
     pretrained_compressor,
     resolve_cfg,
     track_csi,
 )
+from common.channels import ChannelTask
 from common.models.csi_compressor import CSICompressor, csi_to_planes
 from common.schema import Field
 from common.seeding import derive_seed
@@ -112,7 +113,7 @@ def study_cfg(study: dict[str, Any]) -> dict[str, Any]:
 
 
 def _csi_cfg(s: dict[str, Any], seed: int, **over: Any) -> dict[str, Any]:
-    raw = {k: s[k] for k in _CFG_KEYS}
+    raw = {k: s[k] for k in _CFG_KEYS + ("shift_env", "shift_offset_m")}
     raw["pretrain_seed"] = int(derive_seed(seed, "csi-pretrain") % (2**31))
     raw.update(over)
     return resolve_cfg(raw)
@@ -175,10 +176,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: Path, progress: ProgressFn) -> 
     progress("pre-training (cached)", 0, 1)
     backbone = pretrained_compressor(base_cfg)
     progress("pre-training (cached)", 1, 1)
-    if s["shift_env"] == "same":  # the backbone's own scatterers, UE beyond its training circle
-        env = csi_task(base_cfg, derive_seed(int(base_cfg["pretrain_seed"]), "csi-pretrain-env"), 0, bool(base_cfg["pretrain_los"]))
-    else:
-        env = csi_task(base_cfg, derive_seed(seed, "csi-shift-env"), 0, bool(base_cfg["shift_los"]))
+    env = device_environment(base_cfg, ChannelTask.make("gbsm", base_cfg["n_ant"], 1, 0, derive_seed(seed, "csi-shift-env")))
     track_seed = derive_seed(seed, "csi-study-track")
     n_ft, n_ev = int(base_cfg["n_finetune"]), int(base_cfg["n_eval"])
     H = track_csi(base_cfg, env, float(s["shift_offset_m"]), n_ft + n_ev, track_seed)
