@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from clients.finetune import evaluate_ser, finetune, mse_loss
+from clients.finetune import conv_fast_layout, evaluate_ser, finetune, mse_loss
 from common.channels import ChannelTask, sample_channels
 from common.learngene import LearngeneUnit, extract_unit, read_array_file, write_array_file
 from common.models.sdnet import SDNet
@@ -177,7 +177,7 @@ def _layers(model: SDNet) -> list[tuple[int, str, list[torch.nn.Parameter]]]:
     return out
 
 
-def gradient_significance(model: SDNet, batch: DetectionBatch, epsilon: float, chunk: int = 2000) -> list[dict[str, Any]]:
+def gradient_significance(model: SDNet, batch: DetectionBatch, epsilon: float, chunk: int = 250) -> list[dict[str, Any]]:
     """Eq. (19)-(20) for every conv layer and the FC on one task's data.
 
     Parameters
@@ -201,10 +201,12 @@ def gradient_significance(model: SDNet, batch: DetectionBatch, epsilon: float, c
     model.zero_grad(set_to_none=True)
     n = len(batch)
     try:
-        for s in range(0, n, chunk):
-            X, Y = batch.sdnet_input[s : s + chunk].to(dev), batch.x[s : s + chunk].to(dev)
-            # eq. (19) on the per-element MSE: eq. (13) / (2 n_t)
-            (mse_loss(model(X), Y) / Y.shape[1] * (len(X) / n)).backward()
+        with conv_fast_layout(model, batch.sdnet_input.to(dev)) as Xall:
+            Yall = batch.x.to(dev)
+            for s in range(0, n, chunk):
+                X, Y = Xall[s : s + chunk], Yall[s : s + chunk]
+                # eq. (19) on the per-element MSE: eq. (13) / (2 n_t)
+                (mse_loss(model(X), Y) / Y.shape[1] * (len(X) / n)).backward()
         rows = []
         for lid, name, params in _layers(model):
             g = torch.cat([p.grad.detach().abs().flatten() for p in params])  # eq. (19)
