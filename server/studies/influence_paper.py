@@ -64,6 +64,7 @@ __all__ = ["SCHEMA", "run", "report", "ReceiverProblem", "ValSet"]
 
 SCHEMA: dict[str, Field] = {
     "seeds": Field(int, 5, min=1, max=100, doc="seeds (fresh validation set, targets, random draws)"),
+    "threads": Field(int, 1, min=1, max=256, doc="torch CPU threads while the study runs (restored after)"),
     "receivers": Field(list, ["sdnet", "deeprx"], item=str, choices=("sdnet", "deeprx"), doc="receivers studied"),
     "method": Field(str, "relatif", choices=("first_order", "classical", "relatif", "newfluence"), doc="influence score"),
     "updates": Field(list, ["first_order", "second_order"], item=str, choices=("first_order", "second_order"), doc="updates compared"),
@@ -214,7 +215,15 @@ def _pretrain(model: nn.Module, loss_fn: LossFn, X: torch.Tensor, Y: torch.Tenso
 def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: ProgressFn) -> dict[str, Any]:
     """Run the study; write ``curves``, ``runs`` and ``gap_table`` Parquet tables and
     ``summary.json`` under ``out_dir``; return the summary (see module docstring)."""
-    out_dir = pathlib.Path(out_dir)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg["threads"])
+    try:
+        return _run(cfg, seed, pathlib.Path(out_dir), progress)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: ProgressFn) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     curves: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
