@@ -549,7 +549,7 @@ def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
         side[GENIE_KEY] = np.concatenate([a.ravel() for a in res.genie_decoder]).astype(np.float32)
     return StageResult(
         metrics=metrics,
-        flops=int(res.flops + 3 * model.forward_flops() * n_ev),
+        flops=int(res.flops + model.forward_flops() * n_ev),  # + encode and check the window
         payloads={UPDATE_KEY: res.update_bytes, LATENT_KEY: latents},
         side=side,
         state=_model_to_state(res.device_model),
