@@ -43,7 +43,7 @@ from common.scenario import Scenario, load_scenario
 from server.report import class_summary, draw_fleet_plots, format_class_table, round_latency
 from server.results import consolidate_rounds, init_run_dir, new_run_dir, write_json, write_round_part, write_table
 
-__all__ = ["app", "FleetServer", "message_bytes", "payload_bytes", "clean_error", "resolve_scenario_path"]
+__all__ = ["app", "FleetServer", "ConsoleProgress", "message_bytes", "payload_bytes", "clean_error", "resolve_scenario_path"]
 
 app = ServerApp()
 
@@ -87,7 +87,7 @@ def resolve_scenario_path(path: str) -> Path:
     return alt if alt.is_file() else p
 
 
-class _Progress:
+class ConsoleProgress:
     """Live progress: a redrawn line on a terminal, plain lines otherwise."""
 
     def __init__(self, quiet: bool = False) -> None:
@@ -126,7 +126,7 @@ class FleetServer:
     quiet: bool = False
 
     def __post_init__(self) -> None:
-        self.progress = _Progress(self.quiet or os.environ.get("AIRFLEET_QUIET") == "1")
+        self.progress = ConsoleProgress(self.quiet or os.environ.get("AIRFLEET_QUIET") == "1")
         self.devices: dict[int, _Device] = {}
         self.unit: Any = None
         self.unit_records: tuple[ArrayRecord, ConfigRecord] | None = None

@@ -99,7 +99,7 @@ def _exit_event():  # noqa: ANN202 - flwr telemetry enum
 
 def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
     """Run a study scenario in-process; write its tables, summary and plots."""
-    from server.app import _Progress
+    from server.app import ConsoleProgress
     from server.results import init_run_dir, write_json
     from server.studies import load_study
 
@@ -107,7 +107,7 @@ def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
     study = dict(scenario.data["study"])
     module = load_study(study.pop("kind"))
     t0 = time.perf_counter()
-    summary = module.run(study, scenario.seed, run_dir, _Progress(quiet))
+    summary = module.run(study, scenario.seed, run_dir, ConsoleProgress(quiet))
     summary = {"study": scenario.data["study"]["kind"], "wall_s": time.perf_counter() - t0, **(summary or {})}
     write_json(run_dir / "summary.json", summary)
     module.report(run_dir)

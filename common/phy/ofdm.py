@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from common.phy.metrics import ber
+from common.phy.modulation import real_to_symbols, symbols_to_real
 
 __all__ = [
     "MODULATION_ORDERS",
@@ -344,15 +345,12 @@ def channel_features(h: torch.Tensor) -> torch.Tensor:
     torch.Tensor
         float32 [n, 2K].
     """
-    return torch.cat([h.real, h.imag], dim=-1).float()
+    return symbols_to_real(h)  # the same [Re; Im] layout as the MIMO detector's vectors
 
 
 def features_to_channel(x: torch.Tensor) -> torch.Tensor:
     """Inverse of ``channel_features``: float [n, 2K] -> complex64 [n, K]."""
-    if x.shape[-1] % 2:
-        raise ValueError(f"feature dimension must be even (re | im), got {x.shape[-1]}")
-    k = x.shape[-1] // 2
-    return torch.complex(x[..., :k].float(), x[..., k:].float())
+    return real_to_symbols(x)
 
 
 # ----------------------------------------------------------------------------- simulation
