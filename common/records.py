@@ -35,6 +35,7 @@ ROUND_CORE = pa.schema(
         pa.field("bytes_up", pa.int64()),  # serialized device->server message, bytes
         pa.field("bytes_unit", pa.int64()),  # of bytes_down: the learngene unit records
         pa.field("coded_bits", pa.int64()),  # entropy-coded payload bits in the reply
+        pa.field("bytes_side", pa.int64()),  # evaluation-only side channel (not in bytes_up)
         pa.field("unit_version", pa.string()),
         pa.field("wall_s", pa.float64()),  # device-measured wall time of its work
         pa.field("emulated_compute_s", pa.float64()),  # flops / class FLOP/s

@@ -280,7 +280,10 @@ class FleetServer:
         def on_reply(nid: int, reply: Message) -> None:
             did = by_node[nid]
             row = rows[did]
-            row["bytes_up"] = payload_bytes(reply)
+            side = reply.content.array_records.get(SIDE_KEY) if reply.has_content() else None
+            row["bytes_side"] = message_bytes(side) if side is not None else 0
+            # the evaluation-only side channel is not feedback: kept out of bytes_up and time
+            row["bytes_up"] = payload_bytes(reply) - row["bytes_side"]
             try:
                 self._read_reply(did, reply, row)
             except Exception as e:  # noqa: BLE001 - any bad reply is recorded, the round goes on
