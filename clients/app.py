@@ -17,6 +17,8 @@ Record keys are module constants shared with ``server/app.py``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -54,14 +56,20 @@ def _scenario(context: Context) -> Scenario:
     cfg = context.state.config_records.get(_STATE_CONFIG)
     if cfg is None or "scenario" not in cfg:
         raise RuntimeError("device has not registered (no scenario received)")
-    return Scenario.from_json(str(cfg["scenario"]))
+    return _parse(str(cfg["scenario"]))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(text: str) -> Scenario:
+    """Validate a scenario once per process: every device an actor runs shares it."""
+    return Scenario.from_json(text)
 
 
 @app.query()
 def register(msg: Message, context: Context) -> Message:
     """Keep the scenario; answer with this device's id and class."""
     text = str(msg.content.config_records[SCENARIO_KEY]["json"])
-    scenario = Scenario.from_json(text)
+    scenario = _parse(text)
     device_id = _device_id(context)
     profile = device_profile(scenario, device_id)
     context.state.config_records[_STATE_CONFIG] = ConfigRecord({"scenario": text})
