@@ -64,9 +64,7 @@ def device_profile(scenario: Scenario, device_id: int) -> DeviceProfile:
     seed = derive_seed(scenario.seed, "device", device_id)
     tasks = list(cfg["tasks"])
     task_id = tasks[derive_seed(scenario.seed, "device-task", device_id) % len(tasks)]
-    task = ChannelTask.make(
-        ch["source"], cfg["n_rx"], cfg["n_tx"], task_id, scenario.seed, **dict(ch["options"])
-    )
+    task = scenario.channel_task(task_id, int(cfg["n_rx"]), int(cfg["n_tx"]))
     return DeviceProfile(device_id, spec.class_name, dict(cfg), task, float(cfg["snr_db"]), int(ch["n_pilots"]), seed)
 
 

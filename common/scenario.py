@@ -54,9 +54,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.schema import Field, ScenarioError, validate_section
+
+if TYPE_CHECKING:
+    from common.channels import ChannelTask
 
 __all__ = [
     "Scenario",
@@ -196,6 +199,14 @@ class Scenario:
                 return DeviceSpec(device_id, ci, str(c["name"]))
             first += int(c["count"])
         raise ValueError(f"device id {device_id} outside the fleet of {first} devices")
+
+    def channel_task(self, task_id: int, n_rx: int, n_tx: int) -> ChannelTask:
+        """The channel distribution a task id names in this scenario (server and devices
+        must agree on it: the manufacturer's collective tasks and each device's own)."""
+        from common.channels import ChannelTask
+
+        ch = self.data["channels"]
+        return ChannelTask.make(ch["source"], n_rx, n_tx, task_id, self.seed, **dict(ch["options"]))
 
     @property
     def num_devices(self) -> int:

@@ -40,7 +40,7 @@ from clients.app import (
 from clients.profiles import DeviceProfile, device_profile, emulated_seconds, is_available
 from common.records import SETUP_SCHEMA, rounds_table, rows_to_table
 from common.scenario import Scenario, load_scenario
-from server.report import class_summary, draw_fleet_plots, format_class_table, round_latency
+from server.report import class_summary, format_class_table, report_run, round_latency
 from server.results import consolidate_rounds, init_run_dir, new_run_dir, write_json, write_round_part, write_table
 
 __all__ = ["app", "FleetServer", "ConsoleProgress", "message_bytes", "payload_bytes", "clean_error", "resolve_scenario_path"]
@@ -138,14 +138,10 @@ class FleetServer:
         """Train (or load) the collective model and extract the learngene unit."""
         if not any(c["workload"] == "sdnet" for c in self.scenario.classes):
             return
-        from common.channels import ChannelTask
         from server.collective import CollectiveConfig, load_or_train_collective
 
         m, ch = self.scenario.data["manufacturer"], self.scenario.data["channels"]
-        tasks = tuple(
-            ChannelTask.make(ch["source"], ch["n_rx"], ch["n_tx"], t, self.scenario.seed, **dict(ch["options"]))
-            for t in range(int(m["tasks"]))
-        )
+        tasks = tuple(self.scenario.channel_task(t, int(ch["n_rx"]), int(ch["n_tx"])) for t in range(int(m["tasks"])))
         cfg = CollectiveConfig(
             tasks=tasks,
             n_conv=int(m["n_conv"]),
@@ -167,10 +163,9 @@ class FleetServer:
         out.mkdir(parents=True, exist_ok=True)
         write_table(out / "significance.parquet", res.significance)
         res.unit.save(out / "learngene_unit.bin")
-        meta = {k: v for k, v in res.unit.meta.items()}
         self.unit_records = (
             ArrayRecord({k: Array(v) for k, v in res.unit.to_arrays().items()}),
-            ConfigRecord(meta),
+            ConfigRecord(dict(res.unit.meta)),
         )
         self.unit_nbytes = sum(message_bytes(r) for r in self.unit_records)
 
@@ -375,18 +370,13 @@ class FleetServer:
             "rounds": self.scenario.rounds,
             "devices": len(self.devices),
             "unit_version": self.unit_version,
-            "unit_params": None if self.unit is None else int(sum(v.size for v in self.unit.to_arrays().values())),
+            "unit_params": None if self.unit is None else self.unit.n_params,
             "classes": class_summary(table),
             "round_latency": round_latency(table),
             "wall_s": time.perf_counter() - t_start,
         }
         write_json(self.run_dir / "summary.json", _finite(summary))
-        draw_fleet_plots(table, self.run_dir)
-        if self.unit is not None:
-            from server.report import draw_significance
-            import pyarrow.parquet as pq
-
-            draw_significance(pq.read_table(self.run_dir / "collective" / "significance.parquet"), self.run_dir / "gradient_significance.png")
+        report_run(self.run_dir)  # the same plots `airfleet report` draws
         if not self.progress.quiet:
             print("\n" + format_class_table(summary["classes"]))
             print(f"\nresults: {self.run_dir}")
