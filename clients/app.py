@@ -94,7 +94,7 @@ def train(msg: Message, context: Context) -> Message:
     kept = context.state.array_records.get(_STATE_ARRAYS)
     state = {k: a.numpy() for k, a in kept.items()} if kept is not None else {}
 
-    res = run_device_round(scenario, profile, int(cfg["round"]), unit_arrays, unit_meta, state)
+    res = run_device_round(scenario, profile, int(cfg["round"]), unit_arrays, unit_meta, state, instructions=dict(cfg))
 
     context.state.array_records[_STATE_ARRAYS] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in res.state.items()})
     metrics = MetricRecord(

@@ -61,6 +61,8 @@ __all__ = [
     "LATENT_KEY",
     "TRUTH_KEY",
     "GENIE_KEY",
+    "DECODER_TAG_KEY",
+    "sync_with_base_station",
     "resolve_cfg",
     "compressor_config",
     "make_prior_from_cfg",
@@ -481,19 +483,72 @@ def device_environment(cfg: dict[str, Any], task: ChannelTask) -> ChannelTask:
     return csi_task(cfg, derive_seed(task.seed, "csi-device-env"), task.task_id, bool(cfg["shift_los"]))
 
 
-def _state_to_model(model: CSICompressor, state: dict[str, np.ndarray]) -> None:
-    enc = [state.get(f"enc.{n}") for n, _ in model.encoder_named()]
-    dec = [state.get(f"dec.{n}") for n, _ in model.decoder_named()]
-    if all(a is not None for a in enc):
-        model.load_encoder_arrays(enc)  # type: ignore[arg-type]
-    if all(a is not None for a in dec):
-        model.load_decoder_arrays(dec)  # type: ignore[arg-type]
+#: instruction key: the CRC-32 tag of the decoder the base station holds for this device
+DECODER_TAG_KEY = "csi-decoder-tag"
 
 
-def _model_to_state(model: CSICompressor) -> dict[str, np.ndarray]:
-    out = {f"enc.{n}": a for (n, _), a in zip(model.encoder_named(), model.encoder_arrays())}
-    out.update({f"dec.{n}": a for (n, _), a in zip(model.decoder_named(), model.decoder_arrays())})
+def _kept(model: CSICompressor, state: dict[str, np.ndarray], prefix: str) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+    """Encoder and decoder arrays kept in ``state`` under ``prefix`` (None if incomplete)."""
+    enc = [state.get(f"{prefix}enc.{n}") for n, _ in model.encoder_named()]
+    dec = [state.get(f"{prefix}dec.{n}") for n, _ in model.decoder_named()]
+    if any(a is None for a in enc) or any(a is None for a in dec):
+        return None
+    return enc, dec  # type: ignore[return-value]
+
+
+def _model_to_state(model: CSICompressor, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {f"{prefix}enc.{n}": a for (n, _), a in zip(model.encoder_named(), model.encoder_arrays())}
+    out.update({f"{prefix}dec.{n}": a for (n, _), a in zip(model.decoder_named(), model.decoder_arrays())})
     return out
+
+
+def sync_with_base_station(model: CSICompressor, state: dict[str, np.ndarray], bs_tag: int | None) -> int:
+    """Load into ``model`` (the pre-trained compressor) the encoder/decoder pair the base
+    station's decoder matches.
+
+    A device keeps its current pair (``enc.*``/``dec.*``) and the pair its last update was
+    made against (``prev.*``). When the base station rejected the last uplink it still
+    holds the previous decoder, and the device must go back to it, or every later update
+    would be refused as made against another decoder.
+
+    Parameters
+    ----------
+    model : CSICompressor
+        A fresh copy of the shared pre-trained compressor; loaded in place.
+    state : dict
+        What the stage kept from earlier rounds.
+    bs_tag : int or None
+        The base station's decoder tag from the round's instructions (``None``: not sent,
+        keep the current pair, as the offline studies do).
+
+    Returns
+    -------
+    int
+        0: in step (current pair); 1: went back to the pair before the last update;
+        2: reset to the pre-trained compressor (the base station holds the shared one).
+
+    Raises
+    ------
+    ValueError
+        The base station holds a decoder the device has none of.
+    """
+    current, previous = _kept(model, state, ""), _kept(model, state, "prev.")
+    if bs_tag is None:
+        if current is not None:
+            model.load_encoder_arrays(current[0])
+            model.load_decoder_arrays(current[1])
+        return 0
+    for code, pair in ((0, current), (1, previous)):
+        if pair is not None and model.tag_of(pair[1]) == int(bs_tag):
+            model.load_encoder_arrays(pair[0])
+            model.load_decoder_arrays(pair[1])
+            return code
+    if model.decoder_tag() == int(bs_tag):
+        return 2 if current is not None else 0
+    raise ValueError(
+        f"the base station holds decoder {int(bs_tag):#010x} for this device, which matches neither its current "
+        "decoder, the one before its last update, nor the pre-trained one"
+    )
 
 
 def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
@@ -505,8 +560,10 @@ def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
         ``ctx.task`` and ``ctx.device_id`` fix the device's track (its heading; with
         ``shift_env = "new"`` also its environment), ``ctx.round`` the window on it (round r
         starts ``shift_offset_m + (r - 1) * (n_finetune + n_eval) * spacing_m`` metres from
-        the environment's centre), ``ctx.seed`` the fine-tuning randomness, ``ctx.state`` the previous
-        round's encoder and decoder (``"enc.<name>"`` / ``"dec.<name>"`` arrays).
+        the environment's centre), ``ctx.seed`` the fine-tuning randomness, ``ctx.state`` the
+        current encoder and decoder (``"enc.<name>"`` / ``"dec.<name>"`` arrays) and the pair
+        the last update was made against (``"prev.…"``), ``ctx.instructions`` the base
+        station's decoder tag (:data:`DECODER_TAG_KEY`; see :func:`sync_with_base_station`).
     cfg : dict
         The device class's ``csi_feedback`` table (:data:`STAGE_SCHEMA`).
 
@@ -515,13 +572,15 @@ def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
     StageResult
         ``payloads = {"csi_update": bytes (empty unless fm), "csi_latents": bytes}``;
         ``side = {"csi_truth": float32 [n_eval, 2, n_ant, n_sc]}`` plus, for ``ga`` only,
-        ``"csi_genie_decoder": float32 [n_decoder_params]``; ``state``: encoder and decoder
-        arrays; metrics with actual and estimated bits, per-dimension rates, device-side
-        NMSE (dB) and fine-tuning FLOPs.
+        ``"csi_genie_decoder": float32 [n_decoder_params]``; ``state``: both encoder and
+        decoder pairs; metrics with actual and estimated bits, per-dimension rates,
+        device-side NMSE (dB), fine-tuning FLOPs and ``resync`` (0 in step, 1 went back to
+        the decoder the base station kept, 2 reset to the pre-trained one).
     """
     cfg = resolve_cfg(cfg)
     model = pretrained_compressor(cfg)
-    _state_to_model(model, ctx.state)
+    tag = ctx.instructions.get(DECODER_TAG_KEY)
+    resync = sync_with_base_station(model, ctx.state, None if tag is None else int(tag))
     task = device_environment(cfg, ctx.task)
     n_ft, n_ev = int(cfg["n_finetune"]), int(cfg["n_eval"])
     track_seed = derive_seed(ctx.task.seed, "csi-track", ctx.task.task_id, ctx.device_id)
@@ -542,6 +601,7 @@ def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
             "update_nonzero": float(res.n_nonzero),
             "finetune_flops": float(res.flops),
             "finetune_s": res.seconds,
+            "resync": float(resync),
         }
     )
     side = {TRUTH_KEY: csi_to_planes(H_ev).numpy().astype(np.float32)}
@@ -552,7 +612,7 @@ def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
         flops=int(res.flops + model.forward_flops() * n_ev),  # + encode and check the window
         payloads={UPDATE_KEY: res.update_bytes, LATENT_KEY: latents},
         side=side,
-        state=_model_to_state(res.device_model),
+        state={**_model_to_state(res.device_model), **_model_to_state(model, "prev.")},
     )
 
 

@@ -115,6 +115,7 @@ def run_device_round(
     unit_arrays: dict[str, np.ndarray] | None,
     unit_meta: dict[str, Any] | None,
     state: dict[str, np.ndarray],
+    instructions: dict[str, Any] | None = None,
 ) -> DeviceRoundResult:
     """Run one device round.
 
@@ -131,6 +132,10 @@ def run_device_round(
         a new unit version); otherwise the device uses the unit it kept.
     state : dict[str, np.ndarray]
         What the device kept from its previous rounds (empty at first).
+    instructions : dict, optional
+        The server's instruction ConfigRecord for this round (``round``, ``device-id``,
+        ``unit-version`` and stage keys such as ``csi-decoder-tag``); stages read it
+        through ``DeviceContext.instructions``.
 
     Returns
     -------
@@ -207,6 +212,7 @@ def run_device_round(
         model=model,
         train=train,
         val=val,
+        instructions=dict(instructions or {}),
     )
     for stage, module in STAGES.items():
         stage_cfg = cfg.get(stage)

@@ -48,6 +48,9 @@ class DeviceContext:
         The device's local detection data (``common.phy`` batches), or None.
     state : dict[str, np.ndarray]
         What the stage persisted in earlier rounds (empty in the first).
+    instructions : dict[str, Any]
+        The server's instructions for this round (its ConfigRecord: ``round``,
+        ``device-id``, ``unit-version`` and stage keys such as ``csi-decoder-tag``).
     """
 
     device_id: int
@@ -60,6 +63,7 @@ class DeviceContext:
     train: Any = None
     val: Any = None
     state: dict[str, np.ndarray] = field(default_factory=dict)
+    instructions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -105,6 +105,7 @@ MANUFACTURER_SCHEMA: dict[str, Field] = {
 SERVER_SCHEMA: dict[str, Field] = {
     "round_timeout_s": Field(float, 600.0, min=0.1, doc="per-round reply timeout"),
     "register_timeout_s": Field(float, 120.0, min=0.1, doc="time to wait for every device to register"),
+    "poll_interval_s": Field(float, 0.1, min=0.001, max=10.0, doc="how often the server pulls replies (Flower's default 0.1 s)"),
     "cpus_per_device": Field(float, 1.0, min=0.01, max=512.0, doc="Ray CPUs per simulated device"),
     "cache_dir": Field(str, "", doc="artifact cache (collective model, channels); '' = ~/.cache/airfleet"),
 }

@@ -26,7 +26,6 @@ from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from clients.app import (
     CONFIG_KEY,
@@ -40,33 +39,13 @@ from clients.app import (
 from clients.profiles import DeviceProfile, device_profile, emulated_seconds, is_available
 from common.records import SETUP_SCHEMA, rounds_table, rows_to_table
 from common.scenario import Scenario, load_scenario
+from server.message_size import message_bytes, payload_bytes
 from server.report import class_summary, format_class_table, report_run, round_latency
 from server.results import consolidate_rounds, init_run_dir, new_run_dir, write_json, write_round_part, write_table
 
 __all__ = ["app", "FleetServer", "ConsoleProgress", "message_bytes", "payload_bytes", "clean_error", "resolve_scenario_path"]
 
 app = ServerApp()
-
-
-def message_bytes(obj: Any) -> int:
-    """Serialized size in bytes of a Flower record tree, as Flower transfers it.
-
-    Flower 1.41 moves a message as a tree of deflated objects (RecordDict, records,
-    arrays, array chunks); this is the sum of their deflated lengths.
-    """
-    return sum(len(o.deflate()) for o in get_all_nested_objects(obj).values())
-
-
-def payload_bytes(msg: Message) -> int:
-    """Bytes a message carries: its serialized content records (ArrayRecords,
-    ConfigRecords, MetricRecords), or its error text for an error reply.
-
-    The Flower envelope (metadata: random node ids, timestamps, about 150 bytes) is left
-    out on purpose: it is transport-specific and would make same-seed runs differ.
-    """
-    if msg.has_content():
-        return message_bytes(msg.content)
-    return len(str(msg.error.reason).encode()) if msg.has_error() else 0
 
 
 def clean_error(reason: str) -> str:
@@ -218,9 +197,9 @@ class FleetServer:
         """Push ``msgs``; pull replies until all arrive or ``timeout`` s pass.
 
         Each reply is handed to ``on_reply(node_id, reply)`` as it arrives. Returns the
-        serialized size (bytes) of every message sent, by node id. Sizing a message makes
-        Flower hash every object in it (about 1 ms a message), so it is done in the idle
-        time between polls rather than on the critical path.
+        serialized size (bytes) of every message sent, by node id, measured in the idle
+        time between polls (``server.message_size``: about 20 us for an instruction of a
+        layout already seen; a message with arrays deflates and hashes every object).
         """
         ids = list(self.grid.push_messages(msgs))
         by_id = {mid: m.metadata.dst_node_id for mid, m in zip(ids, msgs)}
@@ -238,7 +217,7 @@ class FleetServer:
             self.progress.update(f"{label}: {len(msgs) - len(pending)}/{len(msgs)} replies, {time.monotonic() - t0:.1f} s")
             if not pending or time.monotonic() >= end:
                 break
-            poll_at = time.monotonic() + 0.1  # Flower's own pull interval
+            poll_at = time.monotonic() + float(self.scenario.data["server"]["poll_interval_s"])
             while unsized and time.monotonic() < poll_at:
                 m = unsized.pop()
                 sizes[m.metadata.dst_node_id] = payload_bytes(m)
@@ -260,7 +239,13 @@ class FleetServer:
             if not is_available(self.scenario, dev.profile, rnd):
                 rows[did] = {**base, "status": "unavailable", "bytes_down": 0, "bytes_up": 0}
                 continue
-            content = RecordDict({CONFIG_KEY: ConfigRecord({"round": rnd, "device-id": did, "unit-version": self.unit_version or ""})})
+            instructions: dict[str, Any] = {"round": rnd, "device-id": did, "unit-version": self.unit_version or ""}
+            if "csi_feedback" in dev.profile.cfg:
+                from clients.csi_feedback import DECODER_TAG_KEY
+
+                # the decoder the base station holds: a device whose last uplink was rejected goes back to it
+                instructions[DECODER_TAG_KEY] = self._feedback_server().decoder_tag(did, dev.profile.class_name)
+            content = RecordDict({CONFIG_KEY: ConfigRecord(instructions)})
             send_unit = self.unit_records is not None and dev.unit_version != self.unit_version
             if send_unit:
                 arrays, meta = self.unit_records  # type: ignore[misc]
@@ -337,13 +322,17 @@ class FleetServer:
 
     def _ingest_feedback(self, did: int, payloads: dict[str, bytes], side: dict[str, Any]) -> dict[str, float]:
         """Decode a device's uplink bitstreams at the base station (CSI feedback)."""
+        out = self._feedback_server().ingest(did, self.devices[did].profile.class_name, payloads, side)
+        return {f"bs_{k}": float(v) for k, v in out.items()}
+
+    def _feedback_server(self) -> Any:
+        """The base station's per-device CSI decoders (built on first use)."""
         if self.feedback is None:
             from server.feedback import FeedbackServer
 
             cfgs = {c["name"]: c["csi_feedback"] for c in self.scenario.classes if "csi_feedback" in c}
             self.feedback = FeedbackServer(cfgs, self.scenario.seed)
-        out = self.feedback.ingest(did, self.devices[did].profile.class_name, payloads, side)
-        return {f"bs_{k}": float(v) for k, v in out.items()}
+        return self.feedback
 
     # -- the run ---------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

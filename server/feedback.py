@@ -65,6 +65,7 @@ class FeedbackServer:
         self._base: dict[str, list[np.ndarray]] = {}
         self._decoders: dict[int, list[np.ndarray]] = {}
         self._class_of: dict[int, str] = {}
+        self._tags: dict[tuple[int, str], int] = {}
 
     # ----- state --------------------------------------------------------------------
     def _model(self, device_class: str) -> CSICompressor:
@@ -97,6 +98,18 @@ class FeedbackServer:
         m = self._model(self._class_of[device_id])
         arrays = self._decoders[device_id]
         return {n: a.copy() for (n, _), a in zip(m.decoder_named(), arrays)}
+
+    def decoder_tag(self, device_id: int, device_class: str) -> int:
+        """CRC-32 tag of the decoder the base station holds for ``device_id``.
+
+        Sent with every round's instructions so that a device whose last uplink was
+        rejected goes back to this decoder before coding again (see
+        ``clients.csi_feedback.run_stage``).
+        """
+        key = (int(device_id), device_class)
+        if key not in self._tags:
+            self._tags[key] = self._model(device_class).tag_of(self._current(int(device_id), device_class))
+        return self._tags[key]
 
     # ----- decoding -----------------------------------------------------------------
     def _decoded_update(self, cfg: dict[str, Any], model: CSICompressor, base: list[np.ndarray], payloads: dict[str, bytes], side: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float, int]:
@@ -185,6 +198,7 @@ class FeedbackServer:
         # commit only now: every stream decoded
         self._decoders[int(device_id)] = [np.array(a, dtype=np.float32, copy=True) for a in new]
         self._class_of[int(device_id)] = device_class
+        self._tags.pop((int(device_id), device_class), None)
         latent_bits = 8.0 * len(latents)
         return {
             "nmse_db": nmse,

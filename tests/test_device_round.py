@@ -115,3 +115,49 @@ def test_csi_stage_bitstreams_decode_at_the_base_station(tmp_path: Path, unit, m
     with pytest.raises(ValueError):
         bs.ingest(0, "dev", bad, dict(r.side))
     assert all(np.array_equal(after[k], v) for k, v in bs.decoder_state(0).items())
+
+
+def test_csi_device_goes_back_to_the_decoder_the_base_station_kept(tmp_path: Path) -> None:
+    """After the base station rejects an uplink, the next round's instructions carry the
+    decoder it kept; the device returns to it and its next update is accepted again."""
+    from clients.csi_feedback import DECODER_TAG_KEY, resolve_cfg, run_stage
+    from clients.stage import DeviceContext
+    from server.feedback import FeedbackServer
+
+    cfg = resolve_cfg({
+        "n_ant": 16, "n_sc": 16, "width": 8, "pretrain_samples": 64, "pretrain_steps": 5, "n_finetune": 16,
+        "n_eval": 8, "steps": 4, "batch": 8, "lr": 2e-2, "cache_dir": str(tmp_path / "csi-cache"),
+    })
+    bs = FeedbackServer({"dev": cfg}, seed=3)
+    task = ChannelTask.make("gbsm", 16, 1, 100, 3)
+
+    def device_round(rnd: int, state: dict, tag: int | None):
+        ctx = DeviceContext(0, "dev", rnd, 10 + rnd, task, 20.0, state=state, instructions={} if tag is None else {DECODER_TAG_KEY: tag})
+        return run_stage(ctx, cfg)
+
+    r1 = device_round(1, {}, bs.decoder_tag(0, "dev"))
+    bs.ingest(0, "dev", dict(r1.payloads), dict(r1.side))
+    r2 = device_round(2, r1.state, bs.decoder_tag(0, "dev"))
+    assert r1.metrics["resync"] == 0 and r2.metrics["resync"] == 0
+    kept = bs.decoder_tag(0, "dev")
+    bad = dict(r2.payloads)
+    bad["csi_update"] = bad["csi_update"][:-3]
+    with pytest.raises(ValueError):
+        bs.ingest(0, "dev", bad, dict(r2.side))
+    assert bs.decoder_tag(0, "dev") == kept
+
+    # without the tag the device codes against a decoder the base station never got
+    with pytest.raises(ValueError, match="made against decoder"):
+        stale = device_round(3, r2.state, None)
+        bs.ingest(0, "dev", dict(stale.payloads), dict(stale.side))
+    r3 = device_round(3, r2.state, kept)
+    assert r3.metrics["resync"] == 1
+    out = bs.ingest(0, "dev", dict(r3.payloads), dict(r3.side))
+    assert np.isfinite(out["nmse_db"]) and out["update_bits"] > 0
+    assert out["nmse_db"] == pytest.approx(r3.metrics["nmse_db_device"], abs=1e-4)
+
+    # a base station that lost its state holds the pre-trained decoder: the device resets
+    fresh = FeedbackServer({"dev": cfg}, seed=3)
+    assert device_round(4, r3.state, fresh.decoder_tag(0, "dev")).metrics["resync"] == 2
+    with pytest.raises(ValueError, match="matches neither"):
+        device_round(4, r3.state, kept ^ 0x5A5A)

@@ -215,7 +215,11 @@ class CSICompressor(nn.Module):
 
     def decoder_tag(self) -> int:
         """CRC-32 of the decoder state (names the model a stream was coded for)."""
-        return crc32_of_arrays(self.decoder_arrays() + [self.entropy.quantiles.detach().numpy()])
+        return self.tag_of(self.decoder_arrays())
+
+    def tag_of(self, decoder_arrays: list[np.ndarray]) -> int:
+        """The :meth:`decoder_tag` this model would have with ``decoder_arrays`` loaded."""
+        return crc32_of_arrays(list(decoder_arrays) + [self.entropy.quantiles.detach().numpy()])
 
     # ----- training path --------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
