@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["class_summary", "round_latency", "draw_fleet_plots", "report_run", "format_class_table"]
+__all__ = ["class_summary", "round_latency", "draw_fleet_plots", "draw_csi_rd", "report_run", "format_class_table"]
 
 
 def _plt():  # noqa: ANN202 - matplotlib pyplot module
@@ -59,6 +59,9 @@ def class_summary(rounds: pa.Table) -> list[dict[str, Any]]:
             "coded_bits": sum(r["coded_bits"] or 0 for r in mine),
             "emulated_s_mean": _mean([r["emulated_s"] for r in ok]),
             "wall_s_mean": _mean([r["wall_s"] for r in ok]),
+            # CSI feedback, as the base station measured it (NaN for classes without it)
+            "csi_nmse_db": _mean([r.get("bs_nmse_db") for r in last]),
+            "csi_bits_per_dim": _mean([r.get("bs_bits_per_dim_total") for r in last]),
         }
         out.append(s)
     return out
@@ -110,6 +113,8 @@ def format_class_table(summary: list[dict[str, Any]]) -> str:
         ("emulated_s_mean", "emul. s/round"),
         ("wall_s_mean", "wall s/round"),
     ]
+    if any(not math.isnan(s.get("csi_nmse_db", math.nan)) for s in summary):
+        cols += [("csi_nmse_db", "CSI NMSE dB"), ("csi_bits_per_dim", "CSI bits/dim")]
     table = [[h for _, h in cols]] + [[_fmt(s[k]) for k, _ in cols] for s in summary]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
@@ -117,8 +122,9 @@ def format_class_table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def draw_fleet_plots(rounds: pa.Table, out_dir: Path) -> list[Path]:
-    """metric vs round per class, bytes per round per class, emulated round latency."""
+def draw_fleet_plots(rounds: pa.Table, out_dir: Path, csi_schemes: dict[str, str] | None = None) -> list[Path]:
+    """metric vs round per class, bytes per round per class, emulated round latency, and,
+    when classes send CSI feedback (``csi_schemes``: class -> scheme), their RD plot."""
     plt = _plt()
     rows = [r for r in rounds.to_pylist()]
     classes = list(dict.fromkeys(r["device_class"] for r in rows))
@@ -176,7 +182,38 @@ def draw_fleet_plots(rounds: pa.Table, out_dir: Path) -> list[Path]:
     fig.tight_layout()
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
+    if "bs_nmse_db" in rounds.column_names:
+        paths.append(draw_csi_rd(rows, csi_schemes or {}, out_dir / "csi_rd.png"))
     return paths
+
+
+_SCHEME_LABELS = {"none": "No FT", "eo": "EO", "fm": "FM", "ga": "GA"}
+
+
+def draw_csi_rd(rows: list[dict[str, Any]], schemes: dict[str, str], path: Path) -> Path:
+    """Rate (latent + update bits per CSI dimension, as decoded at the base station) vs
+    NMSE (dB) of every device round with CSI feedback; one series per class (its scheme)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for cls in dict.fromkeys(r["device_class"] for r in rows):
+        pts = [
+            (r["bs_bits_per_dim_total"], r["bs_nmse_db"])
+            for r in rows
+            if r["device_class"] == cls and r["status"] == "ok" and r.get("bs_nmse_db") is not None and math.isfinite(r["bs_nmse_db"])
+        ]
+        if pts:
+            label = f"{cls} ({_SCHEME_LABELS.get(schemes.get(cls, ''), schemes.get(cls, '?'))})"
+            ax.scatter(*zip(*pts), label=label, alpha=0.75)
+    ax.set_xlabel("rate: latent + update bits per CSI dimension (actual)")
+    ax.set_ylabel("NMSE at the base station (dB)")
+    ax.set_title("CSI feedback: rate vs distortion per device round")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def report_run(run_dir: str | Path) -> list[Path]:
@@ -195,7 +232,8 @@ def report_run(run_dir: str | Path) -> list[Path]:
         raise FileNotFoundError(f"{run_dir} has no rounds.parquet")
     from server.results import consolidate_rounds
 
-    paths = draw_fleet_plots(consolidate_rounds(run_dir), run_dir)
+    schemes = {c["name"]: c["csi_feedback"].get("scheme", "fm") for c in data.get("fleet", []) if "csi_feedback" in c}
+    paths = draw_fleet_plots(consolidate_rounds(run_dir), run_dir, schemes)
     sig = run_dir / "collective" / "significance.parquet"
     if sig.is_file():
         paths.append(draw_significance(pq.read_table(sig), run_dir / "gradient_significance.png"))

@@ -1,0 +1,35 @@
+"""The fleet report from tables alone: the per-class table and the CSI RD plot."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from common.records import rounds_table
+from server.report import class_summary, draw_fleet_plots, format_class_table
+
+
+def _row(rnd: int, did: int, cls: str, metrics: dict[str, float]) -> dict:
+    return {
+        "round": rnd, "device_id": did, "device_class": cls, "status": "ok", "n_params": 10, "flops": 100,
+        "bytes_down": 200, "bytes_up": 300, "coded_bits": 0, "emulated_s": 1.0, "wall_s": 0.5, "round_wall_s": 0.6,
+        "metrics": metrics,
+    }
+
+
+def test_csi_classes_get_their_rd_plot_and_table_columns(tmp_path: Path) -> None:
+    rows = [_row(r, 0, "phone", {"ser": 0.1}) for r in (1, 2)] + [
+        _row(r, 1, "ue", {"bs_nmse_db": -2.0 * r, "bs_bits_per_dim_total": 0.5 * r}) for r in (1, 2)
+    ]
+    table = rounds_table(rows)
+    summary = {s["class"]: s for s in class_summary(table)}
+    assert summary["ue"]["csi_nmse_db"] == -4.0 and summary["ue"]["csi_bits_per_dim"] == 1.0
+    assert math.isnan(summary["phone"]["csi_nmse_db"])
+    assert "CSI NMSE dB" in format_class_table(list(summary.values()))
+    paths = draw_fleet_plots(table, tmp_path, {"ue": "fm"})
+    assert (tmp_path / "csi_rd.png") in paths and (tmp_path / "csi_rd.png").stat().st_size > 1000
+    # a fleet without CSI feedback gets neither
+    plain = rounds_table(rows[:2])
+    assert "CSI NMSE dB" not in format_class_table(class_summary(plain))
+    (tmp_path / "plain").mkdir()
+    assert all(p.name != "csi_rd.png" for p in draw_fleet_plots(plain, tmp_path / "plain"))
