@@ -109,7 +109,7 @@ STAGE_SCHEMA: dict[str, Field] = {
     "carrier_hz": Field(float, 3.7e9, min=1e8, max=1e11),
     "bandwidth_hz": Field(float, 50e6, min=1e5, max=1e9, doc="n_sc subcarriers span this bandwidth"),
     "radius_m": Field(float, 5.0, min=0.0, doc="radius of each environment's UE circle, m"),
-    "spacing_m": Field(float, 0.1, min=1e-4, doc="distance between CSI samples along the track, m"),
+    "spacing_m": Field(float, 1 / 29.6, min=1e-4, doc="distance between CSI samples along the track, m (the paper's QuaDRiGa track: 29.6 samples/m)"),
     "n_finetune": Field(int, 100, min=1, max=100000, doc="fine-tuning samples per round"),
     "n_eval": Field(int, 100, min=1, max=4096, doc="evaluation samples per round (after the window)"),
     "steps": Field(int, 60, min=0, doc="fine-tuning Adam steps"),
