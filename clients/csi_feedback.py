@@ -86,7 +86,9 @@ LATENT_KEY = "csi_latents"
 TRUTH_KEY = "csi_truth"
 GENIE_KEY = "csi_genie_decoder"
 #: bump when pre-training changes meaning (invalidates the on-disk cache)
-PRETRAIN_VERSION = 2
+PRETRAIN_VERSION = 3
+#: latent standard deviation (in quantization bins) at the start of the RD phase
+LATENT_STD = 4.0
 
 STAGE_SCHEMA: dict[str, Field] = {
     "scheme": Field(str, "fm", choices=SCHEMES, doc="none (No FT), eo (encoder only), fm (full model), ga (genie-aided)"),
@@ -99,7 +101,7 @@ STAGE_SCHEMA: dict[str, Field] = {
     "pretrain_tasks": Field(int, 1, min=1, max=64, doc="pre-training environments (gbsm task ids 0..k-1)"),
     "pretrain_steps": Field(int, 600, min=0, doc="pre-training Adam steps"),
     "pretrain_batch": Field(int, 32, min=1),
-    "pretrain_lr": Field(float, 2e-3, min=0.0, max=1.0),
+    "pretrain_lr": Field(float, 1e-3, min=0.0, max=1.0, doc="Adam step of pre-training (the paper's 1e-3; 2e-3 left some initialisations with dead ReLUs)"),
     "dense_latent": Field(bool, True, doc="fully connected layer at the latent end of encoder and decoder"),
     "pretrain_seed": Field(int, 0, min=0, doc="root seed of the pre-training data and weights"),
     "pretrain_los": Field(bool, True, doc="pre-training environments have a direct path (LoS)"),
@@ -256,11 +258,19 @@ def _pretrain(cfg: dict[str, Any]) -> CSICompressor:
         n_warm = int(cfg["pretrain_steps"]) // 2
         for i, idx in enumerate(_batches(x_all.shape[0], int(cfg["pretrain_batch"]), int(cfg["pretrain_steps"]), seed)):
             x = x_all[torch.from_numpy(idx)]
+            if i == n_warm and n_warm > 0:
+                # the warm-up's latents have an arbitrary scale (often std ~0.1), which unit
+                # bins and U(-1/2, 1/2) noise would erase: stretch them to std LATENT_STD and
+                # start the RD phase with fresh optimizer statistics
+                with torch.no_grad():
+                    std = float(model.encoder(x_all[: min(256, x_all.shape[0])]).std())
+                model.scale_latents(LATENT_STD / max(std, 1e-6))
+                opt = torch.optim.Adam(main, lr=float(cfg["pretrain_lr"]))
             if i < n_warm:
-                # warm-up: a plain autoencoder on continuous latents (no noise, no rate), so
-                # the latents carry the CSI before quantization noise and the rate can
-                # collapse them to zero
-                loss = (model.decoder(model.encoder(x)) - x).pow(2).mean()
+                # warm-up: the autoencoder on continuous latents (no noise, no rate) with
+                # the RD phase's distortion weight, so the latents carry the CSI before
+                # quantization noise and the rate can collapse them to zero
+                loss = lmbda * (model.decoder(model.encoder(x)) - x).pow(2).mean()
             else:
                 mse, rate = _rd_terms(model, x, None)
                 loss = lmbda * mse + rate  # eq. (9)

@@ -208,3 +208,17 @@ def test_truth_planes_are_the_evaluation_csi(cache: Path) -> None:
     torch.testing.assert_close(csi_to_planes(H).numpy(), res.side[TRUTH_KEY])
     assert res.metrics["nmse_db_device"] == pytest.approx(nmse_db(H, m.decompress(res.payloads[LATENT_KEY])), abs=1e-9)
     assert CompressorConfig(8, 8).latent_shape == (2, 2, 2)
+
+
+def test_scaling_the_latents_keeps_the_continuous_autoencoder() -> None:
+    for dense in (True, False):
+        m = CSICompressor(CompressorConfig(n_ant=8, n_sc=8, width=4, dense_latent=dense), seed=1)
+        x = torch.randn(3, 2, 8, 8)
+        with torch.no_grad():
+            y0, out0 = m.encoder(x), m.decoder(m.encoder(x))
+            m.scale_latents(7.5)
+            y1, out1 = m.encoder(x), m.decoder(m.encoder(x))
+        torch.testing.assert_close(y1, 7.5 * y0, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out1, out0, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError):
+        m.scale_latents(0.0)

@@ -221,6 +221,23 @@ class CSICompressor(nn.Module):
         """The :meth:`decoder_tag` this model would have with ``decoder_arrays`` loaded."""
         return crc32_of_arrays(list(decoder_arrays) + [self.entropy.quantiles.detach().numpy()])
 
+    @torch.no_grad()
+    def scale_latents(self, c: float) -> None:
+        """Stretch the latent space by ``c > 0`` without changing the continuous autoencoder.
+
+        The encoder's last layer (linear) is multiplied by ``c`` and the decoder's first
+        layer's weights divided by it, so ``decoder(encoder(x))`` is unchanged while the
+        unit quantization bins become ``c`` times finer relative to the latents.
+        """
+        if not c > 0:
+            raise ValueError(f"latent scale must be positive, got {c}")
+        last = [m for m in self.encoder if isinstance(m, (nn.Conv2d, nn.Linear))][-1]
+        first = [m for m in self.decoder if isinstance(m, (nn.Conv2d, nn.Linear))][0]
+        last.weight.mul_(c)
+        last.bias.mul_(c)
+        first.weight.div_(c)
+        self._tables = None
+
     # ----- training path --------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training path.
