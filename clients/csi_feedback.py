@@ -268,8 +268,8 @@ def _pretrain(cfg: dict[str, Any]) -> CSICompressor:
                 opt = torch.optim.Adam(main, lr=float(cfg["pretrain_lr"]))
             if i < n_warm:
                 # warm-up: the autoencoder on continuous latents (no noise, no rate) with
-                # the RD phase's distortion weight, so the latents carry the CSI before
-                # quantization noise and the rate can collapse them to zero
+                # the RD phase's distortion weight, so that the latents carry the CSI before
+                # quantization noise and the rate term can push them to zero
                 loss = lmbda * (model.decoder(model.encoder(x)) - x).pow(2).mean()
             else:
                 mse, rate = _rd_terms(model, x, None)
@@ -543,17 +543,13 @@ def sync_with_base_station(model: CSICompressor, state: dict[str, np.ndarray], b
         The base station holds a decoder the device has none of.
     """
     current, previous = _kept(model, state, ""), _kept(model, state, "prev.")
-    if bs_tag is None:
-        if current is not None:
-            model.load_encoder_arrays(current[0])
-            model.load_decoder_arrays(current[1])
-        return 0
-    for code, pair in ((0, current), (1, previous)):
-        if pair is not None and model.tag_of(pair[1]) == int(bs_tag):
+    candidates = [(0, current)] if bs_tag is None else [(0, current), (1, previous)]
+    for code, pair in candidates:
+        if pair is not None and (bs_tag is None or model.tag_of(pair[1]) == int(bs_tag)):
             model.load_encoder_arrays(pair[0])
             model.load_decoder_arrays(pair[1])
             return code
-    if model.decoder_tag() == int(bs_tag):
+    if bs_tag is None or model.decoder_tag() == int(bs_tag):
         return 2 if current is not None else 0
     raise ValueError(
         f"the base station holds decoder {int(bs_tag):#010x} for this device, which matches neither its current "
