@@ -50,6 +50,7 @@ from common.models.csi_compressor import (
     csi_to_planes,
     nmse_db,
     planes_to_csi,
+    rd_loss,
 )
 from common.schema import Field, validate_section
 from common.seeding import derive_seed, numpy_rng
@@ -230,12 +231,10 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-def _rd_terms(model: CSICompressor, x: torch.Tensor, params: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mse, latent bits per sample per CSI dimension)`` of the training path."""
+def _rd_loss(model: CSICompressor, x: torch.Tensor, lmbda: float, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """eq. (9) on the training path (``params``: decoder weights to run instead of the model's)."""
     out = functional_call(model, params, (x,)) if params else model(x)
-    mse = (out["x_hat"] - x).pow(2).mean()
-    rate = out["bits"] / (x.shape[0] * model.cfg.csi_dims)
-    return mse, rate
+    return rd_loss(x, out["x_hat"], out["bits"], lmbda, model.cfg.csi_dims)
 
 
 def _batches(n: int, batch: int, steps: int, seed: int) -> Iterator[np.ndarray]:
@@ -272,8 +271,7 @@ def _pretrain(cfg: dict[str, Any]) -> CSICompressor:
                 # quantization noise and the rate term can push them to zero
                 loss = lmbda * (model.decoder(model.encoder(x)) - x).pow(2).mean()
             else:
-                mse, rate = _rd_terms(model, x, None)
-                loss = lmbda * mse + rate  # eq. (9)
+                loss = _rd_loss(model, x, lmbda)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -423,14 +421,12 @@ def finetune(base: CSICompressor, H_ft: torch.Tensor, cfg: dict[str, Any], seed:
                 # eq. (12) with the STE: the decoder runs on base + Q(delta)
                 deltas = {n: q.ste(p - dec0[n]) for n, p in dec_named}
                 params = {n: dec0[n] + d for n, d in deltas.items()}
-                mse, rate = _rd_terms(model, x, params)
-                loss = lmbda * mse + rate
+                loss = _rd_loss(model, x, lmbda, params)
                 if bool(cfg["regularize_update"]):
                     upd_bits = sum(prior.soft_bits(d) for d in deltas.values())
                     loss = loss + float(cfg["update_weight"]) * upd_bits / (n_amort * dims)  # eq. (21)
             else:
-                mse, rate = _rd_terms(model, x, None)
-                loss = lmbda * mse + rate  # eq. (9)
+                loss = _rd_loss(model, x, lmbda)
             opt.zero_grad()
             loss.backward()
             opt.step()
