@@ -34,7 +34,7 @@ from clients.csi_feedback import (
 )
 from common.coding.bitstream import BitstreamError
 from common.coding.update_codec import apply_update, unpack_update
-from common.models.csi_compressor import CSICompressor, bits_per_dim, nmse_db
+from common.models.csi_compressor import CSICompressor, bits_per_dim, csi_to_planes, nmse_db
 
 __all__ = ["FeedbackServer"]
 
@@ -157,7 +157,8 @@ class FeedbackServer:
         Returns
         -------
         dict
-            ``nmse_db`` (eq. 11, nan without ground truth), ``latent_bits``, ``update_bits``
+            ``nmse_db`` (eq. 11) and ``mse`` (eq. 9's distortion: mean squared error per real
+            CSI dimension), nan without ground truth; ``latent_bits``, ``update_bits``
             (actual stream lengths x 8), ``bits_per_dim_latent``, ``bits_per_dim_update``,
             ``bits_per_dim_total``, ``update_nonzero``, ``n_samples``.
 
@@ -187,7 +188,7 @@ class FeedbackServer:
             model.load_decoder_arrays(self._current(int(device_id), device_class))
         n = int(H_hat.shape[0])
         dims = model.cfg.csi_dims
-        nmse = float("nan")
+        nmse = mse = float("nan")
         truth = side.get(TRUTH_KEY)
         if truth is not None:
             t = np.asarray(truth)
@@ -195,6 +196,7 @@ class FeedbackServer:
             if t.shape != expect or t.dtype != np.float32:
                 raise BitstreamError(f"{TRUTH_KEY} must be float32 {expect}, got {t.dtype} {t.shape}")
             nmse = nmse_db(truth_to_csi(t), H_hat)
+            mse = float((torch.from_numpy(t) - csi_to_planes(H_hat)).double().pow(2).mean())
         # commit only now: every stream decoded
         self._decoders[int(device_id)] = [np.array(a, dtype=np.float32, copy=True) for a in new]
         self._class_of[int(device_id)] = device_class
@@ -202,6 +204,7 @@ class FeedbackServer:
         latent_bits = 8.0 * len(latents)
         return {
             "nmse_db": nmse,
+            "mse": mse,
             "latent_bits": latent_bits,
             "update_bits": update_bits,
             "bits_per_dim_latent": bits_per_dim(latent_bits, n, dims),

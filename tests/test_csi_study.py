@@ -18,7 +18,7 @@ def test_study_runs_and_reports(tmp_path: Path) -> None:
     mod = load_study("csi_feedback_paper")
     cfg = validate_section(
         dict(
-            n_ant=8, n_sc=8, width=4, pretrain_samples=32, pretrain_steps=3, n_finetune=12, n_eval=6, steps=2, lr=1e-4,
+            n_ant=8, n_sc=8, width=4, pretrain_samples=32, pretrain_steps=3, n_finetune=12, n_eval=6, steps=2, lr=1e-4, lmbdas=[64.0],
             n_bins_sweep=[4, 64], track_m=3.0, spacing_m=0.25, intervals_m=[1.0, 1.5], interval_steps=1,
             cache_dir=str(tmp_path / "cache"),
         ),
@@ -33,15 +33,21 @@ def test_study_runs_and_reports(tmp_path: Path) -> None:
     for label in ("No FT", "EO", "GA"):
         assert by[label]["bits_per_dim_update"] == 0.0
     assert by["FM"]["bits_per_dim_update"] > 0
-    # a uniform prior pays log2(64) = 6 bits for every decoder weight
-    assert by["FM-UP"]["bits_per_dim_update"] * 6 * 64 >= 6 * summary["backbone_decoder_params"] * 0.99
+    # a uniform prior pays log2(256) = 8 bits for every decoder weight (6 samples x 64 dims)
+    assert by["FM-UP"]["bits_per_dim_update"] * 6 * 64 >= 8 * summary["backbone_decoder_params"] * 0.99
     assert by["FM-UP"]["bits_per_dim_update"] > 5 * by["FM"]["bits_per_dim_update"]
     for r in rd:
         assert r["bits_per_dim_total"] == pytest.approx(r["bits_per_dim_latent"] + r["bits_per_dim_update"])
-    assert [r["n_bins"] for r in rd if r["experiment"] == "quant_sweep"] == [4, 64]
+    sweep = [r for r in rd if r["experiment"] == "quant_sweep"]
+    assert [r["n_bins"] for r in sweep] == [4, 64]
+    # Table IV varies the resolution over one range: t * n_bins stays the default 1e-3 * 256
+    assert [r["t"] * r["n_bins"] for r in sweep] == pytest.approx([0.256, 0.256])
     iv = pq.read_table(tmp_path / "run" / "interval.parquet").to_pylist()
     assert [r["interval_m"] for r in iv] == [1.0, 1.5]
     assert [r["n_updates"] for r in iv] == [2, 1]  # 12 samples: 3 windows of 4, 2 of 6
+    for r in iv + rd:  # eq. (9)'s objective on real bits and the BS's reconstruction
+        assert r["rd_cost"] == pytest.approx(r.get("lmbda", 32.0) * r["mse"] + r["bits_per_dim_total"])
+    assert summary["interval_sweet_spot_m"] == min(iv, key=lambda r: r["rd_cost"])["interval_m"]
     paths = mod.report(tmp_path / "run")
     assert {p.name for p in paths} == {"rd_schemes.png", "quant_sweep.png", "interval.png"}
     assert all(p.stat().st_size > 1000 for p in paths)

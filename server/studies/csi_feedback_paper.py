@@ -12,11 +12,14 @@ built-in spatially consistent ``"gbsm"`` model, all with real bitstreams decoded
    fine-tune, the next ``n_eval`` are coded and measured. No FT, EO, FM, GA, FM with a
    uniform prior (FM-UP), FM without the update regularizer (FM-noreg), for every RD weight
    in ``lmbdas``.
-2. **quant_sweep** (Table IV): FM for every number of update bins in ``n_bins_sweep``.
+2. **quant_sweep** (Table IV): FM for every number of update bins in ``n_bins_sweep``, over
+   the fixed range ``+-t * n_bins / 2`` (more bins, narrower ones).
 3. **interval** (Fig. 10): FM every ``d`` metres along a ``track_m`` track for every ``d`` in
    ``intervals_m``: fine-tune on the last ``d`` metres (warm start from the decoder both ends
    share), code the next ``d`` metres with it; total rate = (latent + update bits) per CSI
-   dimension.
+   dimension. The sweet spot is the ``d`` with the least ``finetune_lmbda * MSE + rate``: the
+   objective every interval was fine-tuned for (eq. 9, 21), on real bits and the base
+   station's reconstruction.
 
 Tables: ``rd.parquet`` (experiments 1-2), ``interval.parquet`` (3); PNGs from them alone.
 """
@@ -75,7 +78,8 @@ SCHEMA: dict[str, Field] = {
     "n_sc": Field(int, 32, min=4, max=256),
     "width": Field(int, 32, min=1, max=512, doc="conv kernels (the paper: 64)"),
     "lmbda": Field(float, 512.0, min=0.0, doc="RD weight of the pre-trained backbone, eq. (9)"),
-    "lmbdas": Field(list, [512.0], item=float, min=0.0, doc="RD weights of the fine-tuning runs (one RD point each)"),
+    "lmbdas": Field(list, [32.0, 128.0, 512.0], item=float, min=0.0, doc="fine-tuning RD weights of the scheme comparison (one RD point per scheme each)"),
+    "finetune_lmbda": Field(float, 32.0, min=0.0, doc="fine-tuning RD weight of the resolution sweep and the interval study"),
     "pretrain_samples": Field(int, 2000, min=8),
     "pretrain_tasks": Field(int, 1, min=1, max=64),
     "pretrain_steps": Field(int, 600, min=0),
@@ -87,11 +91,11 @@ SCHEMA: dict[str, Field] = {
     "lr": Field(float, 1e-3, min=0.0, max=1.0, doc="Adam step: keep it below t/2 or every weight moves a bin"),
     "shift_env": Field(str, "same", choices=("same", "new"), doc="same: the pre-training scatterers, UE outside its circle; new: another environment"),
     "shift_offset_m": Field(float, 10.0, min=0.0, doc="where the track starts, m from the environment's centre"),
-    "t": Field(float, 5e-3, min=1e-8),
-    "n_bins": Field(int, 64, min=2, max=65535),
+    "t": Field(float, 1e-3, min=1e-8, doc="update bin width, eq. (12): ~1/30 of the decoder weights' std"),
+    "n_bins": Field(int, 256, min=2, max=65535, doc="update bins, eq. (13): range +-t * n_bins / 2"),
     "sigma": Field(float, 5e-2, min=1e-8),
     "alpha": Field(float, 1000.0, min=0.0),
-    "n_bins_sweep": Field(list, [4, 16, 64, 256], item=int, min=2, max=65535, doc="Table IV resolutions"),
+    "n_bins_sweep": Field(list, [16, 64, 256, 1024], item=int, min=2, max=65535, doc="Table IV resolutions over the fixed range +-t * n_bins / 2"),
     "track_m": Field(float, 16.0, min=0.1, doc="length of the update-interval track, m"),
     "intervals_m": Field(list, [0.5, 1.0, 2.0, 4.0, 8.0], item=float, min=0.01, doc="fine-tuning intervals d, m"),
     "interval_steps": Field(int, 100, min=0, doc="fine-tuning steps per interval (warm start)"),
@@ -113,7 +117,7 @@ def study_cfg(study: dict[str, Any]) -> dict[str, Any]:
 
 
 def _csi_cfg(s: dict[str, Any], seed: int, **over: Any) -> dict[str, Any]:
-    raw = {k: s[k] for k in _CFG_KEYS + ("shift_env", "shift_offset_m")}
+    raw = {k: s[k] for k in _CFG_KEYS + ("shift_env", "shift_offset_m", "finetune_lmbda")}
     raw["pretrain_seed"] = int(derive_seed(seed, "csi-pretrain") % (2**31))
     raw.update(over)
     return resolve_cfg(raw)
@@ -136,11 +140,14 @@ def _row(experiment: str, label: str, cfg: dict[str, Any], out: dict[str, float]
     return {
         "experiment": experiment,
         "scheme": label,
-        "lmbda": float(cfg["lmbda"]),
+        "lmbda": float(cfg["finetune_lmbda"]),
         "n_bins": int(cfg["n_bins"]),
+        "t": float(cfg["t"]),
         "prior": str(cfg["prior"]),
         "regularize_update": bool(cfg["regularize_update"]),
         "nmse_db": float(out["nmse_db"]),
+        "mse": float(out["mse"]),
+        "rd_cost": float(cfg["finetune_lmbda"]) * float(out["mse"]) + float(out["bits_per_dim_total"]),
         "bits_per_dim_latent": float(out["bits_per_dim_latent"]),
         "bits_per_dim_update": float(out["bits_per_dim_update"]),
         "bits_per_dim_total": float(out["bits_per_dim_total"]),
@@ -188,14 +195,15 @@ def run(cfg: dict[str, Any], seed: int, out_dir: Path, progress: ProgressFn) -> 
         for label, (scheme, over) in SCHEMES.items():
             if scheme == "none" and lm != s["lmbdas"][0]:
                 continue  # No FT does not depend on the fine-tuning weight
-            jobs.append(("schemes", label, _csi_cfg(s, seed, scheme=scheme, lmbda=float(lm), **over)))
+            jobs.append(("schemes", label, _csi_cfg(s, seed, scheme=scheme, finetune_lmbda=float(lm), **over)))
+    # Table IV: the resolution over a fixed range +-t * n_bins / 2 (fewer bins, wider ones)
+    update_range = float(s["t"]) * int(s["n_bins"])
     for nb in s["n_bins_sweep"]:
-        jobs.append(("quant_sweep", f"FM {nb} bins", _csi_cfg(s, seed, scheme="fm", n_bins=int(nb))))
+        jobs.append(("quant_sweep", f"FM {nb} bins", _csi_cfg(s, seed, scheme="fm", n_bins=int(nb), t=update_range / int(nb))))
     for i, (exp, label, c) in enumerate(jobs):
         progress(f"{exp}: {label}", i, len(jobs))
-        # the backbone's RD weight stays; only fine-tuning uses c["lmbda"]
         res = finetune(backbone, H_ft, c, seed=derive_seed(seed, "csi-study-ft", label))
-        srv = FeedbackServer({"ue": {**c, "lmbda": base_cfg["lmbda"]}}, seed)
+        srv = FeedbackServer({"ue": c}, seed)
         out = _deliver(srv, "ue", 0, res, res.device_model, H_ev)
         rows.append(_row(exp, label, c, out, res))
     progress("schemes and resolutions", len(jobs), len(jobs))
@@ -207,6 +215,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: Path, progress: ProgressFn) -> 
     summary = {
         "rd": [{k: r[k] for k in ("experiment", "scheme", "lmbda", "n_bins", "nmse_db", "bits_per_dim_latent", "bits_per_dim_update", "bits_per_dim_total", "update_nonzero")} for r in rows],
         "interval": interval_rows,
+        "interval_sweet_spot_m": min(interval_rows, key=lambda r: r["rd_cost"])["interval_m"] if interval_rows else None,
         "backbone_decoder_params": backbone.n_decoder_params(),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
@@ -224,11 +233,11 @@ def _interval_study(s: dict[str, Any], seed: int, base_cfg: dict[str, Any], back
         progress("update intervals", j, len(s["intervals_m"]))
         if n_win < 2:
             continue
-        c = _csi_cfg(s, seed, scheme="fm", steps=int(s["interval_steps"]), n_eval=per)
+        c = _csi_cfg(s, seed, scheme="fm", steps=int(s["interval_steps"]), n_eval=per, finetune_lmbda=float(s["finetune_lmbda"]))
         srv = FeedbackServer({"ue": c}, seed)
         model = backbone
-        lat = upd = err_w = 0.0
-        n_eval = 0
+        lat = upd = sq_err = 0.0
+        n_eval = n_updates = 0
         nmse_lin = []
         for w in range(1, n_win):
             ft = H[(w - 1) * per : w * per]
@@ -242,18 +251,25 @@ def _interval_study(s: dict[str, Any], seed: int, base_cfg: dict[str, Any], back
             upd += out["update_bits"]
             n_eval += ev.shape[0]
             nmse_lin.append((10 ** (out["nmse_db"] / 10), ev.shape[0]))
-            err_w += 1
+            sq_err += out["mse"] * ev.shape[0]
+            n_updates += 1
         dims = backbone.cfg.csi_dims
         mean_lin = sum(v * n for v, n in nmse_lin) / max(1, sum(n for _, n in nmse_lin))
+        mse = sq_err / max(1, n_eval)
+        total = (lat + upd) / (n_eval * dims)
         out_rows.append(
             {
                 "interval_m": float(d),
-                "n_updates": int(err_w),
+                "n_updates": n_updates,
                 "samples": int(n_eval),
                 "bits_per_dim_latent": lat / (n_eval * dims),
                 "bits_per_dim_update": upd / (n_eval * dims),
-                "bits_per_dim_total": (lat + upd) / (n_eval * dims),
+                "bits_per_dim_total": total,
                 "nmse_db": 10 * math.log10(mean_lin) if mean_lin > 0 else -math.inf,
+                "mse": mse,
+                # the objective every interval was fine-tuned for (eq. 9 + 21), on real bits
+                # and the base station's reconstruction: its minimum is the sweet spot
+                "rd_cost": float(s["finetune_lmbda"]) * mse + total,
             }
         )
     progress("update intervals", len(s["intervals_m"]), len(s["intervals_m"]))
@@ -292,16 +308,21 @@ def report(out_dir: Path) -> list[Path]:
     ipath = out_dir / "interval.parquet"
     iv = pq.read_table(ipath).to_pylist() if ipath.exists() else []
     if iv:
-        paths.append(_annotated_curve(plt, iv, [f"{r['interval_m']:g} m" for r in iv], "FM every d metres along the track", out_dir / "interval.png"))
+        best = min(range(len(iv)), key=lambda i: iv[i]["rd_cost"])
+        title = f"FM every d metres: sweet spot d = {iv[best]['interval_m']:g} m (least lambda*MSE + R)"
+        paths.append(_annotated_curve(plt, iv, [f"{r['interval_m']:g} m" for r in iv], title, out_dir / "interval.png", best=best))
     return paths
 
 
-def _annotated_curve(plt: Any, rows: list[dict[str, Any]], labels: list[str], title: str, path: Path) -> Path:
-    """Total rate vs NMSE, one annotated point per row; saved to ``path``."""
+def _annotated_curve(plt: Any, rows: list[dict[str, Any]], labels: list[str], title: str, path: Path, best: int | None = None) -> Path:
+    """Total rate vs NMSE, one annotated point per row (``best`` starred); saved to ``path``."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     x = [r["bits_per_dim_total"] for r in rows]
     y = [r["nmse_db"] for r in rows]
     ax.plot(x, y, marker="o")
+    if best is not None:
+        ax.plot([x[best]], [y[best]], marker="*", markersize=16, color="tab:red", linestyle="none", label="sweet spot")
+        ax.legend()
     for xi, yi, lab in zip(x, y, labels):
         ax.annotate(lab, (xi, yi))
     ax.set_xlabel("total rate (latent + update), bits per CSI dimension (actual)")
