@@ -4,6 +4,8 @@ One Adam step on a batch of CSI (default 32 x 32, 64 kernels, batch 32): EO (enc
 GA (full model), FM (full model with STE-quantized decoder update and the spike-and-slab
 rate of eq. 21). Random weights: the step time does not depend on what was learned.
 
+One intra-op thread, as ``finetune`` always runs (same numbers in any process).
+
 Usage: ``python benchmarks/csi_finetune_step.py [--n 32] [--width 64] [--batch 32] [--steps 5]``
 """
 
@@ -24,13 +26,11 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
     model = CSICompressor(CompressorConfig(n_ant=a.n, n_sc=a.n, width=a.width))
     g = torch.Generator().manual_seed(0)
     H = torch.complex(torch.randn(4 * a.batch, a.n, a.n, generator=g), torch.randn(4 * a.batch, a.n, a.n, generator=g)) / 2**0.5
-    out = {"benchmark": "csi_finetune_step", "n_ant": a.n, "n_sc": a.n, "width": a.width, "batch": a.batch, "threads": a.threads,
+    out = {"benchmark": "csi_finetune_step", "n_ant": a.n, "n_sc": a.n, "width": a.width, "batch": a.batch, "threads": 1,  # finetune() always runs on one intra-op thread
            "decoder_params": model.n_decoder_params(), "encoder_params": sum(p.numel() for _, p in model.encoder_named()),
            "forward_flops_per_sample": model.forward_flops()}
     for scheme in ("eo", "ga", "fm"):

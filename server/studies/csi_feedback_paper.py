@@ -282,6 +282,7 @@ def report(out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     out_dir = Path(out_dir)
     paths: list[Path] = []
@@ -294,7 +295,10 @@ def report(out_dir: Path) -> list[Path]:
     ax.set_xlabel("rate (latent + update), bits per CSI dimension (actual)")
     ax.set_ylabel("NMSE (dB)")
     ax.set_xscale("log")
-    ax.grid(True, alpha=0.3)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.grid(True, alpha=0.3, which="both")
     ax.legend()
     ax.set_title("CSI feedback fine-tuning schemes")
     fig.tight_layout()
