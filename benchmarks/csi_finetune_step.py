@@ -16,7 +16,7 @@ import json
 
 import torch
 
-from clients.csi_feedback import finetune, resolve_cfg
+from common.csi import finetune, resolve_cfg
 from common.models.csi_compressor import CSICompressor, CompressorConfig
 
 

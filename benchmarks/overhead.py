@@ -90,7 +90,7 @@ def _run_airfleet(n: int, rounds: int) -> dict:
     import pyarrow.parquet as pq
 
     from common.scenario import load_scenario
-    from server.cli import run_fleet
+    from cli.main import run_fleet
 
     tmp = Path(tempfile.mkdtemp(prefix="airfleet-overhead-"))
     scen = tmp / "overhead.toml"

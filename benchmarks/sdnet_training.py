@@ -1,4 +1,4 @@
-"""SDNet training throughput: ``clients.finetune.finetune`` vs a bare PyTorch loop.
+"""SDNet training throughput: ``common.learngene.training.finetune`` vs a bare PyTorch loop.
 
 Same model (same initial weights), same data, same batch size, optimiser, loss (eq. 13)
 and shuffling; one CPU thread. Prints one JSON object: samples/s of each (median of
@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from clients.finetune import finetune, mse_loss
+from common.learngene.training import finetune, mse_loss
 from common.channels import ChannelTask, sample_channels
 from common.models.sdnet import SDNet
 from common.phy.dataset import make_detection_batch

@@ -12,7 +12,7 @@ Two message types:
   ``metrics``, ConfigRecord ``payloads`` (real bitstreams as bytes) and, when a stage
   produced one, ArrayRecord ``side`` (evaluation-only, never counted as feedback).
 
-Record keys are module constants shared with ``server/app.py``.
+Record keys and message types are in ``common.protocol``, shared with ``server/app.py``.
 """
 
 from __future__ import annotations
@@ -24,20 +24,30 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from clients.device import run_device_round
-from clients.profiles import device_profile
+from common.protocol import (
+    CONFIG_KEY,
+    DEVICE_CLASS,
+    DEVICE_ID,
+    FLOPS,
+    METRIC_PREFIX,
+    METRICS_KEY,
+    N_PARAMS,
+    PAYLOADS_KEY,
+    ROUND,
+    SCENARIO_KEY,
+    SIDE_KEY,
+    STATE_ARRAYS_KEY,
+    STATE_CONFIG_KEY,
+    TASK_ID,
+    UNIT_KEY,
+    UNIT_META_KEY,
+    WALL_S,
+)
+from common.profiles import device_profile
+from common.runtime import torch_threads
 from common.scenario import Scenario
 
-__all__ = ["app", "CONFIG_KEY", "UNIT_KEY", "UNIT_META_KEY", "METRICS_KEY", "PAYLOADS_KEY", "SIDE_KEY", "SCENARIO_KEY"]
-
-CONFIG_KEY = "config"
-UNIT_KEY = "learngene"
-UNIT_META_KEY = "learngene-meta"
-METRICS_KEY = "metrics"
-PAYLOADS_KEY = "payloads"
-SIDE_KEY = "side"
-SCENARIO_KEY = "scenario"
-_STATE_ARRAYS = "airfleet-state"
-_STATE_CONFIG = "airfleet-config"
+__all__ = ["app"]
 
 app = ClientApp()
 
@@ -53,7 +63,7 @@ def _device_id(context: Context) -> int:
 
 
 def _scenario(context: Context) -> Scenario:
-    cfg = context.state.config_records.get(_STATE_CONFIG)
+    cfg = context.state.config_records.get(STATE_CONFIG_KEY)
     if cfg is None or "scenario" not in cfg:
         raise RuntimeError("device has not registered (no scenario received)")
     return _parse(str(cfg["scenario"]))
@@ -72,8 +82,8 @@ def register(msg: Message, context: Context) -> Message:
     scenario = _parse(text)
     device_id = _device_id(context)
     profile = device_profile(scenario, device_id)
-    context.state.config_records[_STATE_CONFIG] = ConfigRecord({"scenario": text})
-    reply = ConfigRecord({"device-id": device_id, "device-class": profile.class_name, "task-id": profile.task.task_id})
+    context.state.config_records[STATE_CONFIG_KEY] = ConfigRecord({"scenario": text})
+    reply = ConfigRecord({DEVICE_ID: device_id, DEVICE_CLASS: profile.class_name, TASK_ID: profile.task.task_id})
     return Message(RecordDict({CONFIG_KEY: reply}), reply_to=msg)
 
 
@@ -82,29 +92,29 @@ def train(msg: Message, context: Context) -> Message:
     """One round: fine-tune on local data, run the class's stages, reply."""
     scenario = _scenario(context)
     profile = device_profile(scenario, _device_id(context))
-    if profile.cfg["workload"] != "none":
-        import torch
-
-        torch.set_num_threads(max(1, int(float(scenario.data["server"]["cpus_per_device"]))))
     cfg = msg.content.config_records[CONFIG_KEY]
     unit_arrays = unit_meta = None
     if UNIT_KEY in msg.content.array_records:
         unit_arrays = {k: a.numpy() for k, a in msg.content.array_records[UNIT_KEY].items()}
         unit_meta = dict(msg.content.config_records[UNIT_META_KEY])
-    kept = context.state.array_records.get(_STATE_ARRAYS)
+    kept = context.state.array_records.get(STATE_ARRAYS_KEY)
     state = {k: a.numpy() for k, a in kept.items()} if kept is not None else {}
 
-    res = run_device_round(scenario, profile, int(cfg["round"]), unit_arrays, unit_meta, state, instructions=dict(cfg))
+    if profile.cfg["workload"] == "none":
+        res = run_device_round(scenario, profile, int(cfg[ROUND]), unit_arrays, unit_meta, state, instructions=dict(cfg))
+    else:
+        with torch_threads(int(float(scenario.data["server"]["cpus_per_device"]))):
+            res = run_device_round(scenario, profile, int(cfg[ROUND]), unit_arrays, unit_meta, state, instructions=dict(cfg))
 
-    context.state.array_records[_STATE_ARRAYS] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in res.state.items()})
+    context.state.array_records[STATE_ARRAYS_KEY] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in res.state.items()})
     metrics = MetricRecord(
         {
-            "device-id": profile.device_id,
-            "task-id": profile.task.task_id,
-            "flops": int(res.flops),
-            "n-params": int(res.n_params),
-            "wall-s": float(res.wall_s),
-            **{f"m:{k}": float(v) for k, v in res.metrics.items()},
+            DEVICE_ID: profile.device_id,
+            TASK_ID: profile.task.task_id,
+            FLOPS: int(res.flops),
+            N_PARAMS: int(res.n_params),
+            WALL_S: float(res.wall_s),
+            **{f"{METRIC_PREFIX}{k}": float(v) for k, v in res.metrics.items()},
         }
     )
     content = RecordDict({METRICS_KEY: metrics, PAYLOADS_KEY: ConfigRecord(dict(res.payloads))})

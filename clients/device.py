@@ -4,7 +4,7 @@
 instructions and replying: derive its data, build its individual SDNet on the learngene
 unit, fine-tune locally, evaluate next to the classical detectors, and run the optional
 stages its class enables (influence-guided fine-tuning, relevance pruning, CSI
-feedback). ``clients/app.py`` only moves these inputs and outputs in and out of Flower
+feedback, through ``clients.stages``). ``clients/app.py`` only moves these inputs and outputs in and out of Flower
 Messages, so all of this is testable without starting a simulation.
 
 What persists on the device between rounds (its "state") is a flat
@@ -15,7 +15,6 @@ channel (``side``) is labelled as such and never counted as feedback.
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -23,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from clients.profiles import DeviceProfile
-from clients.stage import DeviceContext, StageResult
-from common.scenario import STAGES, Scenario
+from clients.stages import DEVICE_STAGES
+from common.profiles import DeviceProfile
+from common.scenario import Scenario
+from common.stage import DeviceContext, StageResult
 from common.seeding import derive_seed, torch_generator
 
 __all__ = ["DeviceRoundResult", "run_device_round", "CrashInjected"]
@@ -124,7 +124,7 @@ def run_device_round(
     scenario : Scenario
         The resolved scenario the server shipped at registration.
     profile : DeviceProfile
-        This device (``clients.profiles.device_profile``).
+        This device (``common.profiles.device_profile``).
     round_ : int
         Server round, from 1.
     unit_arrays, unit_meta : optional
@@ -150,7 +150,7 @@ def run_device_round(
 
     import torch
 
-    from clients.finetune import evaluate_ser, finetune
+    from common.learngene.training import evaluate_ser, finetune
     from common.learngene import LearngeneUnit, expand, individual_sdnet
     from common.models.complexity import count_flops, count_parameters
     from common.models.sdnet import SDNet
@@ -214,12 +214,12 @@ def run_device_round(
         val=val,
         instructions=dict(instructions or {}),
     )
-    for stage, module in STAGES.items():
+    for stage, half in DEVICE_STAGES.items():
         stage_cfg = cfg.get(stage)
         if stage_cfg is None:
             continue
         ctx.state = {k[len(stage) + 1:]: v for k, v in state.items() if k.startswith(stage + "/")}
-        sr: StageResult = importlib.import_module(module).run_stage(ctx, stage_cfg)
+        sr: StageResult = half.run_device(ctx, stage_cfg)
         metrics.update({f"{stage}_{k}": float(v) for k, v in sr.metrics.items()})
         flops += int(sr.flops)
         out.payloads.update(sr.payloads)

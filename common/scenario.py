@@ -2,7 +2,7 @@
 
 A scenario is one TOML file. Either it describes a **fleet run** (a manufacturer and a
 heterogeneous fleet of devices, run as a Flower simulation) or it names a **study**
-(a paper experiment, ``[study] kind = ...``, see ``server.studies``).
+(a paper experiment, ``[study] kind = ...``, see ``studies``).
 
 Fleet scenario, with every key and its default in ``FLEET_SCHEMA`` and friends::
 
@@ -38,9 +38,11 @@ Fleet scenario, with every key and its default in ``FLEET_SCHEMA`` and friends::
     tasks = [100, 101]         # channel task ids its devices draw from
 
 Device classes may add stage tables (``[fleet.influence]``, ``[fleet.prune]``,
-``[fleet.csi_feedback]``), validated by the schema of the stage that owns them.
+``[fleet.csi_feedback]``), validated by the stage's own spec (``common.stage``): its
+schema and its own checks.
 
-``load_scenario(path)`` returns a ``Scenario`` whose ``data`` is the fully resolved,
+``read_scenario_file(path)`` reads a file into a raw mapping (any scenario, fleet or
+study); ``load_scenario(path)`` reads and validates a fleet scenario and returns a ``Scenario`` whose ``data`` is the fully resolved,
 JSON-serialisable dict (every default filled in): it is what the run directory stores
 as ``scenario.resolved.json`` and what the server ships to devices.
 """
@@ -48,7 +50,6 @@ as ``scenario.resolved.json`` and what the server ships to devices.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import tomllib
 from collections.abc import Mapping
@@ -57,6 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.schema import Field, ScenarioError, validate_section
+from common.stage import stage_names, stage_spec
 
 if TYPE_CHECKING:
     from common.channels import ChannelTask
@@ -67,7 +69,8 @@ __all__ = [
     "ScenarioError",
     "load_scenario",
     "parse_scenario",
-    "STAGES",
+    "read_scenario_file",
+    "TOP_SCHEMA",
 ]
 
 TOP_SCHEMA: dict[str, Field] = {
@@ -131,14 +134,6 @@ CLASS_SCHEMA: dict[str, Field] = {
     "lam": Field(float, 2e-15, min=0.0, doc="L2 weight toward the inherited layers, eq. (21) (paper: 2e-15)"),
     "crash_rounds": Field(list, [], item=int, min=1, doc="fault injection: devices raise in these rounds"),
 }
-
-#: optional per-class stage tables -> module providing STAGE_SCHEMA and run_stage
-STAGES: dict[str, str] = {
-    "influence": "clients.influence",
-    "prune": "clients.relevance",
-    "csi_feedback": "clients.csi_feedback",
-}
-
 
 @dataclass(frozen=True)
 class DeviceSpec:
@@ -230,8 +225,9 @@ class Scenario:
 def _validate_class(raw: Any, key: str, channels: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ScenarioError(key, f"expected a table, got {type(raw).__name__}")
-    stage_raw = {k: raw[k] for k in STAGES if k in raw}
-    plain = {k: v for k, v in raw.items() if k not in STAGES}
+    stages = stage_names()
+    stage_raw = {k: raw[k] for k in stages if k in raw}
+    plain = {k: v for k, v in raw.items() if k not in stages}
     c = validate_section(plain, CLASS_SCHEMA, key)
     for k in ("n_rx", "n_tx"):
         if c[k] == 0:
@@ -242,10 +238,9 @@ def _validate_class(raw: Any, key: str, channels: Mapping[str, Any]) -> dict[str
         raise ScenarioError(f"{key}.tasks", "needs at least one channel task id")
     if c["n_tx"] > c["n_rx"]:
         raise ScenarioError(f"{key}.n_tx", f"{c['n_tx']} UE antennas exceed {c['n_rx']} BS antennas (need n_rx >= n_tx)")
-    for stage, module in STAGES.items():
+    for stage in stages:
         if stage in stage_raw:
-            schema = importlib.import_module(module).STAGE_SCHEMA
-            c[stage] = validate_section(stage_raw[stage], schema, f"{key}.{stage}")
+            c[stage] = stage_spec(stage).validate(stage_raw[stage], f"{key}.{stage}")
     return c
 
 
@@ -263,7 +258,7 @@ def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>", check_sources
     try:
         raw = dict(raw)
         if "study" in raw:
-            return Scenario(_parse_study(raw), file)
+            raise ScenarioError("study", "this is a study scenario: load it with studies.load_study_scenario")
         sections = {"channels", "manufacturer", "server", "fleet"}
         top = {k: v for k, v in raw.items() if k not in sections}
         data = validate_section(top, TOP_SCHEMA, "")
@@ -303,31 +298,13 @@ def _check_source(name: str, key: str) -> None:
         raise ScenarioError(key, f"unknown channel source {name!r}; expected one of {available_sources()}")
 
 
-def _parse_study(raw: dict[str, Any]) -> dict[str, Any]:
-    from server.studies import STUDIES, load_study
-
-    top = {k: v for k, v in raw.items() if k != "study"}
-    data = validate_section(top, {k: TOP_SCHEMA[k] for k in ("name", "seed")}, "")
-    study = raw["study"]
-    if not isinstance(study, dict):
-        raise ScenarioError("study", f"expected a table, got {type(study).__name__}")
-    kind = study.get("kind")
-    if kind not in STUDIES:
-        raise ScenarioError("study.kind", f"{kind!r} is not one of {sorted(STUDIES)}")
-    module = load_study(kind)
-    cfg = validate_section({k: v for k, v in study.items() if k != "kind"}, module.SCHEMA, "study")
-    data["study"] = {"kind": kind, **cfg}
-    return data
-
-
-def load_scenario(path: str | Path) -> Scenario:
-    """Read, parse and validate a scenario TOML file.
+def read_scenario_file(path: str | Path) -> dict[str, Any]:
+    """Read a scenario TOML file into its raw mapping (fleet or study; not validated).
 
     Raises
     ------
     ScenarioError
-        The file is missing, is not valid TOML, or fails validation; the message names
-        the file and the key.
+        The file is missing or unreadable, or is not valid TOML; the message names the file.
     """
     p = Path(path)
     try:
@@ -335,7 +312,18 @@ def load_scenario(path: str | Path) -> Scenario:
     except OSError as e:
         raise ScenarioError("", f"cannot read scenario file: {e.strerror}", str(p)) from None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError("", f"not valid TOML: {e}", str(p)) from None
-    return parse_scenario(raw, str(p))
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, parse and validate a fleet scenario TOML file.
+
+    Raises
+    ------
+    ScenarioError
+        The file is missing, is not valid TOML, or fails validation; the message names
+        the file and the key.
+    """
+    return parse_scenario(read_scenario_file(path), str(Path(path)))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,23 +26,36 @@ from typing import Any
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from clients.app import (
+from common.profiles import DeviceProfile, device_profile, emulated_seconds, is_available
+from common.progress import ConsoleProgress
+from common.protocol import (
     CONFIG_KEY,
+    DEVICE_ID,
+    FLOPS,
+    METRIC_PREFIX,
     METRICS_KEY,
+    N_PARAMS,
     PAYLOADS_KEY,
+    REGISTER,
+    ROUND,
     SCENARIO_KEY,
     SIDE_KEY,
+    TRAIN,
     UNIT_KEY,
     UNIT_META_KEY,
+    UNIT_VERSION,
+    WALL_S,
 )
-from clients.profiles import DeviceProfile, device_profile, emulated_seconds, is_available
+from common.runtime import cache_root
 from common.records import SETUP_SCHEMA, rounds_table, rows_to_table
 from common.scenario import Scenario, load_scenario
+from common.stage import BaseStationStage
 from server.message_size import message_bytes, payload_bytes
 from server.report import class_summary, format_class_table, report_run, round_latency
 from server.results import consolidate_rounds, init_run_dir, new_run_dir, write_json, write_round_part, write_table
+from server.stages import BASE_STATION_STAGES
 
-__all__ = ["app", "FleetServer", "ConsoleProgress", "message_bytes", "payload_bytes", "clean_error", "resolve_scenario_path"]
+__all__ = ["app", "FleetServer", "clean_error", "resolve_scenario_path"]
 
 app = ServerApp()
 
@@ -64,28 +76,6 @@ def resolve_scenario_path(path: str) -> Path:
         return p
     alt = Path(__file__).resolve().parents[1] / p
     return alt if alt.is_file() else p
-
-
-class ConsoleProgress:
-    """Live progress: a redrawn line on a terminal, plain lines otherwise."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.tty = sys.stdout.isatty()
-        self._last = 0.0
-
-    def update(self, text: str, final: bool = False) -> None:
-        if self.quiet:
-            return
-        if self.tty:
-            sys.stdout.write("\r\033[K" + text + ("\n" if final else ""))
-            sys.stdout.flush()
-        elif final or time.monotonic() - self._last > 5.0:
-            print(text, flush=True)
-            self._last = time.monotonic()
-
-    def __call__(self, label: str, done: int, total: int) -> None:
-        self.update(f"{label}: {done}/{total}", final=done >= total)
 
 
 @dataclass
@@ -110,14 +100,18 @@ class FleetServer:
         self.unit: Any = None
         self.unit_records: tuple[ArrayRecord, ConfigRecord] | None = None
         self.unit_nbytes = 0
-        self.feedback: Any = None
+        self.stages: dict[str, BaseStationStage] = {}
+        for name, half in BASE_STATION_STAGES.items():
+            cfgs = {c["name"]: c[name] for c in self.scenario.classes if name in c}
+            if cfgs:
+                self.stages[name] = half(cfgs, self.scenario.seed)
 
     # -- manufacturer -------------------------------------------------------------
     def build_learngene(self) -> None:
         """Train (or load) the collective model and extract the learngene unit."""
         if not any(c["workload"] == "sdnet" for c in self.scenario.classes):
             return
-        from server.collective import CollectiveConfig, load_or_train_collective
+        from common.learngene.collective import CollectiveConfig, load_or_train_collective
 
         m, ch = self.scenario.data["manufacturer"], self.scenario.data["channels"]
         tasks = tuple(self.scenario.channel_task(t, int(ch["n_rx"]), int(ch["n_tx"])) for t in range(int(m["tasks"])))
@@ -134,8 +128,7 @@ class FleetServer:
             n_pilots=int(ch["n_pilots"]),
             seed=self.scenario.seed,
         )
-        cache = self.scenario.data["server"]["cache_dir"]
-        cache_dir = Path(cache).expanduser() if cache else None
+        cache_dir = cache_root(self.scenario.data["server"]["cache_dir"]) / "collective"
         res = load_or_train_collective(cfg, cache_dir, progress=self.progress)
         self.unit = res.unit
         out = self.run_dir / "collective"
@@ -164,7 +157,7 @@ class FleetServer:
             node_ids = list(self.grid.get_node_ids())
         text = self.scenario.to_json()
         msgs = [
-            Message(RecordDict({SCENARIO_KEY: ConfigRecord({"json": text})}), dst_node_id=nid, message_type="query", group_id="register")
+            Message(RecordDict({SCENARIO_KEY: ConfigRecord({"json": text})}), dst_node_id=nid, message_type=REGISTER, group_id="register")
             for nid in node_ids
         ]
         replies: dict[int, Message] = {}
@@ -174,7 +167,7 @@ class FleetServer:
             if reply.has_error():
                 raise RuntimeError(f"node {nid} failed to register: {clean_error(str(reply.error.reason))}")
             cfg = reply.content.config_records[CONFIG_KEY]
-            did = int(cfg["device-id"])
+            did = int(cfg[DEVICE_ID])
             if did in self.devices:
                 raise RuntimeError(f"two nodes claim device id {did} (nodes {self.devices[did].node_id} and {nid})")
             profile = device_profile(self.scenario, did)
@@ -239,12 +232,10 @@ class FleetServer:
             if not is_available(self.scenario, dev.profile, rnd):
                 rows[did] = {**base, "status": "unavailable", "bytes_down": 0, "bytes_up": 0}
                 continue
-            instructions: dict[str, Any] = {"round": rnd, "device-id": did, "unit-version": self.unit_version or ""}
-            if "csi_feedback" in dev.profile.cfg:
-                from clients.csi_feedback import DECODER_TAG_KEY
-
-                # the decoder the base station holds: a device whose last uplink was rejected goes back to it
-                instructions[DECODER_TAG_KEY] = self._feedback_server().decoder_tag(did, dev.profile.class_name)
+            instructions: dict[str, Any] = {ROUND: rnd, DEVICE_ID: did, UNIT_VERSION: self.unit_version or ""}
+            for name, stage in self.stages.items():
+                if name in dev.profile.cfg:
+                    instructions.update(stage.instructions(dev.profile))
             content = RecordDict({CONFIG_KEY: ConfigRecord(instructions)})
             send_unit = self.unit_records is not None and dev.unit_version != self.unit_version
             if send_unit:
@@ -254,7 +245,7 @@ class FleetServer:
                 unit_bytes[did] = self.unit_nbytes
             sent_unit[did] = send_unit
             rows[did] = {**base, "status": "timeout", "error": f"no reply within {self.scenario.data['server']['round_timeout_s']} s"}
-            msgs.append(Message(content, dst_node_id=dev.node_id, message_type="train", group_id=str(rnd)))
+            msgs.append(Message(content, dst_node_id=dev.node_id, message_type=TRAIN, group_id=str(rnd)))
         by_node = {dev.node_id: did for did, dev in self.devices.items()}
 
         def on_reply(nid: int, reply: Message) -> None:
@@ -295,44 +286,38 @@ class FleetServer:
             row["error"] = clean_error(str(reply.error.reason))
             return
         m = reply.content.metric_records[METRICS_KEY]
-        if int(m["device-id"]) != did:
-            raise ValueError(f"reply claims device id {m['device-id']}, expected {did}")
+        if int(m[DEVICE_ID]) != did:
+            raise ValueError(f"reply claims device id {m[DEVICE_ID]}, expected {did}")
         payloads = reply.content.config_records.get(PAYLOADS_KEY, ConfigRecord())
         for k, v in payloads.items():
             if not isinstance(v, bytes):
                 raise ValueError(f"payload {k!r} is {type(v).__name__}, expected bytes")
-        metrics = {k[2:]: float(v) for k, v in m.items() if k.startswith("m:")}
+        metrics = {k[len(METRIC_PREFIX):]: float(v) for k, v in m.items() if k.startswith(METRIC_PREFIX)}
         row.update(
             status="ok",
             error=None,
-            flops=int(m["flops"]),
-            n_params=int(m["n-params"]),
-            wall_s=float(m["wall-s"]),
+            flops=int(m[FLOPS]),
+            n_params=int(m[N_PARAMS]),
+            wall_s=float(m[WALL_S]),
             coded_bits=8 * sum(len(v) for v in payloads.values()),
         )
-        if payloads:
-            side = reply.content.array_records.get(SIDE_KEY)
-            side_np = {k: a.numpy() for k, a in side.items()} if side is not None else {}
+        side_np: dict[str, Any] | None = None
+        profile = self.devices[did].profile
+        for name, stage in self.stages.items():
+            own = {k: bytes(v) for k, v in payloads.items() if k in stage.spec.payload_keys}
+            if name not in profile.cfg or not own:
+                continue
+            if side_np is None:
+                side = reply.content.array_records.get(SIDE_KEY)
+                side_np = {k: a.numpy() for k, a in side.items()} if side is not None else {}
             try:
-                metrics.update(self._ingest_feedback(did, dict(payloads), side_np))
+                out = stage.ingest(profile, own, side_np)
             except Exception as e:  # noqa: BLE001 - a bad bitstream fails this device only
                 row["status"] = "failed"
                 row["error"] = f"bitstream rejected: {type(e).__name__}: {e}"
+                continue
+            metrics.update({f"bs_{k}": float(v) for k, v in out.items()})
         row["metrics"] = metrics
-
-    def _ingest_feedback(self, did: int, payloads: dict[str, bytes], side: dict[str, Any]) -> dict[str, float]:
-        """Decode a device's uplink bitstreams at the base station (CSI feedback)."""
-        out = self._feedback_server().ingest(did, self.devices[did].profile.class_name, payloads, side)
-        return {f"bs_{k}": float(v) for k, v in out.items()}
-
-    def _feedback_server(self) -> Any:
-        """The base station's per-device CSI decoders (built on first use)."""
-        if self.feedback is None:
-            from server.feedback import FeedbackServer
-
-            cfgs = {c["name"]: c["csi_feedback"] for c in self.scenario.classes if "csi_feedback" in c}
-            self.feedback = FeedbackServer(cfgs, self.scenario.seed)
-        return self.feedback
 
     # -- the run ---------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

@@ -217,16 +217,15 @@ def draw_csi_rd(rows: list[dict[str, Any]], schemes: dict[str, str], path: Path)
 
 
 def report_run(run_dir: str | Path) -> list[Path]:
-    """Redraw every plot of a run directory from its tables (fleet run or study)."""
+    """Redraw every plot of a fleet run directory from its tables (a study's own ``report``
+    redraws a study's; ``airfleet report`` picks the right one)."""
     run_dir = Path(run_dir)
     resolved = run_dir / "scenario.resolved.json"
     if not resolved.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no scenario.resolved.json)")
     data = json.loads(resolved.read_text())
     if "study" in data:
-        from server.studies import load_study
-
-        return list(load_study(data["study"]["kind"]).report(run_dir))
+        raise ValueError(f"{run_dir} is a {data['study']['kind']} study run: redraw it with studies.load_study(kind).report")
     rounds_path = run_dir / "rounds.parquet"
     if not rounds_path.is_file() and not (run_dir / "rounds.parts").is_dir():
         raise FileNotFoundError(f"{run_dir} has no rounds.parquet")

@@ -11,12 +11,8 @@ import torch
 from common.channels import ChannelTask, sample_channels
 from common.models.sdnet import SDNet
 from common.phy import make_detection_batch
-from server.collective import (
-    CollectiveConfig,
-    gradient_significance,
-    load_or_train_collective,
-    select_unit_layers,
-)
+from common.learngene.collective import CollectiveConfig, load_or_train_collective
+from common.learngene.significance import gradient_significance, select_unit_layers
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from clients.csi_feedback import (
+from common.csi import (
     GENIE_KEY,
     LATENT_KEY,
     STAGE_SCHEMA,
@@ -20,12 +20,12 @@ from clients.csi_feedback import (
     resolve_cfg,
     run_stage,
 )
-from clients.stage import DeviceContext
+from common.stage import DeviceContext
 from common.channels import ChannelTask
 from common.coding import BitstreamError
 from common.models.csi_compressor import CSICompressor, CompressorConfig, csi_to_planes, nmse_db
 from common.schema import ScenarioError
-from server.feedback import FeedbackServer
+from common.csi.base_station import FeedbackServer
 
 torch.set_num_threads(1)
 
@@ -73,7 +73,7 @@ def test_pretraining_is_deterministic_and_cached(cache: Path) -> None:
     a = pretrained_compressor(cfg)
     files = list(cache.glob("csi-*.npz"))
     assert len(files) == 1
-    from clients import csi_feedback
+    from common.csi import core as csi_feedback
 
     csi_feedback._MEMO.clear()
     b = pretrained_compressor(cfg)  # from disk

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common.schema import ScenarioError, validate_section
-from server.studies import load_study, no_progress
+from studies import load_study, no_progress
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clients.influence import bce_bits, bits_from_logits
+from common.influence import bce_bits, bits_from_logits
 from common.models.deeprx import DeepRx
 from common.phy.ofdm_link import OfdmLink, OfdmLinkConfig, receiver_input_channels
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from clients.device import CrashInjected, run_device_round
-from clients.profiles import device_profile
+from common.profiles import device_profile
 from common.channels import ChannelTask
 from common.scenario import parse_scenario
-from server.collective import CollectiveConfig, train_collective
+from common.learngene.collective import CollectiveConfig, train_collective
 
 torch.set_num_threads(1)
 
@@ -95,7 +95,7 @@ def test_influence_stage_reports_targets(tmp_path: Path, unit, monkeypatch: pyte
 
 
 def test_csi_stage_bitstreams_decode_at_the_base_station(tmp_path: Path, unit, monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.feedback import FeedbackServer
+    from common.csi.base_station import FeedbackServer
 
     monkeypatch.setenv("AIRFLEET_CACHE_DIR", str(tmp_path / "cache"))
     csi = {
@@ -120,9 +120,9 @@ def test_csi_stage_bitstreams_decode_at_the_base_station(tmp_path: Path, unit, m
 def test_csi_device_goes_back_to_the_decoder_the_base_station_kept(tmp_path: Path) -> None:
     """After the base station rejects an uplink, the next round's instructions carry the
     decoder it kept; the device returns to it and its next update is accepted again."""
-    from clients.csi_feedback import DECODER_TAG_KEY, resolve_cfg, run_stage
-    from clients.stage import DeviceContext
-    from server.feedback import FeedbackServer
+    from common.csi import DECODER_TAG_KEY, resolve_cfg, run_stage
+    from common.stage import DeviceContext
+    from common.csi.base_station import FeedbackServer
 
     cfg = resolve_cfg({
         "n_ant": 16, "n_sc": 16, "width": 8, "pretrain_samples": 64, "pretrain_steps": 5, "n_finetune": 16,

@@ -17,8 +17,8 @@ from common.learngene import LearngeneUnit
 from common.records import WALL_COLUMNS
 from common.scenario import load_scenario
 from server.app import message_bytes
-from server.cli import main as cli_main
-from server.cli import run_fleet
+from cli.main import main as cli_main
+from cli.main import run_fleet
 from tests.fleet_scenarios import tiny_fleet
 
 pytestmark = pytest.mark.flower

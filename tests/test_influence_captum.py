@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from clients.influence import LowRankInverseHessian, arnoldi, bce_bits, hvp_operator, influence_scores, mean_grad, per_sample_grads
+from common.influence import LowRankInverseHessian, arnoldi, bce_bits, hvp_operator, influence_scores, mean_grad, per_sample_grads
 
 torch.set_num_threads(1)
 captum_arnoldi = pytest.importorskip("captum.influence._core.arnoldi_influence_function")

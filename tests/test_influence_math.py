@@ -10,7 +10,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from clients.influence import (
+from common.influence import (
     LowRankInverseHessian,
     arnoldi,
     bce_bits,

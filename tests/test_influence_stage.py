@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from clients.influence import STAGE_SCHEMA, detection_instances, gap_reduction, genie_lmmse_bits, run_stage
-from clients.stage import DeviceContext, StageResult
+from common.influence import STAGE_SCHEMA, detection_instances, gap_reduction, genie_lmmse_bits, run_stage
+from common.stage import DeviceContext, StageResult
 from common.channels import ChannelTask, sample_channels
 from common.models.sdnet import SDNet
 from common.phy.dataset import make_detection_batch

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common.schema import ScenarioError, validate_section
-from server.studies import influence_paper as study
+from studies import influence_paper as study
 
 torch.set_num_threads(1)
 

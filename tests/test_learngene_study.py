@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from common.learngene import STRATEGIES
-from server.studies import learngene_paper as study
-from server.studies import no_progress
+from studies import learngene_paper as study
+from studies import no_progress
 
 torch.set_num_threads(1)
 
@@ -46,10 +46,10 @@ def test_tiny_study_writes_every_table_and_report(tmp_path: Path) -> None:
 
 
 def test_scenario_file_validates_and_paper_scale_applies_table_iii() -> None:
-    from common.scenario import load_scenario
+    from studies import load_study_scenario
     from common.schema import ScenarioError
 
-    sc = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "learngene_paper.toml")
+    sc = load_study_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "learngene_paper.toml")
     assert sc.data["study"]["kind"] == "learngene_paper" and sc.data["study"]["scale"] == "reduced"
     c = study._resolve({"scale": "paper"})
     assert (c["n_r"], c["n_t"], c["collective_tasks"], c["collective_epochs"], c["individual_epochs"], c["batch_size"]) == (32, 8, 50, 50, 200, 500)

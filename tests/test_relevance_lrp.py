@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from clients.relevance import classify_units, lrp_epsilon, relevance_profile
+from common.xrefine import classify_units, lrp_epsilon, relevance_profile
 from common.models.channel_estimator import ChannelEstimator, fit_estimator
 
 torch.set_num_threads(1)

@@ -7,7 +7,7 @@ import functools
 import pytest
 import torch
 
-from clients.relevance import (
+from common.xrefine import (
     UnitScores,
     budget_keep,
     cheapest_meeting,

@@ -7,8 +7,8 @@ import pathlib
 import pytest
 import torch
 
-from clients.relevance import STAGE_SCHEMA, model_flops, run_stage
-from clients.stage import DeviceContext
+from common.xrefine import STAGE_SCHEMA, model_flops, run_stage
+from common.stage import DeviceContext
 from common.channels import ChannelTask, sample_channels
 from common.models.sdnet import SDNet
 from common.phy.dataset import make_detection_batch
@@ -63,7 +63,7 @@ def test_stage_schema_names_bad_keys() -> None:
 def test_xrefine_study_runs_and_reports(tmp_path: pathlib.Path) -> None:
     import pyarrow.parquet as pq
 
-    from server.studies import xrefine
+    from studies import xrefine
 
     cfg = validate_section(
         {

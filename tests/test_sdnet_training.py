@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from clients.finetune import TRAIN_FLOPS_PER_FORWARD, evaluate_ser, finetune
+from common.learngene.training import TRAIN_FLOPS_PER_FORWARD, evaluate_ser, finetune
 from common.channels import ChannelTask, sample_channels
 from common.models.complexity import count_flops
 from common.models.sdnet import SDNet

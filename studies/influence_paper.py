@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from clients.influence import (
+from common.influence import (
     InfluenceEngine,
     LossFn,
     bce_bits,
@@ -58,7 +58,7 @@ from clients.influence import (
 )
 from common.schema import Field
 from common.seeding import derive_seed, torch_generator
-from server.studies import ProgressFn
+from studies import ProgressFn
 
 __all__ = ["SCHEMA", "run", "report", "ReceiverProblem", "ValSet"]
 

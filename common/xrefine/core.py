@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clients.stage import DeviceContext, StageResult
+from common.stage import DeviceContext, StageResult
 from common.models.channel_estimator import ChannelEstimator
 from common.models.complexity import count_flops, count_parameters
 from common.models.sdnet import SDNet
@@ -838,7 +838,7 @@ def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
 
     Computes the criterion (LRP relevance by default) of ``ctx.model`` on ``ctx.train``,
     prunes conv channels and input rows to the budget (``prune_sdnet_to_budget``),
-    retrains briefly on ``ctx.train`` (``clients.finetune.finetune``) and evaluates SER on
+    retrains briefly on ``ctx.train`` (``common.learngene.training.finetune``) and evaluates SER on
     ``ctx.val`` before and after. A model that already fits is left as it is.
 
     Returns
@@ -850,7 +850,7 @@ def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
         passes (counted as 2 forward passes each) plus the retraining FLOPs;
         ``state``: ``widths`` and ``input_rows`` of the pruned architecture (int64).
     """
-    from clients.finetune import evaluate_ser, finetune  # imported here: finetune pulls the training stack
+    from common.learngene.training import evaluate_ser, finetune  # imported here: finetune pulls the training stack
 
     cfg = validate_section(cfg, STAGE_SCHEMA, "prune")
     model = ctx.model

@@ -8,7 +8,7 @@ the channel source's delay spread and subcarrier spacing):
    (``common.models.channel_estimator``) on interpolated LS -> true channel;
 2. BER vs SNR (QPSK and 64-QAM, one-tap equalization) and NMSE of LS, LMMSE (with the
    training channels' frequency correlation), the DNN and perfect CSI;
-3. LRP-epsilon relevance of subcarriers and hidden neurons (``clients.relevance``),
+3. LRP-epsilon relevance of subcarriers and hidden neurons (``common.xrefine``),
    subcarrier classes;
 4. a grid over (input filtering threshold, neuron pruning threshold) for relevance,
    magnitude and random criteria at equal FLOPs, each pruned model retrained;
@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from clients.relevance import (
+from common.xrefine import (
     METHODS,
     SUBCARRIER_CLASSES,
     cheapest_meeting,
@@ -57,7 +57,7 @@ from common.phy.ofdm import (
 )
 from common.schema import Field, ScenarioError
 from common.seeding import derive_seed, torch_generator
-from server.studies import ProgressFn
+from studies import ProgressFn
 
 __all__ = ["SCHEMA", "SELECTIVITIES", "run", "report"]
 

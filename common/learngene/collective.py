@@ -19,7 +19,7 @@ broken by the mean least-squares slope of ``rho_k^l`` over ``k`` (more negative 
 better: significance decreasing across tasks), then by depth (deeper wins, as in the
 paper). The best block becomes the learngene unit.
 
-Each task is trained with a fresh Adam optimiser by ``clients.finetune.finetune`` (the
+Each task is trained with a fresh Adam optimiser by ``common.learngene.training.finetune`` (the
 same loop a device runs), the model carrying over from task to task.
 """
 
@@ -38,9 +38,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from clients.finetune import conv_fast_layout, evaluate_ser, finetune, mse_loss
+from common.learngene.training import conv_fast_layout, evaluate_ser, finetune, mse_loss
 from common.channels import ChannelTask, sample_channels
-from common.learngene import LearngeneUnit, extract_unit, read_array_file, write_array_file
+from common.learngene.significance import gradient_significance, select_unit_layers
+from common.learngene.unit import LearngeneUnit, extract_unit, read_array_file, write_array_file
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.seeding import derive_seed, torch_generator
@@ -50,8 +51,6 @@ __all__ = [
     "CollectiveConfig",
     "CollectiveResult",
     "task_detection_batch",
-    "gradient_significance",
-    "select_unit_layers",
     "train_collective",
     "load_or_train_collective",
 ]
@@ -169,94 +168,6 @@ def task_detection_batch(task: ChannelTask, n: int, snr_db: float, n_pilots: int
     key = (purpose, task.spec_hash())
     H = _channels(task, n, derive_seed(seed, "channels", *key))
     return make_detection_batch(H, snr_db, n_pilots, torch_generator(seed, "symbols", *key))
-
-
-def _layers(model: SDNet) -> list[tuple[int, str, list[torch.nn.Parameter]]]:
-    out = [(i, f"convs.{i}", [c.weight, c.bias]) for i, c in enumerate(model.convs)]
-    out.append((model.n_conv + 2, "fc", [model.fc.weight, model.fc.bias]))
-    return out
-
-
-def gradient_significance(model: SDNet, batch: DetectionBatch, epsilon: float, chunk: int = 250) -> list[dict[str, Any]]:
-    """Eq. (19)-(20) for every conv layer and the FC on one task's data.
-
-    Parameters
-    ----------
-    model : SDNet
-    batch : DetectionBatch
-        The task's data ``D_k``.
-    epsilon : float
-        Threshold ``tau``.
-    chunk : int
-        Samples per backward pass (the gradient is of the mean loss over all of ``batch``).
-
-    Returns
-    -------
-    list of dict
-        ``layer``, ``layer_name``, ``candidate``, ``significance``, ``mean_abs_grad``, ``n_params``.
-    """
-    was = model.training
-    dev = next(model.parameters()).device
-    model.eval()
-    model.zero_grad(set_to_none=True)
-    n = len(batch)
-    try:
-        with conv_fast_layout(model, batch.sdnet_input.to(dev)) as Xall:
-            Yall = batch.x.to(dev)
-            for s in range(0, n, chunk):
-                X, Y = Xall[s : s + chunk], Yall[s : s + chunk]
-                # eq. (19) on the per-element MSE: eq. (13) / (2 n_t)
-                (mse_loss(model(X), Y) / Y.shape[1] * (len(X) / n)).backward()
-        rows = []
-        for lid, name, params in _layers(model):
-            g = torch.cat([p.grad.detach().abs().flatten() for p in params])  # eq. (19)
-            rows.append(
-                {
-                    "layer": lid,
-                    "layer_name": name,
-                    "candidate": 1 <= lid <= model.n_conv,
-                    "significance": float((g > epsilon).float().mean()),  # eq. (20)
-                    "mean_abs_grad": float(g.mean()),
-                    "n_params": int(g.numel()),
-                }
-            )
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was)
-    return rows
-
-
-def select_unit_layers(significance: np.ndarray, unit_layers: int) -> tuple[list[int], dict[str, float]]:
-    """The selection rule (module docstring).
-
-    Parameters
-    ----------
-    significance : np.ndarray
-        ``float [K, n_conv]``: ``rho_k^l`` for tasks k (rows, in order) and candidate
-        layers l = 1..n_conv (columns).
-    unit_layers : int
-
-    Returns
-    -------
-    (layer_ids, stats)
-        1-based consecutive layer ids, and the chosen block's ``late_mean`` and ``slope``.
-    """
-    rho = np.asarray(significance, dtype=np.float64)
-    if rho.ndim != 2 or rho.shape[1] < unit_layers or rho.shape[0] < 1:
-        raise ValueError(f"significance must be [K>=1, n_conv>={unit_layers}], got {rho.shape}")
-    K, L = rho.shape
-    late = rho[K // 2 :].mean(0) if K > 1 else rho[0]
-    k = np.arange(K, dtype=np.float64)
-    slope = ((k - k.mean())[:, None] * (rho - rho.mean(0))).sum(0) / max(((k - k.mean()) ** 2).sum(), 1e-12)
-    best: tuple[float, float, int] | None = None
-    for start in range(L - unit_layers + 1):
-        sl = slice(start, start + unit_layers)
-        key = (round(float(late[sl].mean()), 12), round(float(slope[sl].mean()), 12), -start)
-        if best is None or key < best:
-            best = key
-    assert best is not None
-    start = -best[2]
-    return list(range(start + 1, start + unit_layers + 1)), {"late_mean": best[0], "slope": best[1]}
 
 
 def train_collective(

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clients.csi_feedback import (
+from common.csi import (
     GENIE_KEY,
     LATENT_KEY,
     TRUTH_KEY,
@@ -104,7 +104,7 @@ class FeedbackServer:
 
         Sent with every round's instructions so that a device whose last uplink was
         rejected goes back to this decoder before coding again (see
-        ``clients.csi_feedback.run_stage``).
+        ``common.csi.run_stage``).
         """
         key = (int(device_id), device_class)
         if key not in self._tags:

@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from common.scenario import Scenario, ScenarioError, load_scenario
+from common.scenario import Scenario, ScenarioError, parse_scenario, read_scenario_file
 
-__all__ = ["main", "run_fleet", "run_study"]
+__all__ = ["main", "run_fleet", "run_study", "load_any_scenario"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -99,9 +99,9 @@ def _exit_event():  # noqa: ANN202 - flwr telemetry enum
 
 def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
     """Run a study scenario in-process; write its tables, summary and plots."""
-    from server.app import ConsoleProgress
+    from common.progress import ConsoleProgress
     from server.results import init_run_dir, write_json
-    from server.studies import load_study
+    from studies import load_study
 
     init_run_dir(run_dir, scenario)
     study = dict(scenario.data["study"])
@@ -114,10 +114,20 @@ def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
     return summary
 
 
+def load_any_scenario(path: str | Path) -> Scenario:
+    """Read and validate a fleet or a study scenario file (``ScenarioError`` naming file and key)."""
+    raw = read_scenario_file(path)
+    if "study" in raw:
+        from studies import parse_study
+
+        return parse_study(raw, str(Path(path)))
+    return parse_scenario(raw, str(Path(path)))
+
+
 def _load(path: str) -> Scenario | None:
     """The validated scenario, or None after printing the error (exit code 2 follows)."""
     try:
-        return load_scenario(path)
+        return load_any_scenario(path)
     except ScenarioError as e:
         print(f"error: {e}", file=sys.stderr)
         return None
@@ -166,11 +176,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from server.report import class_summary, format_class_table, report_run
     import pyarrow.parquet as pq
 
+    from server.report import class_summary, format_class_table, report_run
+
     try:
-        paths = report_run(args.run_dir)
+        resolved = Path(args.run_dir) / "scenario.resolved.json"
+        study = json.loads(resolved.read_text()).get("study") if resolved.is_file() else None
+        if study is not None:
+            from studies import load_study
+
+            paths = list(load_study(study["kind"]).report(Path(args.run_dir)))
+        else:
+            paths = report_run(args.run_dir)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

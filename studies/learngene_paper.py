@@ -1,6 +1,6 @@
 """Study ``learngene_paper``: Sec. V of Zhang et al. 2025 (SDNet with learngene), reduced.
 
-1. Collective model (``server.collective``): ``collective_tasks`` sequential tasks,
+1. Collective model (``common.learngene.collective``): ``collective_tasks`` sequential tasks,
    gradient significance per task and layer (eq. 19-20), the learngene unit.
 2. Held-out target tasks (task ids after the collective ones). Per target task, trained
    on ``individual_samples`` at ``snr_db`` for ``individual_epochs`` epochs:
@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from clients.finetune import evaluate_ser, finetune, predict_indices
+from common.learngene.training import evaluate_ser, finetune, predict_indices
 from common.channels import ChannelTask
 from common.learngene import STRATEGIES, LearngeneUnit, expand, extract_unit, individual_sdnet, segment_layer_ids
 from common.models.complexity import count_flops, count_parameters
@@ -48,8 +48,8 @@ from common.phy.detection import hard_qpsk, lmmse_genie, mmse, zf
 from common.phy.metrics import binomial_ci, ser_with_ci
 from common.schema import Field
 from common.seeding import derive_seed, numpy_rng, torch_generator
-from server.collective import CollectiveConfig, load_or_train_collective, task_detection_batch
-from server.studies import ProgressFn
+from common.learngene.collective import CollectiveConfig, load_or_train_collective, task_detection_batch
+from studies import ProgressFn
 
 __all__ = ["SCHEMA", "PAPER_SCALE", "run", "report"]
 

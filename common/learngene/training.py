@@ -1,7 +1,7 @@
 """Local SDNet training on a device: MSE (eq. 13) plus the learngene L2 term (eq. 21).
 
 Used for every scheme (train-from-scratch, transfer learning, learngene) and, one task at
-a time, by the manufacturer's collective training (``server.collective``), so the
+a time, by the manufacturer's collective training (``common.learngene.collective``), so the
 training loop exists once.
 
 FLOP convention: a training step costs 3x the forward FLOPs per sample (forward, plus a
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from common.learngene import l2_to_anchors
+from common.learngene.expansion import l2_to_anchors
 from common.models.complexity import count_flops
 from common.models.sdnet import sdnet_symbol_indices
 from common.phy.dataset import DetectionBatch

@@ -3,7 +3,7 @@
 Paper: "Online Neural Model Fine-Tuning in Massive MIMO CSI Feedback: Taming the
 Communication Cost of Model Updates" (Fig. 7-10, Table IV). Three experiments, all on the
 built-in spatially consistent ``"gbsm"`` model, all with real bitstreams decoded by
-:class:`server.feedback.FeedbackServer`:
+:class:`common.csi.base_station.FeedbackServer`:
 
 1. **schemes** (Fig. 7-8): the shared pre-trained compressor (trained on UEs inside the
    circle of its environment) meets shifted CSI: a UE moving along a track that starts
@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clients.csi_feedback import (
+from common.csi import (
     GENIE_KEY,
     LATENT_KEY,
     TRUTH_KEY,
@@ -50,8 +50,8 @@ from common.channels import ChannelTask
 from common.models.csi_compressor import CSICompressor, csi_to_planes
 from common.schema import Field
 from common.seeding import derive_seed
-from server.feedback import FeedbackServer
-from server.studies import ProgressFn
+from common.csi.base_station import FeedbackServer
+from studies import ProgressFn
 
 __all__ = ["SCHEMA", "SCHEMES", "PAPER_SCALE", "run", "report", "study_cfg"]
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from clients.stage import DeviceContext, StageResult
+from common.stage import DeviceContext, StageResult
 from common.channels import ChannelTask, sample_channels
 from common.coding import UpdateQuantizer, make_prior
 from common.coding.spike_slab import UpdatePrior
@@ -556,7 +556,7 @@ def sync_with_base_station(model: CSICompressor, state: dict[str, np.ndarray], b
 
 
 def run_stage(ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
-    """One device round of CSI feedback (contract of :mod:`clients.stage`).
+    """One device round of CSI feedback (contract of :mod:`common.stage`).
 
     Parameters
     ----------

@@ -22,7 +22,7 @@ Pipeline (one device, one round)
 5. **Selection and update**: :func:`select_samples` (most beneficial / most harmful /
    random, with a fixed budget), :func:`first_order_finetune` (gradient steps on the
    selected samples) and :func:`second_order_update` (the influence-aligned update).
-6. **Fleet stage**: :func:`run_stage` (contract of :mod:`clients.stage`).
+6. **Fleet stage**: :func:`run_stage` (contract of :mod:`common.stage`).
 
 Sign convention (the one used everywhere in this module)
 -------------------------------------------------------
@@ -869,21 +869,21 @@ def run_stage(ctx: Any, cfg: dict[str, Any]) -> Any:
 
     Parameters
     ----------
-    ctx : clients.stage.DeviceContext
+    ctx : common.stage.DeviceContext
         ``model`` (SDNet), ``train`` / ``val`` (``DetectionBatch``), ``seed``.
     cfg : dict
         The device class's ``influence`` table (validated against :data:`STAGE_SCHEMA`).
 
     Returns
     -------
-    clients.stage.StageResult
+    common.stage.StageResult
         ``metrics``: ``n_targets``, ``ber_targets_{before,influence,random,genie}``,
         ``ber_others_{before,influence,random,genie}``, ``gap_reduction_targets_{influence,random}``,
         ``gap_reduction_others_{influence,random}`` (relative reduction of the summed BER
         gap, ``1 - gap_after / gap_before``), ``mean_score_selected``; ``flops``;
         ``model`` the influence-tuned copy if ``keep_model``.
     """
-    from clients.stage import StageResult
+    from common.stage import StageResult
     from common.models.complexity import count_flops, count_parameters
 
     cfg = validate_section(cfg, STAGE_SCHEMA, "influence")

@@ -1,0 +1,57 @@
+"""Process-level settings every part shares: the artifact cache root and torch threads.
+
+One place decides where cached artifacts live (channels, the collective model, the CSI
+backbones) and how many intra-op threads torch uses for a piece of work, so that a study,
+a Ray worker and a SuperNode give the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["CACHE_ENV", "cache_root", "torch_threads"]
+
+#: environment variable that moves the cache when a scenario does not
+CACHE_ENV = "AIRFLEET_CACHE_DIR"
+
+
+def cache_root(configured: str | os.PathLike[str] | None = None) -> Path:
+    """Root of the artifact cache.
+
+    Parameters
+    ----------
+    configured : path-like or None, default None
+        The scenario's ``[server] cache_dir`` (or a study's ``cache_dir``); ``""`` or None
+        means not configured.
+
+    Returns
+    -------
+    Path
+        ``configured`` (``~`` expanded) if given, else ``$AIRFLEET_CACHE_DIR`` if set, else
+        ``~/.cache/airfleet``. Artifacts live in sub-folders: ``channels/``,
+        ``collective/``, ``csi_pretrain/``.
+    """
+    if configured:
+        return Path(configured).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "airfleet"
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on ``n`` torch intra-op threads (at least 1), then restore the count.
+
+    Training results depend on the thread count (summation order), so work whose numbers
+    must match across a study, a Ray worker and a SuperNode pins it here.
+    """
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)

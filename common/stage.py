@@ -1,0 +1,225 @@
+"""The stage contract: one optional capability of a device class, with a half on each end.
+
+A stage (influence-guided fine-tuning, relevance pruning, CSI feedback, ...) is enabled
+per device class by a table ``[fleet.<name>]`` in the scenario. Both ends agree on its
+:class:`StageSpec` (name, schema, its own checks, the uplink payload keys it owns), which
+lives with the paper's method under ``common/<method>/``. Then:
+
+- the **device half** (:class:`DeviceStage`, registered in ``clients/stages``) runs inside
+  a device's round: ``run_device(ctx, cfg) -> StageResult`` with metrics, FLOPs, payloads
+  (real bytes), an evaluation-only side channel and the state it keeps;
+- the **base-station half** (:class:`BaseStationStage`, registered in ``server/stages``,
+  optional) adds the stage's instructions to a device's round message and ingests the
+  reply's payloads (decodes, applies, measures).
+
+The round loops on both ends iterate over the registered stages and name none. Nothing
+here imports Flower: the apps move ``payloads`` into the reply's ConfigRecord and ``side``
+into an evaluation-only ArrayRecord, and persist ``state`` for the next round.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from common.schema import Field, ScenarioError, validate_section
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from common.channels import ChannelTask
+    from common.profiles import DeviceProfile
+
+__all__ = [
+    "StageSpec",
+    "DeviceContext",
+    "StageResult",
+    "DeviceStage",
+    "BaseStationStage",
+    "STAGE_MODULES",
+    "stage_spec",
+    "stage_names",
+]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What both halves of a stage agree on.
+
+    Parameters
+    ----------
+    name : str
+        The class table's key (``[fleet.<name>]``) and the prefix of its metrics and state.
+    schema : dict of str -> Field
+        Keys, defaults and ranges of the table.
+    payload_keys : tuple of str, default ()
+        The uplink payloads (ConfigRecord bytes fields) its device half sends; the base
+        station hands exactly these to the stage's base-station half.
+    check : callable or None, default None
+        The stage's own checks of a schema-valid table beyond types and ranges
+        (``check(cfg)`` raises ``ValueError`` with what is wrong), so that a table the stage
+        would refuse fails at validation, not in round 1.
+    """
+
+    name: str
+    schema: dict[str, Field]
+    payload_keys: tuple[str, ...] = ()
+    check: Callable[[dict[str, Any]], None] | None = None
+
+    def validate(self, raw: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+        """Validate a class's table: schema, then the stage's own checks.
+
+        Raises
+        ------
+        ScenarioError
+            Naming ``key`` (the dotted path of the table) and what is wrong.
+        """
+        cfg = validate_section(raw, self.schema, key)
+        if self.check is not None:
+            try:
+                self.check(cfg)
+            except ValueError as e:
+                raise ScenarioError(key, str(e)) from None
+        return cfg
+
+
+#: stage name -> module whose ``SPEC`` is its StageSpec, in the order a device runs them
+STAGE_MODULES: dict[str, str] = {
+    "influence": "common.influence.config",
+    "prune": "common.xrefine.config",
+    "csi_feedback": "common.csi.config",
+}
+
+
+def stage_names() -> tuple[str, ...]:
+    """Registered stages, in the order a device runs them."""
+    return tuple(STAGE_MODULES)
+
+
+def stage_spec(name: str) -> StageSpec:
+    """The :class:`StageSpec` of stage ``name`` (``KeyError`` if none is registered)."""
+    spec = importlib.import_module(STAGE_MODULES[name]).SPEC
+    if spec.name != name:
+        raise RuntimeError(f"{STAGE_MODULES[name]}.SPEC is named {spec.name!r}, registered as {name!r}")
+    return spec
+
+
+@dataclass
+class DeviceContext:
+    """What a stage's device half may read about the device and its round.
+
+    Attributes
+    ----------
+    device_id : int
+        Fleet-wide device index (0..N-1).
+    device_class : str
+        Name of the device class in the scenario.
+    round : int
+        Server round, from 1.
+    seed : int
+        Seed root for this device and round (derive sub-seeds with ``common.seeding``).
+    task : ChannelTask
+        The device's own channel distribution.
+    snr_db : float
+        Operating SNR in dB.
+    model : torch.nn.Module | None
+        The device's detector after this round's local fine-tuning (SDNet).
+    train, val : Any
+        The device's local detection data (``common.phy`` batches), or None.
+    state : dict[str, np.ndarray]
+        What the stage persisted in earlier rounds (empty in the first).
+    instructions : dict[str, Any]
+        The server's instructions for this round (its ConfigRecord: ``round``,
+        ``device-id``, ``unit-version`` and the keys base-station halves add).
+    """
+
+    device_id: int
+    device_class: str
+    round: int
+    seed: int
+    task: ChannelTask
+    snr_db: float
+    model: torch.nn.Module | None = None
+    train: Any = None
+    val: Any = None
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    instructions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageResult:
+    """What a stage's device half gives back.
+
+    Attributes
+    ----------
+    metrics : dict[str, float]
+        Flat names with the unit in the name where there is one (``ser_after``,
+        ``nmse_db``, ``flops_pruned``); prefixed by the round with the stage name.
+    flops : int
+        Floating-point operations the device actually ran in this stage (for the
+        emulated compute time).
+    payloads : dict[str, bytes]
+        Uplink bitstreams for the base station (real, decodable bytes); keys among the
+        spec's ``payload_keys``.
+    side : dict[str, np.ndarray]
+        Evaluation-only side channel (e.g. ground-truth CSI), never counted as feedback.
+    state : dict[str, np.ndarray]
+        Arrays to persist on the device for its next round.
+    model : torch.nn.Module | None
+        A replacement detector (e.g. after pruning), or None to keep the current one.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    flops: int = 0
+    payloads: dict[str, bytes] = field(default_factory=dict)
+    side: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    model: torch.nn.Module | None = None
+
+
+@runtime_checkable
+class DeviceStage(Protocol):
+    """The device half of a stage."""
+
+    spec: StageSpec
+
+    def run_device(self, ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
+        """Run the stage in a device's round; ``cfg`` is the class's validated table."""
+        ...
+
+
+class BaseStationStage(ABC):
+    """The base-station half of a stage: one instance per run, holding its state.
+
+    Parameters
+    ----------
+    cfg_by_class : dict of str -> dict
+        The validated stage table of every device class that enables the stage.
+    seed : int
+        The scenario seed.
+
+    Subclasses set ``spec`` and override what they need; by default a stage adds no
+    instructions and ingests nothing.
+    """
+
+    spec: ClassVar[StageSpec]
+
+    def __init__(self, cfg_by_class: dict[str, dict[str, Any]], seed: int) -> None:
+        self.cfg_by_class = dict(cfg_by_class)
+        self.seed = int(seed)
+
+    def instructions(self, device: DeviceProfile) -> dict[str, Any]:
+        """Keys this stage adds to ``device``'s round instructions (ConfigRecord values)."""
+        return {}
+
+    def ingest(self, device: DeviceProfile, payloads: dict[str, bytes], side: dict[str, np.ndarray]) -> dict[str, float]:
+        """Take ``device``'s reply: its payloads among ``spec.payload_keys`` and the side channel.
+
+        Returns metrics (prefixed ``bs_`` by the server). Raise to reject the reply: the
+        device's row is recorded as failed and the stage's state must stay as it was.
+        """
+        return {}
