@@ -1,5 +1,5 @@
 # `make run`: create .venv, install airfleet with the pinned constraints, run the quickstart.
-# `make test`: the same install, then the test suite.
+# `make test`: the same install, then the layering contracts and the test suite.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -20,7 +20,9 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/airfleet run scenarios/quickstart.toml
 
+# import-linter first: the layering contracts in pyproject.toml ([tool.importlinter])
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: install

@@ -2,7 +2,7 @@
 
 For the SDNet-size model (``SDNet(32, 8, 8)``: the paper's 21,627 parameters, 32 x 8 MIMO) and the receiver-size
 model (the compact DeepRx on a 14 x 24 OFDM slot), with random inputs and bits (timing
-does not depend on the data): our :class:`common.influence.InfluenceEngine` (vmap
+does not depend on the data): our :class:`common.influence.scores.InfluenceEngine` (vmap
 per-sample gradients + Arnoldi IHVP, fitted once, then one target gradient and one
 projection per target) against ``captum``'s ``ArnoldiInfluenceFunction`` with the same
 Krylov dimension and rank on the same model and data.
@@ -29,7 +29,10 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from common.influence import InfluenceEngine, bce_bits, mean_grad, per_sample_grads, sdnet_bce_loss  # noqa: E402
+from common.influence.detector import sdnet_bce_loss  # noqa: E402
+from common.influence.gradients import mean_grad, per_sample_grads  # noqa: E402
+from common.influence.losses import bce_bits  # noqa: E402
+from common.influence.scores import InfluenceEngine  # noqa: E402
 from common.models.deeprx import DeepRx  # noqa: E402
 from common.models.sdnet import SDNet  # noqa: E402
 

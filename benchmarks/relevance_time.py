@@ -30,10 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.xrefine import model_flops, prune_by_fraction, prune_sdnet_to_budget, relevance_profile, unit_scores  # noqa: E402
 from common.models.channel_estimator import ChannelEstimator, predict  # noqa: E402
 from common.models.complexity import count_parameters  # noqa: E402
 from common.models.sdnet import SDNet  # noqa: E402
+from common.xrefine.budget import model_flops, prune_sdnet_to_budget  # noqa: E402
+from common.xrefine.relevance import relevance_profile  # noqa: E402
+from common.xrefine.scores import unit_scores  # noqa: E402
+from common.xrefine.thresholds import prune_by_fraction  # noqa: E402
 
 
 def _median_time(fn: object, repeats: int) -> float:

@@ -5,6 +5,11 @@
     airfleet report RUN_DIR                redraw every plot and the summary table
     airfleet bench [NAME ...]              run benchmarks/NAME.py (all if none) and print JSON
     airfleet devices FILE                  number of devices (supernodes) a fleet needs
+    airfleet schema [--study KIND] [-o FILE]
+                                           JSON Schema of a fleet (or study) scenario file
+
+For completion and checking in an editor, save the schema and name it on a scenario's
+first line (Taplo / Even Better TOML): ``#:schema ./airfleet.schema.json``.
 
 A fleet scenario runs as a Flower simulation on Ray (one supernode per device); a study
 scenario (``[study] kind = ...``) runs its paper experiment in-process. Exit codes: 0 ok,
@@ -200,6 +205,31 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from common.scenario import fleet_json_schema, study_json_schema
+
+    if args.study is None:
+        doc = fleet_json_schema()
+    else:
+        from studies import STUDIES, load_study
+
+        if args.study not in STUDIES:
+            print(f"error: --study: unknown study kind {args.study!r}; expected one of {sorted(STUDIES)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        doc = study_json_schema(args.study, load_study(args.study).SCHEMA)
+    text = json.dumps(doc, indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        Path(args.output).write_text(text, encoding="utf-8")
+    except OSError as e:
+        print(f"error: {args.output}: cannot write: {e.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(args.output)
+    return EXIT_OK
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     root = Path(__file__).resolve().parents[1] / "benchmarks"
     names = args.names or sorted(p.stem for p in root.glob("*.py"))
@@ -234,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="redraw plots and the summary of a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(fn=_cmd_report)
+    sc = sub.add_parser("schema", help="print the JSON Schema of a scenario file (for editors)")
+    sc.add_argument("--study", metavar="KIND", default=None, help="a study scenario of this kind (default: a fleet scenario)")
+    sc.add_argument("-o", "--output", metavar="FILE", default=None, help="write the schema here instead of stdout")
+    sc.set_defaults(fn=_cmd_schema)
     b = sub.add_parser("bench", help="run benchmark scripts (print JSON)")
     b.add_argument("names", nargs="*")
     b.set_defaults(fn=_cmd_bench)

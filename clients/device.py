@@ -92,15 +92,17 @@ def _architecture(model: Any) -> dict[str, Any]:
     }
 
 
-def _device_data(profile: DeviceProfile, cfg: dict[str, Any]) -> tuple[Any, Any]:
-    """The device's own train/validation detection batches (cached channels, own seed)."""
+def _device_data(profile: DeviceProfile, cfg: dict[str, Any], cache_dir: str) -> tuple[Any, Any]:
+    """The device's own train/validation detection batches (cached channels under the
+    scenario's ``[server] cache_dir`` root, own seed)."""
     import torch
 
     from common.channels.cache import cached_channels
+    from common.runtime import cache_root
     from common.phy.dataset import make_detection_batch
 
     n_train, n_val = int(cfg["train_samples"]), int(cfg["val_samples"])
-    H = cached_channels(profile.task, n_train + n_val, derive_seed(profile.seed, "channels"))
+    H = cached_channels(profile.task, n_train + n_val, derive_seed(profile.seed, "channels"), cache_dir=cache_root(cache_dir) / "channels")
     batch = make_detection_batch(
         H, profile.snr_db, n_pilots=profile.n_pilots, generator=torch_generator(profile.seed, "symbols")
     )
@@ -181,7 +183,7 @@ def run_device_round(
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in kept_model.items()})
         anchors = {k: a for k, a in anchors.items() if k in dict(model.named_parameters()) and model.get_parameter(k).shape == a.shape}
 
-    train, val = _device_data(profile, cfg)
+    train, val = _device_data(profile, cfg, str(scenario.data["server"]["cache_dir"]))
     input_shape = tuple(train.sdnet_input.shape[1:])
     res = finetune(
         model,

@@ -4,7 +4,8 @@ A scenario is one TOML file. Either it describes a **fleet run** (a manufacturer
 heterogeneous fleet of devices, run as a Flower simulation) or it names a **study**
 (a paper experiment, ``[study] kind = ...``, see ``studies``).
 
-Fleet scenario, with every key and its default in ``FLEET_SCHEMA`` and friends::
+Fleet scenario, with every key and its default in ``TOP_SCHEMA`` and the section schemas
+below (``airfleet schema`` prints them all as one JSON Schema)::
 
     name = "quickstart"        # run directory prefix
     seed = 7                   # every random draw derives from it
@@ -57,7 +58,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.schema import Field, ScenarioError, validate_section
+from common.schema import Field, ScenarioError, section_json_schema, validate_section
+from common.runtime import cache_root
 from common.stage import stage_names, stage_spec
 
 if TYPE_CHECKING:
@@ -70,7 +72,14 @@ __all__ = [
     "load_scenario",
     "parse_scenario",
     "read_scenario_file",
+    "fleet_json_schema",
+    "study_json_schema",
     "TOP_SCHEMA",
+    "STUDY_TOP_SCHEMA",
+    "CHANNELS_SCHEMA",
+    "MANUFACTURER_SCHEMA",
+    "SERVER_SCHEMA",
+    "CLASS_SCHEMA",
 ]
 
 TOP_SCHEMA: dict[str, Field] = {
@@ -78,6 +87,9 @@ TOP_SCHEMA: dict[str, Field] = {
     "seed": Field(int, 0, min=0, doc="root of every random draw"),
     "rounds": Field(int, 3, min=1, max=100_000, doc="server rounds"),
 }
+
+#: the top-level keys of a study scenario (besides its ``[study]`` table)
+STUDY_TOP_SCHEMA: dict[str, Field] = {k: TOP_SCHEMA[k] for k in ("name", "seed")}
 
 CHANNELS_SCHEMA: dict[str, Field] = {
     "source": Field(str, "gbsm", doc="channel source name (common.channels.available_sources())"),
@@ -110,7 +122,7 @@ SERVER_SCHEMA: dict[str, Field] = {
     "register_timeout_s": Field(float, 120.0, min=0.1, doc="time to wait for every device to register"),
     "poll_interval_s": Field(float, 0.1, min=0.001, max=10.0, doc="how often the server pulls replies (Flower's default 0.1 s)"),
     "cpus_per_device": Field(float, 1.0, min=0.01, max=512.0, doc="Ray CPUs per simulated device"),
-    "cache_dir": Field(str, "", doc="artifact cache (collective model, channels); '' = ~/.cache/airfleet"),
+    "cache_dir": Field(str, "", doc="artifact cache root: collective/, channels/ and csi_pretrain/ below it; '' = $AIRFLEET_CACHE_DIR, else ~/.cache/airfleet"),
 }
 
 CLASS_SCHEMA: dict[str, Field] = {
@@ -224,7 +236,7 @@ class Scenario:
 
 def _validate_class(raw: Any, key: str, channels: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise ScenarioError(key, f"expected a table, got {type(raw).__name__}")
+        raise ScenarioError(key, f"expected a table, got {type(raw).__name__} {raw!r}")
     stages = stage_names()
     stage_raw = {k: raw[k] for k in stages if k in raw}
     plain = {k: v for k, v in raw.items() if k not in stages}
@@ -256,6 +268,8 @@ def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>", check_sources
         Naming ``file`` and the dotted key of the first problem found.
     """
     try:
+        if not isinstance(raw, Mapping):
+            raise ScenarioError("", f"expected a table of sections, got {type(raw).__name__}")
         raw = dict(raw)
         if "study" in raw:
             raise ScenarioError("study", "this is a study scenario: load it with studies.load_study_scenario")
@@ -274,9 +288,12 @@ def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>", check_sources
         if m["unit_layers"] > m["n_conv"]:
             raise ScenarioError("manufacturer.unit_layers", f"{m['unit_layers']} exceeds n_conv = {m['n_conv']}")
         fleet = raw.get("fleet")
-        if not isinstance(fleet, list) or not fleet:
+        if fleet is not None and not isinstance(fleet, list):
+            raise ScenarioError("fleet", f"expected an array of tables ([[fleet]]), got {type(fleet).__name__} {fleet!r}")
+        if not fleet:
             raise ScenarioError("fleet", "needs at least one device class ([[fleet]] table)")
         data["fleet"] = [_validate_class(c, f"fleet[{i}]", ch) for i, c in enumerate(fleet)]
+        _share_cache_root(data)
         names = [c["name"] for c in data["fleet"]]
         for i, n in enumerate(names):
             if names.index(n) != i:
@@ -289,6 +306,18 @@ def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>", check_sources
         return Scenario(data, file)
     except ScenarioError as e:
         raise e.in_file(file) from None
+
+
+def _share_cache_root(data: dict[str, Any]) -> None:
+    """``[server] cache_dir`` is the root of every artifact cache: a stage table that names
+    no cache of its own (CSI backbones) caches below it."""
+    root = str(data["server"]["cache_dir"])
+    if not root:
+        return
+    for c in data["fleet"]:
+        csi = c.get("csi_feedback")
+        if csi is not None and not csi.get("cache_dir"):
+            csi["cache_dir"] = str(cache_root(root) / "csi_pretrain")
 
 
 def _check_source(name: str, key: str) -> None:
@@ -304,13 +333,17 @@ def read_scenario_file(path: str | Path) -> dict[str, Any]:
     Raises
     ------
     ScenarioError
-        The file is missing or unreadable, or is not valid TOML; the message names the file.
+        The file is missing or unreadable, is not UTF-8 text, or is not valid TOML; the
+        message names the file.
     """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ScenarioError("", f"cannot read scenario file: {e.strerror}", str(p)) from None
+    except UnicodeDecodeError as e:
+        byte = e.object[e.start : e.start + 1].hex()
+        raise ScenarioError("", f"not UTF-8 text (byte 0x{byte} at offset {e.start}); a scenario is a TOML file", str(p)) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -327,3 +360,48 @@ def load_scenario(path: str | Path) -> Scenario:
         the file and the key.
     """
     return parse_scenario(read_scenario_file(path), str(Path(path)))
+
+
+JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
+
+
+def _document(title: str, top: dict[str, Any], sections: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": title,
+        "type": "object",
+        "properties": {**top["properties"], **sections},
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def fleet_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a fleet scenario file (``airfleet schema``).
+
+    Every section, every device-class key and every registered stage table
+    (``[fleet.<stage>]``, from its :class:`~common.stage.StageSpec`), with each key's type,
+    bounds, choices, default and doc, for editors (Taplo: ``#:schema FILE`` on the
+    file's first line) and for checking a resolved scenario.
+    """
+    cls = section_json_schema(CLASS_SCHEMA, "[[fleet]]", "one device class")
+    for name in stage_names():
+        cls["properties"][name] = section_json_schema(
+            stage_spec(name).schema, f"[fleet.{name}]", f"stage {name}: runs in this class's rounds when the table is present"
+        )
+    sections = {
+        "channels": section_json_schema(CHANNELS_SCHEMA, "[channels]", "channel defaults for every device class"),
+        "manufacturer": section_json_schema(MANUFACTURER_SCHEMA, "[manufacturer]", "collective SDNet and its learngene unit"),
+        "server": section_json_schema(SERVER_SCHEMA, "[server]", "the base station's run settings"),
+        "fleet": {"type": "array", "minItems": 1, "items": cls, "description": "device classes, one [[fleet]] table each"},
+    }
+    return _document("airfleet fleet scenario", section_json_schema(TOP_SCHEMA), sections, ["fleet"])
+
+
+def study_json_schema(kind: str, schema: Mapping[str, Field]) -> dict[str, Any]:
+    """The JSON Schema of a study scenario file: ``name``, ``seed`` and a ``[study]`` table
+    with ``kind = "<kind>"`` and the study module's ``SCHEMA`` keys."""
+    study = section_json_schema(schema, "[study]", f"the {kind} study")
+    study["properties"] = {"kind": {"const": kind, "type": "string", "title": "kind", "description": "the study to run"}, **study["properties"]}
+    study["required"] = ["kind", *study.get("required", [])]
+    return _document(f"airfleet study scenario: {kind}", section_json_schema(STUDY_TOP_SCHEMA), {"study": study}, ["study"])

@@ -61,8 +61,9 @@ class StageSpec:
         station hands exactly these to the stage's base-station half.
     check : callable or None, default None
         The stage's own checks of a schema-valid table beyond types and ranges
-        (``check(cfg)`` raises ``ValueError`` with what is wrong), so that a table the stage
-        would refuse fails at validation, not in round 1.
+        (``check(cfg)`` raises ``ValueError`` with what is wrong, or ``ScenarioError`` with
+        the key inside the table), so that a table the stage would refuse fails at
+        validation, not in round 1.
     """
 
     name: str
@@ -82,6 +83,8 @@ class StageSpec:
         if self.check is not None:
             try:
                 self.check(cfg)
+            except ScenarioError as e:
+                raise ScenarioError(f"{key}.{e.key}" if e.key else key, e.message) from None
             except ValueError as e:
                 raise ScenarioError(key, str(e)) from None
         return cfg

@@ -128,8 +128,8 @@ class FleetServer:
             n_pilots=int(ch["n_pilots"]),
             seed=self.scenario.seed,
         )
-        cache_dir = cache_root(self.scenario.data["server"]["cache_dir"]) / "collective"
-        res = load_or_train_collective(cfg, cache_dir, progress=self.progress)
+        root = cache_root(self.scenario.data["server"]["cache_dir"])
+        res = load_or_train_collective(cfg, root / "collective", progress=self.progress, channel_cache=root / "channels")
         self.unit = res.unit
         out = self.run_dir / "collective"
         out.mkdir(parents=True, exist_ok=True)

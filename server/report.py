@@ -97,6 +97,16 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+#: columns that count things (parameters, bytes): shown as whole numbers
+_COUNT_COLUMNS = ("n_params", "bytes_down", "bytes_up")
+
+
+def _fmt_count(v: Any) -> str:
+    if isinstance(v, float) and math.isfinite(v):
+        return str(round(v))
+    return _fmt(v)
+
+
 def format_class_table(summary: list[dict[str, Any]]) -> str:
     """A plain-text per-class table (what ``make run`` prints at the end)."""
     cols = [
@@ -115,7 +125,7 @@ def format_class_table(summary: list[dict[str, Any]]) -> str:
     ]
     if any(not math.isnan(s.get("csi_nmse_db", math.nan)) for s in summary):
         cols += [("csi_nmse_db", "CSI NMSE dB"), ("csi_bits_per_dim", "CSI bits/dim")]
-    table = [[h for _, h in cols]] + [[_fmt(s[k]) for k, _ in cols] for s in summary]
+    table = [[h for _, h in cols]] + [[(_fmt_count if k in _COUNT_COLUMNS else _fmt)(s[k]) for k, _ in cols] for s in summary]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from common.progress import ProgressFn
-from common.scenario import TOP_SCHEMA, Scenario, read_scenario_file
+from common.scenario import STUDY_TOP_SCHEMA, Scenario, read_scenario_file
 from common.schema import ScenarioError, validate_section
 
 __all__ = ["STUDIES", "ProgressFn", "load_study", "parse_study", "load_study_scenario", "no_progress"]
@@ -54,6 +54,11 @@ def no_progress(label: str, done: int, total: int) -> None:
 def parse_study(raw: dict[str, Any], file: str = "<memory>") -> Scenario:
     """Validate a study scenario's raw mapping (``name``, ``seed`` and a ``[study]`` table).
 
+    The table goes through the study module's ``SCHEMA``, then through its ``check(cfg)``
+    if it has one (its own checks beyond types and ranges; it raises ``ScenarioError``
+    naming a key, or ``ValueError``, reported against ``study``), so that a table the study
+    would refuse fails here, before a run directory exists.
+
     Raises
     ------
     ScenarioError
@@ -61,15 +66,25 @@ def parse_study(raw: dict[str, Any], file: str = "<memory>") -> Scenario:
     """
     try:
         top = {k: v for k, v in raw.items() if k != "study"}
-        data = validate_section(top, {k: TOP_SCHEMA[k] for k in ("name", "seed")}, "")
+        data = validate_section(top, STUDY_TOP_SCHEMA, "")
         study = raw.get("study")
         if not isinstance(study, dict):
-            raise ScenarioError("study", f"expected a table, got {type(study).__name__}")
-        kind = study.get("kind")
-        if kind not in STUDIES:
+            raise ScenarioError("study", f"expected a table, got {type(study).__name__} {study!r}")
+        if "kind" not in study:
+            raise ScenarioError("study.kind", f"required key is missing; expected one of {sorted(STUDIES)}")
+        kind = study["kind"]
+        if not isinstance(kind, str) or kind not in STUDIES:
             raise ScenarioError("study.kind", f"{kind!r} is not one of {sorted(STUDIES)}")
         module = load_study(kind)
         cfg = validate_section({k: v for k, v in study.items() if k != "kind"}, module.SCHEMA, "study")
+        check = getattr(module, "check", None)
+        if check is not None:
+            try:
+                check(cfg)
+            except ScenarioError:
+                raise
+            except ValueError as e:
+                raise ScenarioError("study", str(e)) from None
         data["study"] = {"kind": kind, **cfg}
         return Scenario(data, file)
     except ScenarioError as e:

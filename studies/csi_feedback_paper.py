@@ -35,22 +35,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common.csi import (
-    GENIE_KEY,
-    LATENT_KEY,
-    TRUTH_KEY,
-    UPDATE_KEY,
-    device_environment,
-    finetune,
-    pretrained_compressor,
-    resolve_cfg,
-    track_csi,
-)
 from common.channels import ChannelTask
-from common.models.csi_compressor import CSICompressor, csi_to_planes
+from common.csi import FeedbackServer, device_environment, finetune, pretrained_compressor, resolve_cfg, track_csi, uplink
+from common.models.csi_compressor import CSICompressor
 from common.schema import Field
 from common.seeding import derive_seed
-from common.csi.base_station import FeedbackServer
 from studies import ProgressFn
 
 __all__ = ["SCHEMA", "SCHEMES", "PAPER_SCALE", "run", "report", "study_cfg"]
@@ -125,10 +114,7 @@ def _csi_cfg(s: dict[str, Any], seed: int, **over: Any) -> dict[str, Any]:
 
 def _deliver(srv: FeedbackServer, cls: str, device_id: int, res: Any, model: CSICompressor, H_ev: Any) -> dict[str, float]:
     """Device -> base station: real streams in, the BS's measurement out."""
-    payloads = {UPDATE_KEY: res.update_bytes, LATENT_KEY: model.compress(H_ev)}
-    side = {TRUTH_KEY: csi_to_planes(H_ev).numpy().astype(np.float32)}
-    if res.genie_decoder is not None:
-        side[GENIE_KEY] = np.concatenate([a.ravel() for a in res.genie_decoder]).astype(np.float32)
+    payloads, side = uplink(res, model.compress(H_ev), H_ev)
     out = srv.ingest(device_id, cls, payloads, side)
     n, dims = H_ev.shape[0], model.cfg.csi_dims
     out["latent_bits_estimated_per_dim"] = model.estimated_bits(H_ev) / (n * dims)

@@ -43,19 +43,13 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from common.influence import (
-    InfluenceEngine,
-    LossFn,
-    bce_bits,
-    finetune_copy,
-    gap_reduction,
-    genie_lmmse_bits,
-    instance_ber,
-    mean_grad,
-    sdnet_bce_loss,
-    select_samples,
-    select_targets,
-)
+from common.influence.detector import genie_lmmse_bits, sdnet_bce_loss, sdnet_bits
+from common.influence.finetune import UPDATES, finetune_copy
+from common.influence.gradients import mean_grad
+from common.influence.losses import LossFn, bce_bits
+from common.influence.scores import METHODS, InfluenceEngine
+from common.influence.selection import gap_reduction, instance_ber, select_samples, select_targets
+from common.runtime import torch_threads
 from common.schema import Field
 from common.seeding import derive_seed, torch_generator
 from studies import ProgressFn
@@ -66,8 +60,8 @@ SCHEMA: dict[str, Field] = {
     "seeds": Field(int, 5, min=1, max=100, doc="seeds (fresh validation set, targets, random draws)"),
     "threads": Field(int, 1, min=1, max=256, doc="torch CPU threads while the study runs (restored after)"),
     "receivers": Field(list, ["sdnet", "deeprx"], item=str, choices=("sdnet", "deeprx"), doc="receivers studied"),
-    "method": Field(str, "relatif", choices=("first_order", "classical", "relatif", "newfluence"), doc="influence score"),
-    "updates": Field(list, ["first_order", "second_order"], item=str, choices=("first_order", "second_order"), doc="updates compared"),
+    "method": Field(str, "relatif", choices=METHODS, doc="influence score"),
+    "updates": Field(list, ["first_order", "second_order"], item=str, choices=UPDATES, doc="updates compared"),
     "selections": Field(list, ["beneficial", "harmful", "random"], item=str, choices=("beneficial", "harmful", "random"), doc="sample selections"),
     "single_targets": Field(int, 2, min=0, max=20, doc="top targets each tuned alone"),
     "n_targets": Field(int, 5, min=0, max=50, doc="top targets tuned jointly (0: no multi-target runs)"),
@@ -160,11 +154,7 @@ def _sdnet_problem(cfg: dict[str, Any], seed: int) -> ReceiverProblem:
         ls = indices_to_bits(hard_qpsk(mmse(v.y, v.H_ls, v.noise_var)))
         return ValSet(v.sdnet_input, v.bits.float(), v.bits, genie_lmmse_bits(v), ls, cfg["sdnet_instance_size"])
 
-    @torch.no_grad()
-    def to_bits(m: nn.Module, X: torch.Tensor) -> torch.Tensor:
-        return (m.eval()(X) < 0).to(torch.uint8)
-
-    return ReceiverProblem("sdnet", model, sdnet_bce_loss, train.sdnet_input, train.bits.float(), to_bits, make_val)
+    return ReceiverProblem("sdnet", model, sdnet_bce_loss, train.sdnet_input, train.bits.float(), sdnet_bits, make_val)
 
 
 # ----------------------------------------------------------------------------- DeepRx
@@ -215,12 +205,8 @@ def _pretrain(model: nn.Module, loss_fn: LossFn, X: torch.Tensor, Y: torch.Tenso
 def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: ProgressFn) -> dict[str, Any]:
     """Run the study; write ``curves``, ``runs`` and ``gap_table`` Parquet tables and
     ``summary.json`` under ``out_dir``; return the summary (see module docstring)."""
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg["threads"])
-    try:
+    with torch_threads(cfg["threads"]):
         return _run(cfg, seed, pathlib.Path(out_dir), progress)
-    finally:
-        torch.set_num_threads(prev_threads)
 
 
 def _run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: ProgressFn) -> dict[str, Any]:

@@ -32,16 +32,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from common.xrefine import (
-    METHODS,
-    SUBCARRIER_CLASSES,
-    cheapest_meeting,
-    classify_units,
-    model_flops,
-    relevance_profile,
-    threshold_grid,
-    unit_scores,
-)
 from common.channels import ChannelTask, sample_channels
 from common.models.channel_estimator import ChannelEstimator, fit_estimator, predict
 from common.models.complexity import count_parameters
@@ -55,11 +45,16 @@ from common.phy.ofdm import (
     pilot_indices,
     simulate_ofdm,
 )
+from common.runtime import torch_threads
 from common.schema import Field, ScenarioError
 from common.seeding import derive_seed, torch_generator
+from common.xrefine.budget import model_flops
+from common.xrefine.relevance import SUBCARRIER_CLASSES, classify_units, relevance_profile
+from common.xrefine.scores import METHODS, unit_scores
+from common.xrefine.thresholds import cheapest_meeting, threshold_grid
 from studies import ProgressFn
 
-__all__ = ["SCHEMA", "SELECTIVITIES", "run", "report"]
+__all__ = ["SCHEMA", "SELECTIVITIES", "check", "run", "report"]
 
 #: the two channel conditions of the paper
 SELECTIVITIES: tuple[str, ...] = ("low", "high")
@@ -98,7 +93,9 @@ def _target_snr(cfg: dict[str, Any], mod: str) -> float:
     return float(cfg[f"target_snr_{mod}_db"])
 
 
-def _check(cfg: dict[str, Any]) -> None:
+def check(cfg: dict[str, Any]) -> None:
+    """The study's own checks of a schema-valid ``[study]`` table (``ScenarioError``);
+    ``studies.parse_study`` runs them at validation, before anything is created."""
     for m in cfg["modulations"]:
         if m not in MODULATION_ORDERS:
             raise ScenarioError("study.modulations", f"{m!r} is not one of {sorted(MODULATION_ORDERS)}")
@@ -128,9 +125,14 @@ def _baseline_ber(rows: list[dict[str, Any]], sel: str, mod: str, estimator: str
 
 
 def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: ProgressFn) -> dict[str, Any]:
-    """Run the study; write tables under ``out_dir``; return the summary (JSON-able)."""
-    _check(cfg)
-    torch.set_num_threads(1)
+    """Run the study on one torch thread; write tables under ``out_dir``; return the summary (JSON-able)."""
+    check(cfg)
+    with torch_threads(1):
+        return _run(cfg, seed, out_dir, progress)
+
+
+def _run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: ProgressFn) -> dict[str, Any]:
+    """The study's body (``run``'s docstring), on the caller's torch threads."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     K = cfg["n_subcarriers"]
@@ -169,7 +171,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
                 for name, h_hat in ests.items():
                     base_rows.append({
                         "selectivity": sel, "modulation": mod, "snr_db": float(snr), "estimator": name,
-                        "ber": b.ber_with(h_hat), "nmse_db": nmse_db(h_hat, b.h) if name != "perfect" else float("-inf"),
+                        "ber": b.ber_with(h_hat), "nmse_db": nmse_db(h_hat, b.h, reduction="sum") if name != "perfect" else float("-inf"),
                     })
 
         # ---- relevance of subcarriers and neurons
@@ -196,7 +198,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
             for mod, b in evals.items():
                 h_hat = features_to_channel(predict(model, b.features()))
                 out[f"ber_{mod}"] = b.ber_with(h_hat)
-                out[f"nmse_db_{mod}"] = nmse_db(h_hat, b.h)
+                out[f"nmse_db_{mod}"] = nmse_db(h_hat, b.h, reduction="sum")
             return out
 
         def retrain(model: torch.nn.Module) -> None:

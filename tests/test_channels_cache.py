@@ -9,7 +9,6 @@ import torch
 from common.channels import ChannelTask, register_source, sample_channels
 from common.channels.cache import cache_path, cached_channels
 
-torch.set_num_threads(1)
 
 CALLS: list[int] = []
 
@@ -67,7 +66,7 @@ def test_default_dir_from_environment(tmp_path: Path, monkeypatch) -> None:  # t
     monkeypatch.setenv("AIRFLEET_CACHE_DIR", str(tmp_path / "env-cache"))
     task = ChannelTask.make("rayleigh", 2, 2)
     cached_channels(task, 4, seed=0)
-    assert list((tmp_path / "env-cache").glob("rayleigh-*.arrow"))
+    assert list((tmp_path / "env-cache" / "channels").glob("rayleigh-*.arrow"))
 
 
 def test_gbsm_cached_equals_generated(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from common.channels.gbsm import (
 )
 from common.channels.layout import task_centre_m, ue_positions_m
 
-torch.set_num_threads(1)
 
 
 def _task(task_id: int = 0, **opts: object) -> ChannelTask:

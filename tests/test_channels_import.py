@@ -14,7 +14,6 @@ import torch
 from common.channels import ChannelTask, sample_channels
 from common.channels.imported import channels_to_table, read_channels, table_to_channels, write_channels
 
-torch.set_num_threads(1)
 
 
 def _H(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

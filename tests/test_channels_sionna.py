@@ -13,7 +13,6 @@ import torch
 from common.channels import ChannelTask, available_sources, sample_channels
 from common.channels.layout import task_centre_m
 
-torch.set_num_threads(1)
 
 
 def _task(source: str = "umi", task_id: int = 4, **opts: object) -> ChannelTask:
@@ -89,9 +88,20 @@ def test_umi_power_normalisation() -> None:
     assert torch.allclose(Hs.abs().pow(2).mean(dim=(1, 2)), torch.ones(4), atol=1e-4)
 
 
-def test_chunking_keeps_shapes() -> None:
-    H = sample_channels(_task(ue_chunk=3), 7, seed=0, n_subcarriers=4)
-    assert H.shape == (7, 4, 32, 8)
+def test_chunked_against_unchunked_output() -> None:
+    """Chunks are independent Sionna topologies over the same UE positions: a chunk's
+    channels do not depend on how many chunks follow, and chunked and unchunked draws
+    share shape, dtype and power while differing in the draw (LSPs are correlated only
+    within a topology)."""
+    chunked = sample_channels(_task(ue_chunk=3), 7, seed=0, n_subcarriers=4)
+    assert chunked.shape == (7, 4, 32, 8) and chunked.dtype == torch.complex64
+    prefix = sample_channels(_task(ue_chunk=3), 3, seed=0, n_subcarriers=4)
+    assert torch.equal(chunked[:3], prefix)
+    whole = sample_channels(_task(ue_chunk=7), 7, seed=0, n_subcarriers=4)
+    assert whole.shape == chunked.shape and whole.dtype == chunked.dtype
+    assert not torch.equal(whole, chunked)
+    for H in (whole, chunked):
+        assert 0.5 < H.abs().pow(2).mean().item() < 1.5  # unit ensemble power, 7 UEs
 
 
 def test_cdl_profiles() -> None:

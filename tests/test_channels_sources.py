@@ -11,7 +11,6 @@ import torch
 from common.channels import ChannelTask, get_source, sample_channels
 from common.channels.imported import write_channels
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

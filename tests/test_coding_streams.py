@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.coding import BitstreamError, DeepFactorized, PmfTable, UpdateQuantizer, make_prior
-from common.coding.bitstream import FRAME_OVERHEAD_BYTES, KIND_LATENT, pack_frame, unpack_frame
+from common.coding.bitstream import FRAME_OVERHEAD_BYTES, KIND_LATENT, KIND_UPDATE, pack_frame, unpack_frame
 from common.coding.latent_codec import (
     ESCAPE_MAGNITUDE_BITS,
     decode_latents,
@@ -31,7 +31,6 @@ from common.coding.update_codec import (
     update_ideal_bits,
 )
 
-torch.set_num_threads(1)
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -263,3 +262,59 @@ def test_update_header_must_match_receiver() -> None:
         unpack_update(data, make_prior("spike_slab", UpdateQuantizer(5e-3, 32)), 100, base_tag=5)
     with pytest.raises(BitstreamError, match="t="):
         unpack_update(data, make_prior("spike_slab", UpdateQuantizer(1e-3, 64)), 100, base_tag=5)
+
+
+def _reframe(frame: bytes, words: np.ndarray) -> bytes:
+    """``frame``'s header with other payload words, their count and a recomputed CRC: a
+    forgery that every framing check passes."""
+    flen = struct.unpack_from("<H", frame, 6)[0]
+    body = frame[: 8 + flen] + struct.pack("<I", words.size) + np.asarray(words, dtype="<u4").tobytes()
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_latent_payload_with_words_appended_replaced_or_missing_is_refused() -> None:
+    tables = _laplace_tables()
+    y = np.random.default_rng(5).integers(-6, 7, size=(4, 2, 3, 3)).astype(np.int32)
+    frame = pack_latents(y, tables, model_tag=9)
+    _, words = unpack_frame(frame, KIND_LATENT, 16, 1000)
+    assert _reframe(frame, words) == frame  # the forging tool rebuilds the genuine frame byte for byte
+    slack = words.copy()
+    slack[-1] ^= 1  # a slack bit of the last word: the latents decode unchanged
+    mid = words.copy()
+    mid[1] = ~mid[1]  # the latents decode into others
+    # (forged words, what the message names, whether they still decode to y)
+    forgeries = [
+        (np.concatenate([words, np.array([0x12345678, 0x9ABCDEF0], np.uint32)]), "appended", True),
+        (words[:-1], "replaced or missing", False),
+        (slack, "replaced or missing", True),
+        (mid, "replaced or missing", False),
+    ]
+    for forged_words, what, same in forgeries:
+        forged = _reframe(frame, forged_words)
+        # the frame is well formed and its words decode: only the exactness check can refuse it
+        _, got = unpack_frame(forged, KIND_LATENT, 16, 1000)
+        np.testing.assert_array_equal(got, forged_words)
+        assert np.array_equal(decode_latents(got, tables, y.shape), y) == same
+        with pytest.raises(BitstreamError, match=f"words {what}"):
+            unpack_latents(forged, tables, (2, 3, 3), max_batch=16, model_tag=9)
+    np.testing.assert_array_equal(unpack_latents(frame, tables, (2, 3, 3), max_batch=16, model_tag=9), y)
+
+
+def test_update_payload_with_words_appended_or_replaced_is_refused() -> None:
+    prior = make_prior("spike_slab", UpdateQuantizer(5e-3, 64))
+    k = np.zeros(200, np.int32)
+    k[[3, 50, 120]] = [2, -1, 5]
+    frame = pack_update(k, prior, base_tag=5)
+    fields_size = struct.unpack_from("<H", frame, 6)[0]
+    _, words = unpack_frame(frame, KIND_UPDATE, fields_size, 1000)
+    assert _reframe(frame, words) == frame
+    appended = np.concatenate([words, np.array([7, 7], np.uint32)])
+    replaced = words.copy()
+    replaced[-1] ^= 1
+    # appended words decode to the same update: only the exactness check can refuse them
+    np.testing.assert_array_equal(decode_update(appended, prior, 200), k)
+    # a replaced word is refused by the exactness check or, first, by the non-zero count
+    for forged_words, match in ((appended, "update payload .*words appended"), (replaced, "words replaced|non-zero updates")):
+        with pytest.raises(BitstreamError, match=match):
+            unpack_update(_reframe(frame, forged_words), prior, 200, base_tag=5)
+    np.testing.assert_array_equal(unpack_update(frame, prior, 200, base_tag=5), k)

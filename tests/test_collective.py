@@ -14,7 +14,6 @@ from common.phy import make_detection_batch
 from common.learngene.collective import CollectiveConfig, load_or_train_collective
 from common.learngene.significance import gradient_significance, select_unit_layers
 
-torch.set_num_threads(1)
 
 
 def _batch(n: int = 200) -> object:

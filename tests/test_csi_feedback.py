@@ -10,24 +10,25 @@ import numpy as np
 import pytest
 import torch
 
+from clients.stages.csi_feedback import CsiFeedbackDevice
+from common.channels import ChannelTask
+from common.coding import BitstreamError
 from common.csi import (
     GENIE_KEY,
     LATENT_KEY,
     STAGE_SCHEMA,
     TRUTH_KEY,
     UPDATE_KEY,
+    FeedbackServer,
     pretrained_compressor,
     resolve_cfg,
-    run_stage,
 )
-from common.stage import DeviceContext
-from common.channels import ChannelTask
-from common.coding import BitstreamError
-from common.models.csi_compressor import CSICompressor, CompressorConfig, csi_to_planes, nmse_db
+from common.csi import pretrain as csi_pretrain
+from common.models.csi_compressor import CSICompressor, CompressorConfig, csi_to_planes
+from common.phy.metrics import nmse_db
 from common.schema import ScenarioError
-from common.csi.base_station import FeedbackServer
+from common.stage import DeviceContext, StageResult
 
-torch.set_num_threads(1)
 
 
 def _cfg(tmp: Path, **kw: object) -> dict:
@@ -39,6 +40,11 @@ def _cfg(tmp: Path, **kw: object) -> dict:
     )
     base.update(kw)
     return base
+
+
+def run_stage(ctx: DeviceContext, cfg: dict) -> StageResult:
+    """The device half as the fleet runs it (``clients.stages``)."""
+    return CsiFeedbackDevice().run_device(ctx, cfg)
 
 
 def _ctx(device_id: int, rnd: int, state: dict | None = None) -> DeviceContext:
@@ -73,13 +79,11 @@ def test_pretraining_is_deterministic_and_cached(cache: Path) -> None:
     a = pretrained_compressor(cfg)
     files = list(cache.glob("csi-*.npz"))
     assert len(files) == 1
-    from common.csi import core as csi_feedback
-
-    csi_feedback._MEMO.clear()
+    csi_pretrain._MEMO.clear()
     b = pretrained_compressor(cfg)  # from disk
     for x, y in zip(a.state_dict().values(), b.state_dict().values()):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
-    csi_feedback._MEMO.clear()
+    csi_pretrain._MEMO.clear()
     files[0].unlink()
     c = pretrained_compressor(cfg)  # retrained from scratch: same numbers
     for x, y in zip(a.state_dict().values(), c.state_dict().values()):
@@ -99,7 +103,7 @@ def test_compress_decompress_reports_actual_and_estimated_bits(cache: Path) -> N
     H_hat = m.decompress(data)
     torch.testing.assert_close(H_hat, m.decode_latents(y))
     assert 8 * len(data) <= est * 1.01 + 64 + 8 * 36  # payload bound + fixed framing header
-    assert nmse_db(H, H) == -np.inf or nmse_db(H, H) < -100
+    assert nmse_db(H, H, reduction="mean") == -np.inf
 
 
 @pytest.mark.parametrize("scheme", ["fm", "eo", "ga", "none"])
@@ -156,14 +160,24 @@ def _mutations(data: bytes, rng: np.random.Generator) -> list[bytes]:
     return out
 
 
-def test_corrupted_stream_fuzz_never_crashes_or_changes_state(cache: Path) -> None:
+def _decoders(srv: FeedbackServer, device_id: int) -> dict[str, bytes]:
+    return {k: v.tobytes() for k, v in srv.decoder_state(device_id).items()}
+
+
+def _two_fm_rounds(cache: Path, device_id: int) -> tuple[FeedbackServer, StageResult, StageResult, dict[str, bytes]]:
+    """A device's first two ``fm`` rounds, the first one ingested: the server, both
+    results and the decoder the server holds (bytes) before the second uplink."""
     cfg = _cfg(cache, scheme="fm")
     srv = FeedbackServer({"phone": cfg}, seed=0)
-    r1 = run_stage(_ctx(1, 1), cfg)
-    srv.ingest(1, "phone", r1.payloads, r1.side)
-    before = {k: v.tobytes() for k, v in srv.decoder_state(1).items()}
-    r2 = run_stage(_ctx(1, 2, r1.state), cfg)
-    assert r2.metrics["update_nonzero"] > 0  # a real update to corrupt
+    r1 = run_stage(_ctx(device_id, 1), cfg)
+    srv.ingest(device_id, "phone", r1.payloads, r1.side)
+    r2 = run_stage(_ctx(device_id, 2, r1.state), cfg)
+    assert r2.metrics["update_nonzero"] > 0  # a real update, which would change the stored decoder
+    return srv, r1, r2, _decoders(srv, device_id)
+
+
+def test_corrupted_stream_fuzz_never_crashes_or_changes_state(cache: Path) -> None:
+    srv, _, r2, before = _two_fm_rounds(cache, 1)
     rng = np.random.default_rng(0)
     n_rejected = 0
     for key in (UPDATE_KEY, LATENT_KEY):
@@ -179,7 +193,7 @@ def test_corrupted_stream_fuzz_never_crashes_or_changes_state(cache: Path) -> No
             else:
                 pytest.fail(f"mutation {i} of {key} ({len(bad)} of {len(r2.payloads[key])} bytes) was accepted")
             n_rejected += 1
-            assert {k: v.tobytes() for k, v in srv.decoder_state(1).items()} == before
+            assert _decoders(srv, 1) == before
         # a fresh device never gets state from a rejected stream
         with pytest.raises(BitstreamError):
             srv.ingest(2, "phone", {UPDATE_KEY: r2.payloads[UPDATE_KEY][:-3], LATENT_KEY: r2.payloads[LATENT_KEY]}, r2.side)
@@ -193,7 +207,7 @@ def test_corrupted_stream_fuzz_never_crashes_or_changes_state(cache: Path) -> No
         srv.ingest(1, "phone", {UPDATE_KEY: b"", LATENT_KEY: r2.payloads[LATENT_KEY]}, r2.side)
     with pytest.raises(BitstreamError, match="csi_truth"):
         srv.ingest(1, "phone", r2.payloads, {TRUTH_KEY: r2.side[TRUTH_KEY][:3]})
-    assert {k: v.tobytes() for k, v in srv.decoder_state(1).items()} == before
+    assert _decoders(srv, 1) == before
     # the genuine stream still goes through afterwards
     out = srv.ingest(1, "phone", r2.payloads, r2.side)
     assert out["nmse_db"] == pytest.approx(r2.metrics["nmse_db_device"], abs=1e-9)
@@ -206,7 +220,7 @@ def test_truth_planes_are_the_evaluation_csi(cache: Path) -> None:
     m = pretrained_compressor(cfg)
     H = torch.complex(torch.from_numpy(res.side[TRUTH_KEY][:, 0]), torch.from_numpy(res.side[TRUTH_KEY][:, 1]))
     torch.testing.assert_close(csi_to_planes(H).numpy(), res.side[TRUTH_KEY])
-    assert res.metrics["nmse_db_device"] == pytest.approx(nmse_db(H, m.decompress(res.payloads[LATENT_KEY])), abs=1e-9)
+    assert res.metrics["nmse_db_device"] == pytest.approx(nmse_db(m.decompress(res.payloads[LATENT_KEY]), H, reduction="mean"), abs=1e-9)
     assert CompressorConfig(8, 8).latent_shape == (2, 2, 2)
 
 
@@ -222,3 +236,81 @@ def test_scaling_the_latents_keeps_the_continuous_autoencoder() -> None:
         torch.testing.assert_close(out1, out0, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError):
         m.scale_latents(0.0)
+
+
+def _reframe(frame: bytes, words: np.ndarray) -> bytes:
+    """``frame``'s header with other payload words, their count and a recomputed CRC."""
+    flen = struct.unpack_from("<H", frame, 6)[0]
+    body = frame[: 8 + flen] + struct.pack("<I", words.size) + np.asarray(words, dtype="<u4").tobytes()
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_forged_latent_words_and_non_finite_truth_leave_the_decoders_unchanged(cache: Path) -> None:
+    srv, r1, r2, before = _two_fm_rounds(cache, 5)
+    frame = r2.payloads[LATENT_KEY]
+    flen = struct.unpack_from("<H", frame, 6)[0]
+    (n_words,) = struct.unpack_from("<I", frame, 8 + flen)
+    words = np.frombuffer(frame, dtype="<u4", count=n_words, offset=12 + flen).astype(np.uint32)
+    assert _reframe(frame, words) == frame
+    replaced = words.copy()
+    replaced[n_words // 2] = ~replaced[n_words // 2]
+    forged = {
+        "words appended": _reframe(frame, np.concatenate([words, words[:3]])),
+        "words replaced": _reframe(frame, replaced),
+    }
+    for what, data in forged.items():
+        with pytest.raises(BitstreamError, match=what):
+            srv.ingest(5, "phone", {**r2.payloads, LATENT_KEY: data}, r2.side)
+        assert _decoders(srv, 5) == before
+    for bad in (np.nan, np.inf, -np.inf):
+        truth = r2.side[TRUTH_KEY].copy()
+        truth[1, 0, 2, 3] = bad
+        with pytest.raises(BitstreamError, match="csi_truth must be finite"):
+            srv.ingest(5, "phone", r2.payloads, {**r2.side, TRUTH_KEY: truth})
+        assert _decoders(srv, 5) == before
+    # a device's first uplink, refused for its truth alone, leaves no decoder behind
+    truth = r1.side[TRUTH_KEY].copy()
+    truth[0, 1, 0, 0] = np.nan
+    with pytest.raises(BitstreamError, match="finite"):
+        srv.ingest(6, "phone", r1.payloads, {**r1.side, TRUTH_KEY: truth})
+    with pytest.raises(KeyError):
+        srv.decoder_state(6)
+    # the genuine uplinks go through
+    assert np.isfinite(srv.ingest(6, "phone", r1.payloads, r1.side)["nmse_db"])
+    out = srv.ingest(5, "phone", r2.payloads, r2.side)
+    assert out["nmse_db"] == pytest.approx(r2.metrics["nmse_db_device"], abs=1e-9)
+    assert any(v.tobytes() != before[k] for k, v in srv.decoder_state(5).items())
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [({"n_ant": 6}, "multiples of 4"), ({"n_sc": 30}, "multiples of 4"), ({"kernel": 4}, "odd")],
+)
+def test_a_table_the_compressor_cannot_take_fails_at_scenario_validation(table: dict, message: str) -> None:
+    from common.scenario import parse_scenario
+
+    raw = {
+        "name": "csi", "seed": 1, "rounds": 1, "channels": {"source": "gbsm"},
+        "fleet": [{"name": "ue", "count": 1, "csi_feedback": table}],
+    }
+    with pytest.raises(ScenarioError, match=message) as e:
+        parse_scenario(raw)
+    assert e.value.key.endswith("csi_feedback")
+    with pytest.raises(ScenarioError, match=message):
+        resolve_cfg(table)
+    parse_scenario({**raw, "fleet": [{"name": "ue", "count": 1, "csi_feedback": {"n_ant": 8, "kernel": 3}}]})
+
+
+def test_nmse_reductions() -> None:
+    ref = torch.zeros(2, 2, 2, dtype=torch.complex64)
+    ref[0, 0, 0], ref[1, 0, 0] = 1.0, 2.0j
+    est = ref.clone()
+    est[0, 1, 1] = 0.1  # sample 0: error 0.01 / energy 1
+    est[1, 0, 0] += 0.6  # sample 1: error 0.36 / energy 4
+    # eq. (11): the mean of the per-sample ratios; "sum": total error over total energy
+    assert nmse_db(est, ref, reduction="mean") == pytest.approx(10 * np.log10((0.01 + 0.09) / 2), abs=1e-5)
+    assert nmse_db(est, ref, reduction="sum") == pytest.approx(10 * np.log10(0.37 / 5), abs=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        nmse_db(est, ref, reduction="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="shapes"):
+        nmse_db(est[:1], ref, reduction="mean")

@@ -11,9 +11,9 @@ import torch
 from common.schema import ScenarioError, validate_section
 from studies import load_study, no_progress
 
-torch.set_num_threads(1)
 
 
+@pytest.mark.slow
 def test_study_runs_and_reports(tmp_path: Path) -> None:
     mod = load_study("csi_feedback_paper")
     cfg = validate_section(

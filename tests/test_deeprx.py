@@ -9,7 +9,6 @@ from common.influence import bce_bits, bits_from_logits
 from common.models.deeprx import DeepRx
 from common.phy.ofdm_link import OfdmLink, OfdmLinkConfig, receiver_input_channels
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from common.channels import ChannelTask
 from common.scenario import parse_scenario
 from common.learngene.collective import CollectiveConfig, train_collective
 
-torch.set_num_threads(1)
 
 
 def _scenario(tmp: Path, stage_tables: dict[str, dict]) -> object:
@@ -120,9 +119,9 @@ def test_csi_stage_bitstreams_decode_at_the_base_station(tmp_path: Path, unit, m
 def test_csi_device_goes_back_to_the_decoder_the_base_station_kept(tmp_path: Path) -> None:
     """After the base station rejects an uplink, the next round's instructions carry the
     decoder it kept; the device returns to it and its next update is accepted again."""
-    from common.csi import DECODER_TAG_KEY, resolve_cfg, run_stage
+    from clients.stages.csi_feedback import CsiFeedbackDevice
+    from common.csi import DECODER_TAG_KEY, FeedbackServer, resolve_cfg
     from common.stage import DeviceContext
-    from common.csi.base_station import FeedbackServer
 
     cfg = resolve_cfg({
         "n_ant": 16, "n_sc": 16, "width": 8, "pretrain_samples": 64, "pretrain_steps": 5, "n_finetune": 16,
@@ -133,7 +132,7 @@ def test_csi_device_goes_back_to_the_decoder_the_base_station_kept(tmp_path: Pat
 
     def device_round(rnd: int, state: dict, tag: int | None):
         ctx = DeviceContext(0, "dev", rnd, 10 + rnd, task, 20.0, state=state, instructions={} if tag is None else {DECODER_TAG_KEY: tag})
-        return run_stage(ctx, cfg)
+        return CsiFeedbackDevice().run_device(ctx, cfg)
 
     r1 = device_round(1, {}, bs.decoder_tag(0, "dev"))
     bs.ingest(0, "dev", dict(r1.payloads), dict(r1.side))

@@ -16,7 +16,6 @@ from torch.utils.data import TensorDataset
 
 from common.influence import LowRankInverseHessian, arnoldi, bce_bits, hvp_operator, influence_scores, mean_grad, per_sample_grads
 
-torch.set_num_threads(1)
 captum_arnoldi = pytest.importorskip("captum.influence._core.arnoldi_influence_function")
 
 

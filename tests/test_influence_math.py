@@ -29,7 +29,6 @@ from common.influence import (
     tanh_to_bit_logits,
 )
 
-torch.set_num_threads(1)
 DAMP = 1e-2  # L2 weight of the training objective = Hessian damping
 
 

@@ -11,7 +11,6 @@ import torch
 from common.schema import ScenarioError, validate_section
 from studies import influence_paper as study
 
-torch.set_num_threads(1)
 
 TINY = {
     "seeds": 2, "receivers": ["sdnet"], "updates": ["first_order"], "single_targets": 1, "n_targets": 2,
@@ -21,6 +20,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 def test_study_writes_tables_and_redraws_plots(tmp_path):
     cfg = validate_section(TINY, study.SCHEMA, "study")
     summary = study.run(cfg, 7, tmp_path, lambda *a: None)

@@ -12,7 +12,6 @@ from common.learngene import STRATEGIES
 from studies import learngene_paper as study
 from studies import no_progress
 
-torch.set_num_threads(1)
 
 TINY = dict(
     n_r=4, n_t=2, collective_tasks=2, target_tasks=2, n_conv_collective=5, n_conv_individual=4, unit_layers=2,
@@ -21,6 +20,7 @@ TINY = dict(
 )
 
 
+@pytest.mark.slow
 def test_tiny_study_writes_every_table_and_report(tmp_path: Path) -> None:
     s = study.run(dict(TINY), 5, tmp_path, no_progress)
     for name in ("significance", "collective_history", "ser_epoch", "ser_snr", "ser_table", "table1", "complexity", "scaling"):

@@ -20,7 +20,6 @@ from common.learngene import (
 )
 from common.models.sdnet import SDNet
 
-torch.set_num_threads(1)
 
 
 def _collective(n_conv: int = 12, n_r: int = 4, n_t: int = 2) -> SDNet:

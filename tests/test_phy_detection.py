@@ -32,7 +32,6 @@ from common.phy.modulation import (
     symbols_to_real,
 )
 
-torch.set_num_threads(1)
 
 
 def _crandn(*shape: int, g: torch.Generator) -> torch.Tensor:
@@ -136,7 +135,7 @@ def test_batch_shapes_snr_and_baselines() -> None:
     assert 10 * math.log10(snr) == pytest.approx(10.0, abs=0.2)
     # last input row is the ZF estimate with H_LS
     assert torch.allclose(b.x_zf, zf(b.y, b.H_ls), atol=1e-5)
-    assert nmse_db(b.H_ls, b.H) == pytest.approx(10 * math.log10(0.4 / 16), abs=0.3)
+    assert nmse_db(b.H_ls, b.H, reduction="sum") == pytest.approx(10 * math.log10(0.4 / 16), abs=0.3)
     s = baseline_sers(b)
     assert set(s) == {"ser_zf", "ser_mmse", "ser_lmmse_genie"}
     assert s["ser_lmmse_genie"] <= s["ser_mmse"] <= s["ser_zf"] and s["ser_zf"] > 0
@@ -160,3 +159,12 @@ def test_confidence_intervals() -> None:
     assert p == 0.25 and lo < 0.25 < hi
     with pytest.raises(ValueError):
         binomial_ci(3, 2)
+
+
+def test_noise_variance_is_one_convention_for_floats_and_tensors() -> None:
+    snr = torch.tensor([0.0, 10.0, 20.0])
+    nv = noise_variance(snr)
+    assert nv.dtype == torch.float32
+    torch.testing.assert_close(nv, torch.tensor([1.0, 0.1, 0.01]))
+    assert noise_variance(20.0, 8) == pytest.approx(0.08)
+    torch.testing.assert_close(noise_variance(snr, 8), 8 * nv)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from common.xrefine import classify_units, lrp_epsilon, relevance_profile
 from common.models.channel_estimator import ChannelEstimator, fit_estimator
+from common.xrefine.lrp import lrp_epsilon
+from common.xrefine.relevance import classify_units, relevance_profile
 
-torch.set_num_threads(1)
 
 
 def _mlp(seed: int, bias: bool = True, d_in: int = 6, d_out: int = 4) -> nn.Sequential:

@@ -7,24 +7,14 @@ import functools
 import pytest
 import torch
 
-from common.xrefine import (
-    UnitScores,
-    budget_keep,
-    cheapest_meeting,
-    keep_lowest_dropped,
-    model_flops,
-    prune_by_fraction,
-    prune_estimator,
-    prune_sdnet,
-    prune_sdnet_to_budget,
-    threshold_grid,
-    unit_scores,
-)
 from common.models.channel_estimator import ChannelEstimator, fit_estimator, predict
 from common.models.complexity import count_flops
 from common.models.sdnet import SDNet
+from common.xrefine.budget import budget_keep, model_flops, prune_sdnet_to_budget
+from common.xrefine.scores import UnitScores, unit_scores
+from common.xrefine.surgery import prune_estimator, prune_sdnet
+from common.xrefine.thresholds import cheapest_meeting, keep_lowest_dropped, prune_by_fraction, threshold_grid
 
-torch.set_num_threads(1)
 
 
 def _sdnet(seed: int = 0, n_conv: int = 2) -> SDNet:

@@ -7,22 +7,27 @@ import pathlib
 import pytest
 import torch
 
-from common.xrefine import STAGE_SCHEMA, model_flops, run_stage
-from common.stage import DeviceContext
+from clients.stages.prune import PruneDevice
 from common.channels import ChannelTask, sample_channels
+from common.models.channel_estimator import ChannelEstimator
 from common.models.sdnet import SDNet
 from common.phy.dataset import make_detection_batch
 from common.schema import ScenarioError, validate_section
+from common.stage import DeviceContext
+from common.xrefine.budget import model_flops
+from common.xrefine.config import STAGE_SCHEMA
 
-torch.set_num_threads(1)
 
 
-def _ctx(model: SDNet) -> DeviceContext:
+def _ctx(model: torch.nn.Module, seed: int = 17) -> DeviceContext:
     task = ChannelTask.make("rayleigh", 4, 2)
     g = torch.Generator().manual_seed(0)
     train = make_detection_batch(sample_channels(task, 250, 1), 15.0, n_pilots=4, generator=g)
     val = make_detection_batch(sample_channels(task, 200, 2), 15.0, n_pilots=4, generator=g)
-    return DeviceContext(device_id=3, device_class="watch", round=1, seed=17, task=task, snr_db=15.0, model=model, train=train, val=val)
+    return DeviceContext(device_id=3, device_class="watch", round=1, seed=seed, task=task, snr_db=15.0, model=model, train=train, val=val)
+
+
+run_stage = PruneDevice().run_device
 
 
 def test_stage_prunes_to_budget_and_reports() -> None:
@@ -50,6 +55,25 @@ def test_stage_leaves_a_fitting_model_alone() -> None:
     res = run_stage(_ctx(model), {"budget_flops": 10**9})
     assert res.model is None and res.flops == 0
     assert res.metrics["flops_after"] == res.metrics["flops_before"]
+
+
+def test_stage_retrains_from_the_rounds_seed() -> None:
+    torch.manual_seed(0)
+    model = SDNet(4, 2, 1).eval()
+    cfg = {"budget_flops": model_flops(model) // 2, "retrain_epochs": 1, "relevance_samples": 64}
+    a, b = run_stage(_ctx(model, seed=17), cfg), run_stage(_ctx(model, seed=18), cfg)
+    assert isinstance(a.model, SDNet) and isinstance(b.model, SDNet)
+    assert a.model.widths == b.model.widths and a.model.input_rows == b.model.input_rows  # relevance: no draw
+    assert not torch.equal(a.model.fc.weight, b.model.fc.weight)  # retraining shuffles by the seed
+
+
+def test_stage_refuses_what_it_cannot_prune() -> None:
+    with pytest.raises(ValueError, match="SDNet"):
+        run_stage(_ctx(ChannelEstimator(16, [8, 8, 8])), {"budget_flops": 10})
+    ctx = _ctx(SDNet(4, 2, 1).eval())
+    ctx.val = None
+    with pytest.raises(ValueError, match="train and val"):
+        run_stage(ctx, {"budget_flops": 10})
 
 
 def test_stage_schema_names_bad_keys() -> None:

@@ -9,7 +9,6 @@ from torch import nn
 from common.models.complexity import count_flops, count_parameters, layer_costs
 from common.models.sdnet import SDNet, sdnet_symbol_indices, significant_layer_names
 
-torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize(("n_conv", "params", "flops"), [(8, 21_627, 9_917_440), (12, 24_027, 14_709_760)])

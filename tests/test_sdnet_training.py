@@ -10,7 +10,6 @@ from common.models.complexity import count_flops
 from common.models.sdnet import SDNet
 from common.phy import baseline_sers, make_detection_batch
 
-torch.set_num_threads(1)
 
 
 def test_trained_sdnet_beats_zf_and_mmse_on_its_task() -> None:

@@ -1,5 +1,5 @@
 """Device half of the ``prune`` stage: fit the device's detector to its FLOP budget by LRP
-relevance (Gizzini and Medjahdi, X-REFINE); the method is in ``common.xrefine``."""
+relevance (Gizzini and Medjahdi, X-REFINE); the method is ``common.xrefine.detector``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from common.stage import DeviceContext, StageResult
 from common.xrefine.config import SPEC
-from common.xrefine.core import run_stage
+from common.xrefine.detector import prune_detector
 
 __all__ = ["PruneDevice"]
 
@@ -18,4 +18,13 @@ class PruneDevice:
     spec = SPEC
 
     def run_device(self, ctx: DeviceContext, cfg: dict[str, Any]) -> StageResult:
-        return run_stage(ctx, cfg)
+        """Prune ``ctx.model`` on ``ctx.train`` / ``ctx.val`` with the round's seed.
+
+        Returns
+        -------
+        StageResult
+            The metrics and FLOPs of ``prune_detector``; ``model``: the pruned SDNet (None
+            when it already fit); ``state``: its ``widths`` and ``input_rows`` (int64).
+        """
+        out = prune_detector(ctx.model, ctx.train, ctx.val, cfg, ctx.seed)
+        return StageResult(metrics=out.metrics, flops=out.flops, model=out.model, state=out.architecture)

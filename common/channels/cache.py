@@ -27,6 +27,7 @@ import torch
 
 from common.channels.base import ChannelTask, sample_channels
 from common.channels.imported import channels_to_table, table_to_channels
+from common.runtime import cache_root
 
 __all__ = ["FORMAT_VERSION", "default_cache_dir", "cache_key", "cache_path", "cached_channels"]
 
@@ -35,9 +36,9 @@ _log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    """``$AIRFLEET_CACHE_DIR`` if set, else ``~/.cache/airfleet/channels``."""
-    env = os.environ.get("AIRFLEET_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "airfleet" / "channels"
+    """``channels/`` under the artifact cache root (``common.runtime.cache_root``:
+    ``$AIRFLEET_CACHE_DIR`` if set, else ``~/.cache/airfleet``)."""
+    return cache_root() / "channels"
 
 
 def _source_fingerprint(task: ChannelTask) -> dict[str, int] | None:

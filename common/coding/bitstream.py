@@ -35,6 +35,7 @@ __all__ = [
     "pack_frame",
     "unpack_frame",
     "crc32_of_arrays",
+    "check_exact_coding",
 ]
 
 MAGIC = b"AFCF"
@@ -158,3 +159,38 @@ def crc32_of_arrays(arrays: list[np.ndarray]) -> int:
     for a in arrays:
         crc = zlib.crc32(np.ascontiguousarray(a, dtype="<f4").tobytes(), crc)
     return crc & 0xFFFFFFFF
+
+
+def check_exact_coding(words: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """Refuse a payload whose words are not exactly the coding of what they decode to.
+
+    A range decoder reads only the words it needs and takes any word values, so a frame
+    with words appended, or replaced (a valid CRC recomputed over them), would decode
+    without complaint. Range coding is deterministic, so re-coding the decoded symbols
+    (``expected``) must give back every declared word.
+
+    Parameters
+    ----------
+    words : np.ndarray
+        ``uint32 [n]``: the frame's declared payload words.
+    expected : np.ndarray
+        ``uint32 [m]``: the coding of the decoded symbols.
+    what : str
+        The payload's name for the message (``"latent"``, ``"update"``).
+
+    Raises
+    ------
+    BitstreamError
+        Naming how many words were declared, how many the symbols take and, unless words
+        were only appended, the first word that differs.
+    """
+    n, m = int(words.size), int(expected.size)
+    diff = np.flatnonzero(np.asarray(expected[: min(n, m)]) != np.asarray(words[: min(n, m)]))
+    if diff.size == 0 and n > m:
+        raise BitstreamError(f"{what} payload declares {n} words but its symbols take {m}: {n - m} words appended")
+    if diff.size or n != m:
+        first = int(diff[0]) if diff.size else n
+        raise BitstreamError(
+            f"{what} payload is not the coding of what it decodes to: {n} words declared, the symbols take "
+            f"{m}, first differing word {first}: words replaced or missing"
+        )

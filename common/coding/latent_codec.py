@@ -1,5 +1,9 @@
 """Range coding of integer latents with the learned per-channel PMF tables (plus escape).
 
+Paper: "Online Neural Model Fine-Tuning in Massive MIMO CSI Feedback: Taming the
+Communication Cost of Model Updates", Sec. II-B: the quantized latents entropy-coded with
+the learned factorized prior; their actual length is what eq. (5) estimates.
+
 Stream layout inside the frame payload (one range-coded queue):
 
 1. for each channel ``c`` in order: every symbol of that channel (batch-major, then row,
@@ -10,6 +14,10 @@ Stream layout inside the frame payload (one range-coded queue):
 
 Header fields (``KIND_LATENT``): batch ``n`` (u32), ``C, H, W`` (u16 each), reserved (u16),
 ``model_tag`` (u32, the CRC of the decoder state the latents were coded for).
+
+The receiver accepts a payload only if it is exactly the coding of the latents it decodes
+to: every declared word consumed, none appended or replaced (a forged frame with a
+recomputed CRC would otherwise decode into other CSI).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import struct
 
 import numpy as np
 
-from common.coding.bitstream import KIND_LATENT, BitstreamError, pack_frame, unpack_frame
+from common.coding.bitstream import KIND_LATENT, BitstreamError, check_exact_coding, pack_frame, unpack_frame
 from common.coding.entropy_models import PmfTable
 from common.coding.range_coder import RangeReader, RangeWriter
 
@@ -167,6 +175,9 @@ def unpack_latents(
     Raises
     ------
     BitstreamError
+        A malformed frame, a shape, batch or decoder tag the receiver does not expect, a
+        payload that does not decode, or one that is not exactly the coding of the latents
+        it decodes to (words appended or replaced).
     """
     per = int(np.prod(chw))
     max_words = 2 * max_batch * per + 8  # <= 64 bits per symbol (24-bit coder precision + escape)
@@ -179,6 +190,26 @@ def unpack_latents(
     if tag != (int(model_tag) & 0xFFFFFFFF):
         raise BitstreamError(f"latents were coded for decoder {tag:08x}, this decoder is {int(model_tag) & 0xFFFFFFFF:08x}")
     try:
-        return decode_latents(words, tables, (n, c, h, w_))
+        y = decode_latents(words, tables, (n, c, h, w_))
     except ValueError as e:
         raise BitstreamError(f"latent payload does not decode: {e}") from e
+    _check_exact(words, y, tables)
+    return y
+
+
+def _check_exact(words: np.ndarray, y: np.ndarray, tables: list[PmfTable]) -> None:
+    """Refuse a payload that is not exactly the range coding of the latents it decodes to.
+
+    The range decoder reads only the words it needs and takes any word values, so a frame
+    with words appended, or replaced (a valid CRC recomputed over them), would decode into
+    other or the same latents without complaint. Range coding is deterministic: the
+    sender's words are the coding of its latents, so re-coding the decoded latents must
+    give back every declared word.
+
+    Raises
+    ------
+    BitstreamError
+        See :func:`common.coding.bitstream.check_exact_coding`.
+    """
+    expect, _ = encode_latents(y, tables)
+    check_exact_coding(words, expect, "latent")

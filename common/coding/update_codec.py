@@ -17,7 +17,7 @@ import struct
 
 import numpy as np
 
-from common.coding.bitstream import KIND_UPDATE, BitstreamError, pack_frame, unpack_frame
+from common.coding.bitstream import KIND_UPDATE, BitstreamError, check_exact_coding, pack_frame, unpack_frame
 from common.coding.range_coder import RangeReader, RangeWriter, ideal_bits
 from common.coding.spike_slab import SpikeSlabPrior, UniformPrior, UpdatePrior, UpdateQuantizer
 
@@ -175,4 +175,5 @@ def unpack_update(data: bytes, prior: UpdatePrior, n_params: int, base_tag: int)
         raise BitstreamError(f"update payload does not decode: {e}") from e
     if int(np.count_nonzero(k)) != nnz:
         raise BitstreamError(f"decoded {int(np.count_nonzero(k))} non-zero updates, header says {nnz}")
+    check_exact_coding(words, encode_update(k, prior), "update")
     return k

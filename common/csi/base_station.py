@@ -1,5 +1,10 @@
 """The base station's side of CSI feedback: per-device decoders, decoding, rate accounting.
 
+Paper: "Online Neural Model Fine-Tuning in Massive MIMO CSI Feedback: Taming the
+Communication Cost of Model Updates": the receiver of Fig. 1 and Sec. III-B, which applies
+the entropy-decoded decoder update (eq. 12-19) and decodes the latents with the updated
+decoder; the distortion is the NMSE of eq. (11).
+
 For each device the base station keeps its own copy of that device's decoder (starting
 from the shared pre-trained compressor of the device's class). :meth:`FeedbackServer.ingest`
 decodes an uplink in three steps and commits only when all of them succeed:
@@ -9,10 +14,12 @@ decodes an uplink in three steps and commits only when all of them succeed:
    ``theta + t * k`` into a temporary copy;
 2. the latent stream (``csi_latents``) is decoded with the temporary decoder's tables (its
    model tag must match) and the CSI reconstructed;
-3. the NMSE (eq. 11) is measured against the evaluation-only side channel ``csi_truth``.
+3. the NMSE (eq. 11) is measured against the evaluation-only side channel ``csi_truth``
+   (finite float32 planes of the decoded batch's shape).
 
-Any malformed, truncated, forged or oversized stream raises ``BitstreamError`` before the
-commit, so the stored decoders stay exactly as they were. Nothing is ever unpickled.
+Any malformed, truncated, forged or oversized stream, and any malformed or non-finite side
+array, raises ``BitstreamError`` before the commit, so the stored decoders stay exactly as
+they were. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -22,19 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.csi import (
-    GENIE_KEY,
-    LATENT_KEY,
-    TRUTH_KEY,
-    UPDATE_KEY,
-    make_prior_from_cfg,
-    pretrained_compressor,
-    resolve_cfg,
-    truth_to_csi,
-)
 from common.coding.bitstream import BitstreamError
 from common.coding.update_codec import apply_update, unpack_update
-from common.models.csi_compressor import CSICompressor, bits_per_dim, csi_to_planes, nmse_db
+from common.csi.config import GENIE_KEY, LATENT_KEY, TRUTH_KEY, UPDATE_KEY, make_prior_from_cfg, resolve_cfg
+from common.csi.data import truth_to_csi
+from common.csi.pretrain import pretrained_compressor
+from common.models.csi_compressor import CSICompressor, bits_per_dim, csi_to_planes
+from common.phy.metrics import nmse_db
 
 __all__ = ["FeedbackServer"]
 
@@ -104,7 +105,7 @@ class FeedbackServer:
 
         Sent with every round's instructions so that a device whose last uplink was
         rejected goes back to this decoder before coding again (see
-        ``common.csi.run_stage``).
+        ``common.csi.sync.sync_with_base_station``).
         """
         key = (int(device_id), device_class)
         if key not in self._tags:
@@ -165,7 +166,8 @@ class FeedbackServer:
         Raises
         ------
         BitstreamError
-            Malformed, truncated, forged, oversized or mismatched streams; the stored
+            Malformed, truncated, forged, oversized or mismatched streams, or a
+            ``csi_truth`` of another shape or dtype or with NaN/inf entries; the stored
             decoders are unchanged.
         ValueError
             Unknown device class.
@@ -195,7 +197,9 @@ class FeedbackServer:
             expect = (n, 2, model.cfg.n_ant, model.cfg.n_sc)
             if t.shape != expect or t.dtype != np.float32:
                 raise BitstreamError(f"{TRUTH_KEY} must be float32 {expect}, got {t.dtype} {t.shape}")
-            nmse = nmse_db(truth_to_csi(t), H_hat)
+            if not np.all(np.isfinite(t)):
+                raise BitstreamError(f"{TRUTH_KEY} must be finite, got {int(np.count_nonzero(~np.isfinite(t)))} NaN/inf entries")
+            nmse = nmse_db(H_hat, truth_to_csi(t), reduction="mean")  # eq. (11)
             mse = float((torch.from_numpy(t) - csi_to_planes(H_hat)).double().pow(2).mean())
         # commit only now: every stream decoded
         self._decoders[int(device_id)] = [np.array(a, dtype=np.float32, copy=True) for a in new]

@@ -11,13 +11,7 @@ is the per-element mean squared error (Keras' ``mse``, which the paper's impleme
 used and against which its ``tau = 1e-4`` was set), i.e. eq. (13) divided by ``2 n_t``;
 training itself minimises eq. (13) (Adam is insensitive to that constant factor).
 
-Selection rule: candidates are the significant conv layers 1..n_conv (BN, the first and
-last conv and the FC are excluded, Sec. V-B). Every contiguous block of ``unit_layers``
-candidates is scored by the mean significance of its layers over the later half of
-the tasks (lower is better: the layer has stopped adapting to each new task), ties
-broken by the mean least-squares slope of ``rho_k^l`` over ``k`` (more negative is
-better: significance decreasing across tasks), then by depth (deeper wins, as in the
-paper). The best block becomes the learngene unit.
+The unit is chosen from the significance table by ``common.learngene.significance``.
 
 Each task is trained with a fresh Adam optimiser by ``common.learngene.training.finetune`` (the
 same loop a device runs), the model carrying over from task to task.
@@ -28,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +33,13 @@ import pyarrow.parquet as pq
 import torch
 
 from common.learngene.training import conv_fast_layout, evaluate_ser, finetune, mse_loss
-from common.channels import ChannelTask, sample_channels
+from common.channels import ChannelTask
+from common.channels.cache import cached_channels
 from common.learngene.significance import gradient_significance, select_unit_layers
 from common.learngene.unit import LearngeneUnit, extract_unit, read_array_file, write_array_file
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
+from common.progress import ProgressFn
 from common.seeding import derive_seed, torch_generator
 
 __all__ = [
@@ -57,8 +53,6 @@ __all__ = [
 
 #: bump when training or selection changes, so cached results are not reused
 COLLECTIVE_VERSION: int = 2
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -154,24 +148,22 @@ class CollectiveResult:
     from_cache: bool = False
 
 
-def _channels(task: ChannelTask, n: int, seed: int) -> torch.Tensor:
-    try:
-        from common.channels.cache import cached_channels
-    except ImportError:  # pragma: no cover - cache module not present
-        return sample_channels(task, n, seed)
-    return cached_channels(task, n, seed)
-
-
-def task_detection_batch(task: ChannelTask, n: int, snr_db: float, n_pilots: int, seed: int, purpose: str) -> DetectionBatch:
-    """``n`` detection samples of ``task`` (channels cached when the cache exists); the
-    channel draw and the symbol/noise draw both derive from ``(seed, purpose, task)``."""
+def task_detection_batch(
+    task: ChannelTask, n: int, snr_db: float, n_pilots: int, seed: int, purpose: str, channel_cache: Path | None = None
+) -> DetectionBatch:
+    """``n`` detection samples of ``task``; the channel draw and the symbol/noise draw both
+    derive from ``(seed, purpose, task)``. Channels come from the channel cache
+    (``channel_cache``; None: ``common.channels.cache.default_cache_dir()``)."""
     key = (purpose, task.spec_hash())
-    H = _channels(task, n, derive_seed(seed, "channels", *key))
+    H = cached_channels(task, n, derive_seed(seed, "channels", *key), cache_dir=channel_cache)
     return make_detection_batch(H, snr_db, n_pilots, torch_generator(seed, "symbols", *key))
 
 
 def train_collective(
-    cfg: CollectiveConfig, progress: ProgressFn | None = None, device: str | torch.device = "cpu"
+    cfg: CollectiveConfig,
+    progress: ProgressFn | None = None,
+    device: str | torch.device = "cpu",
+    channel_cache: Path | None = None,
 ) -> CollectiveResult:
     """Sequentially train the collective SDNet on ``cfg.tasks`` and extract the learngene.
 
@@ -187,8 +179,8 @@ def train_collective(
     hist_rows: list[dict[str, Any]] = []
     K = len(cfg.tasks)
     for k, task in enumerate(cfg.tasks):
-        train = task_detection_batch(task, cfg.samples_per_task, cfg.snr_db, cfg.n_pilots, cfg.seed, "collective-train")
-        val = task_detection_batch(task, cfg.val_samples, cfg.snr_db, cfg.n_pilots, cfg.seed, "collective-val")
+        train = task_detection_batch(task, cfg.samples_per_task, cfg.snr_db, cfg.n_pilots, cfg.seed, "collective-train", channel_cache)
+        val = task_detection_batch(task, cfg.val_samples, cfg.snr_db, cfg.n_pilots, cfg.seed, "collective-val", channel_cache)
         res = finetune(
             model,
             train,
@@ -254,20 +246,22 @@ def load_or_train_collective(
     cache_dir: Path | None,
     progress: ProgressFn | None = None,
     device: str | torch.device = "cpu",
+    channel_cache: Path | None = None,
 ) -> CollectiveResult:
     """``train_collective`` behind a cache at ``cache_dir/collective-<config_hash>/``.
 
     A missing or unreadable cache entry (corrupt file, hash mismatch) is retrained and
-    rewritten; ``cache_dir=None`` always trains.
+    rewritten; ``cache_dir=None`` always trains. ``channel_cache``: where the tasks'
+    channels are cached (None: the default channel cache).
     """
     if cache_dir is None:
-        return train_collective(cfg, progress, device)
+        return train_collective(cfg, progress, device, channel_cache)
     d = Path(cache_dir) / f"collective-{cfg.config_hash()}"
     if d.exists():
         try:
             return _load(cfg, d)
         except (OSError, ValueError, KeyError, RuntimeError, pa.ArrowException):
             pass
-    res = train_collective(cfg, progress, device)
+    res = train_collective(cfg, progress, device, channel_cache)
     _save(res, cfg, d)
     return res

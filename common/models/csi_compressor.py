@@ -1,5 +1,10 @@
 """Neural CSI compressor with a learned entropy model (the paper's Fig. 1 backbone).
 
+Paper: "Online Neural Model Fine-Tuning in Massive MIMO CSI Feedback: Taming the
+Communication Cost of Model Updates", Sec. II-B: the RD loss of eq. (9) (:func:`rd_loss`)
+with the rate estimated as in eq. (5). The NMSE of eq. (11) is
+``common.phy.metrics.nmse_db(..., reduction="mean")``.
+
 Input: the spatial-frequency CSI ``H: complex64 [batch, n_ant, n_sc]`` as real and imaginary
 planes ``x: float32 [batch, 2, n_ant, n_sc]``.
 
@@ -37,7 +42,6 @@ __all__ = [
     "CSICompressor",
     "csi_to_planes",
     "planes_to_csi",
-    "nmse_db",
     "rd_loss",
     "bits_per_dim",
 ]
@@ -109,15 +113,6 @@ def planes_to_csi(x: torch.Tensor) -> torch.Tensor:
     if x.dim() != 4 or x.shape[1] != 2:
         raise ValueError(f"expected planes [batch, 2, n_ant, n_sc], got {tuple(x.shape)}")
     return torch.complex(x[:, 0].float(), x[:, 1].float())
-
-
-def nmse_db(H: torch.Tensor, H_hat: torch.Tensor) -> float:
-    """eq. (11): ``10 log10 E[||H - H_hat||^2 / ||H||^2]`` over the batch, in dB."""
-    if H.shape != H_hat.shape:
-        raise ValueError(f"shapes differ: {tuple(H.shape)} vs {tuple(H_hat.shape)}")
-    err = (H - H_hat).abs().pow(2).flatten(1).sum(1).double()
-    ref = H.abs().pow(2).flatten(1).sum(1).double().clamp_min(1e-30)
-    return float(10.0 * torch.log10((err / ref).mean()))
 
 
 def rd_loss(x: torch.Tensor, x_hat: torch.Tensor, bits: torch.Tensor, lmbda: float, csi_dims: int) -> torch.Tensor:

@@ -7,11 +7,11 @@ from common.phy.dataset import (
     complex_to_real_channel,
     concat_batches,
     make_detection_batch,
-    noise_variance,
 )
 from common.phy.detection import hard_qpsk, lmmse_genie, ml_detect, mmse, zf
 from common.phy.estimation import ls_channel_estimate, ls_estimate, orthogonal_pilots
 from common.phy.metrics import ber, ber_with_ci, binomial_ci, nmse_db, ser, ser_with_ci
+from common.phy.noise import noise_variance
 from common.phy.modulation import indices_to_bits, indices_to_symbols, qpsk_constellation
 
 __all__ = [

@@ -3,7 +3,7 @@
 SNR definition (everywhere in airfleet's detection code): SNR per receive antenna with
 unit-power channel entries (``E|h_ij|^2 = 1``) and unit-power symbols, i.e.
 ``snr = E||H x||^2 / (n_r sigma_n^2) = n_t / sigma_n^2``, so
-``noise_var = sigma_n^2 = n_t * 10**(-snr_db / 10)``. Pilot and data symbols see the
+``noise_var = sigma_n^2 = n_t * 10**(-snr_db / 10)`` (``common.phy.noise``). Pilot and data symbols see the
 same ``sigma_n^2``. Each sample is its own coherence block: its own pilots, LS estimate
 and one data vector.
 """
@@ -20,6 +20,7 @@ import torch
 from common.phy.detection import zf
 from common.phy.estimation import ls_channel_estimate
 from common.phy.metrics import baseline_sers
+from common.phy.noise import noise_variance
 from common.phy.modulation import (
     indices_to_bits,
     indices_to_symbols,
@@ -29,18 +30,12 @@ from common.phy.modulation import (
 
 __all__ = [
     "DetectionBatch",
-    "noise_variance",
     "complex_to_real_channel",
     "build_sdnet_input",
     "make_detection_batch",
     "concat_batches",
     "baseline_sers",
 ]
-
-
-def noise_variance(snr_db: float, n_t: int) -> float:
-    """``sigma_n^2 = n_t * 10**(-snr_db/10)`` (see the module docstring)."""
-    return float(n_t) * 10.0 ** (-float(snr_db) / 10.0)
 
 
 def complex_to_real_channel(H: torch.Tensor) -> torch.Tensor:

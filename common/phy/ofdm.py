@@ -26,6 +26,7 @@ import torch
 
 from common.phy.metrics import ber
 from common.phy.modulation import real_to_symbols, symbols_to_real
+from common.phy.noise import noise_variance
 
 __all__ = [
     "MODULATION_ORDERS",
@@ -59,22 +60,6 @@ def _order(modulation: str | int) -> int:
     if m < 4 or side * side != m or side & (side - 1):
         raise ValueError(f"QAM order must be a square power of 4 (4, 16, 64, ...), got {modulation!r}")
     return m
-
-
-def noise_variance(snr_db: float | torch.Tensor) -> torch.Tensor:
-    """``sigma^2 = 10^(-snr_db/10)``: noise power per subcarrier for unit symbol energy.
-
-    Parameters
-    ----------
-    snr_db : float or float tensor [n]
-        Signal-to-noise ratio per subcarrier, in dB.
-
-    Returns
-    -------
-    torch.Tensor
-        float32, same shape as ``snr_db`` (0-d for a float).
-    """
-    return torch.as_tensor(10.0 ** (-torch.as_tensor(snr_db, dtype=torch.float64) / 10.0), dtype=torch.float32)
 
 
 def pilot_indices(n_subcarriers: int, kind: str = "comb", spacing: int = 4) -> torch.Tensor:
@@ -463,7 +448,7 @@ def simulate_ofdm(
         snr = snr.expand(n).clone()
     if snr.numel() != n:
         raise ValueError(f"snr_db must be a scalar or have {n} entries, got {snr.numel()}")
-    nv = noise_variance(snr)
+    nv = noise_variance(snr)  # one stream per subcarrier
     sd = (nv / 2).sqrt()
 
     def noise(*shape: int) -> torch.Tensor:
