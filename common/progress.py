@@ -37,7 +37,7 @@ class ConsoleProgress:
         self.quiet = quiet
         self._console = console
         self._live: Any = None
-        self._last = 0.0
+        self._last = -_PLAIN_EVERY_S  # the first line is shown at once
 
     @property
     def console(self) -> Any:
@@ -58,12 +58,13 @@ class ConsoleProgress:
         now = time.monotonic()
         if not self.tty:
             if final or now - self._last > _PLAIN_EVERY_S:
-                print(text, flush=True)
+                self.console.file.write(text + "\n")
+                self.console.file.flush()
                 self._last = now
             return
         if final:
             self._stop_live()
-            self.console.print(text, markup=False)
+            self.console.print(text, markup=False, highlight=False)
             return
         if now - self._last < _LIVE_EVERY_S:
             return
