@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["class_summary", "round_latency", "draw_fleet_plots", "draw_csi_rd", "report_run", "format_class_table"]
+__all__ = ["class_summary", "round_latency", "draw_fleet_plots", "draw_csi_rd", "report_run", "format_class_table", "sdnet_vs_mmse_note", "SDNET_NOTE"]
 
 
 def _plt():  # noqa: ANN202 - matplotlib pyplot module
@@ -49,6 +49,7 @@ def class_summary(rounds: pa.Table) -> list[dict[str, Any]]:
             "ok": len(ok),
             "failed": sum(r["status"] == "failed" for r in mine),
             "timeout": sum(r["status"] == "timeout" for r in mine),
+            "late": sum(r["status"] == "late" for r in mine),
             "unavailable": sum(r["status"] == "unavailable" for r in mine),
             "n_params": _mean([r["n_params"] for r in last]),
             "ser": _mean([r.get("ser") for r in last]),
@@ -129,7 +130,24 @@ def format_class_table(summary: list[dict[str, Any]]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    note = sdnet_vs_mmse_note(summary)
+    return "\n".join(lines + ([note] if note else []))
+
+
+#: the one line printed under the class table while no class's SDNet beats MMSE
+SDNET_NOTE = (
+    "note: no class's SDNet is below MMSE: at this training budget SDNet learns little beyond "
+    "passing x_ZF through, though exact ML shows room far below MMSE (docs/sdnet_fidelity.md)"
+)
+
+
+def sdnet_vs_mmse_note(summary: list[dict[str, Any]]) -> str | None:
+    """``SDNET_NOTE`` when some class has SDNet and MMSE SERs and none has SDNet below MMSE."""
+    pairs = [(s.get("ser", math.nan), s.get("ser_mmse", math.nan)) for s in summary]
+    pairs = [(a, b) for a, b in pairs if isinstance(a, float) and isinstance(b, float) and math.isfinite(a) and math.isfinite(b)]
+    if pairs and not any(a < b for a, b in pairs):
+        return SDNET_NOTE
+    return None
 
 
 def draw_fleet_plots(rounds: pa.Table, out_dir: Path, csi_schemes: dict[str, str] | None = None) -> list[Path]:
@@ -242,7 +260,12 @@ def report_run(run_dir: str | Path) -> list[Path]:
     from server.results import consolidate_rounds
 
     schemes = {c["name"]: c["csi_feedback"].get("scheme", "fm") for c in data.get("fleet", []) if "csi_feedback" in c}
-    paths = draw_fleet_plots(consolidate_rounds(run_dir), run_dir, schemes)
+    table = consolidate_rounds(run_dir)
+    paths = draw_fleet_plots(table, run_dir, schemes)
+    from server.radio_report import draw_radio_plots, has_radio
+
+    if has_radio(table):
+        paths += draw_radio_plots(table, run_dir)
     sig = run_dir / "collective" / "significance.parquet"
     if sig.is_file():
         paths.append(draw_significance(pq.read_table(sig), run_dir / "gradient_significance.png"))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,7 @@ SCHEMA: dict[str, Field] = {
     "n_conv_collective": Field(int, 12, min=1, doc="collective depth (paper 12)"),
     "n_conv_individual": Field(int, 8, min=1, doc="individual depth (paper 8)"),
     "unit_layers": Field(int, 4, min=1, doc="layers in the learngene unit"),
+    "table1_n_conv": Field(int, 12, min=1, doc="depth of the Table I models (paper 12); equal to n_conv_individual reuses the scratch models"),
     "collective_samples": Field(int, 1000, min=1, doc="training samples per collective task (paper 8,100)"),
     "collective_epochs": Field(int, 3, min=1, doc="epochs per collective task (paper 50)"),
     "individual_samples": Field(int, 1000, min=1, doc="training samples of a target task (paper 8,100)"),
@@ -115,10 +117,13 @@ def _task(c: dict[str, Any], task_id: int, seed: int, n_t: int | None = None) ->
     return ChannelTask.make(c["source"], c["n_r"], n_t or c["n_t"], task_id, seed, **dict(c["source_options"]))
 
 
-def _init_model(c: dict[str, Any], seed: int, key: str, model: SDNet | None = None, n_t: int | None = None) -> SDNet:
+def _init_model(c: dict[str, Any], seed: int, key: str, build: Callable[[], SDNet] | None = None, n_t: int | None = None) -> SDNet:
+    """A model whose random weights derive from ``(seed, "init", key)``: ``build()`` (or a
+    plain individual SDNet) is called inside the seeded block, so every scheme that passes
+    the same ``key`` starts from the same weights (Fig. 13: scratch and learngene)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init", key))
-        return model if model is not None else SDNet(c["n_r"], n_t or c["n_t"], c["n_conv_individual"])
+        return build() if build is not None else SDNet(c["n_r"], n_t or c["n_t"], c["n_conv_individual"])
 
 
 def _baseline_indices(b: DetectionBatch) -> dict[str, torch.Tensor]:
@@ -267,11 +272,21 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
 
     # Table I: scratch model trained on target i, tested on target j
     s0 = float(c["snr_db"]) if float(c["snr_db"]) in tests[0] else next(iter(tests[0]))
+    n1 = c["table1_n_conv"]
+    t1_models: dict[int, SDNet] = {}
+    for i in range(T):
+        if n1 == c["n_conv_individual"]:
+            t1_models[i] = models[(i, "scratch")]
+            continue
+        train = task_detection_batch(_task(c, K + i, seed), c["individual_samples"], c["snr_db"], c["n_pilots"], seed, "target-train")
+        m1 = _init_model(c, seed, f"table1-{i}", build=lambda: SDNet(c["n_r"], c["n_t"], n1)).to(dev)
+        finetune(m1, train, epochs=E, batch_size=bs, lr=lr, generator=torch_generator(seed, "shuffle", "table1", i))
+        t1_models[i] = m1
     t1 = []
     for i in range(T):
         for j in range(T):
             tb = tests[j][s0]
-            t1.append({"train_target": K + i, "test_target": K + j, "matched": i == j, "ser": float(evaluate_ser(models[(i, "scratch")], tb))})
+            t1.append({"train_target": K + i, "test_target": K + j, "matched": i == j, "n_conv": n1, "ser": float(evaluate_ser(t1_models[i], tb))})
     _write(out_dir, "table1", t1)
 
     # Table IV at the paper's configuration and at this run's
@@ -287,7 +302,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
         train = task_detection_batch(task, c["individual_samples"], c["snr_db"], c["n_pilots"], seed, "scaling-train")
         val = task_detection_batch(task, c["val_samples"], c["snr_db"], c["n_pilots"], seed, "scaling-val")
         for scheme in ("scratch", "learngene"):
-            model = _init_model(c, seed, "scaling", model=individual_sdnet(col.unit, c["n_r"], n_t2, c["n_conv_individual"]))
+            model = _init_model(c, seed, "scaling", build=lambda: individual_sdnet(col.unit, c["n_r"], n_t2, c["n_conv_individual"]))
             anchors = expand(col.unit, model, "bottom-inherit") if scheme == "learngene" else None
             model.to(dev)
             v0 = evaluate_ser(model, val)
@@ -418,7 +433,8 @@ def report(out_dir: pathlib.Path) -> list[pathlib.Path]:
     for r in tab:
         lines.append(f"| {r['scheme']} | {r['ser']:.3e} | [{r['ser_lo']:.2e}, {r['ser_hi']:.2e}] | {r['symbols']} |")
     t1 = pq.read_table(out_dir / "table1.parquet").to_pylist()
-    lines += ["", "Table I (SDNet trained on row task, tested on column task):", ""]
+    depth = t1[0].get("n_conv", "?") if t1 else "?"
+    lines += ["", f"Table I (SDNet, N_conv = {depth}, trained on row task, tested on column task):", ""]
     tt = sorted({r["test_target"] for r in t1})
     lines.append("| train \\ test | " + " | ".join(str(t) for t in tt) + " |")
     lines.append("|---" * (len(tt) + 1) + "|")

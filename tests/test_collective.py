@@ -88,3 +88,26 @@ def test_collective_runs_and_the_cache_hits(tmp_path: Path) -> None:
     assert CollectiveConfig(tasks=tasks, n_conv=5, seed=4).config_hash() != CollectiveConfig(tasks=tasks, n_conv=5, seed=3).config_hash()
     with pytest.raises(ValueError):
         CollectiveConfig(tasks=[ChannelTask.make("gbsm", 4, 2), ChannelTask.make("gbsm", 8, 2)])
+
+
+def test_final_epoch_gradient_is_eq19_over_the_task_data() -> None:
+    """With one full batch and a vanishing step the recorded final-epoch gradient is the
+    gradient of the per-element MSE over all of D_k in train mode (eq. 19)."""
+    import copy
+
+    from common.learngene.training import finetune, mse_loss
+    from common.learngene.significance import significance_from_gradients
+
+    g = torch.Generator().manual_seed(11)
+    H = torch.complex(torch.randn(64, 4, 2, generator=g), torch.randn(64, 4, 2, generator=g))
+    b = make_detection_batch(H, 20.0, 4, g)
+    torch.manual_seed(0)
+    m = SDNet(4, 2, 3)
+    ref = copy.deepcopy(m).train()
+    (mse_loss(ref(b.sdnet_input), b.x) / b.x.shape[1]).backward()
+    res = finetune(m, b, epochs=2, batch_size=len(b), lr=1e-12, record_last_epoch_gradient=True)
+    for k, p in ref.named_parameters():
+        assert torch.allclose(res.last_epoch_gradient[k], p.grad, rtol=1e-3, atol=1e-6), k  # conv biases before BN: ~0 up to rounding
+    rows = significance_from_gradients(m, res.last_epoch_gradient, 0.0)
+    assert [r["layer_name"] for r in rows] == ["convs.0", "convs.1", "convs.2", "convs.3", "convs.4", "fc"]
+    assert not finetune(m, b, epochs=1, batch_size=len(b), lr=1e-3).last_epoch_gradient

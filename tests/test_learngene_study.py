@@ -39,6 +39,7 @@ def test_tiny_study_writes_every_table_and_report(tmp_path: Path) -> None:
     assert round(100 * comp[("paper (32x8)", "individual")]["transferred_ratio"], 1) == 10.8
     t1 = pq.read_table(tmp_path / "table1.parquet")
     assert t1.num_rows == 4
+    assert set(t1.column("n_conv").to_pylist()) == {12}  # Table I at the paper's N_conv = 12
     assert set(s["ser_at_train_snr"]) >= {"zf", "mmse", "scratch", "transfer", "learngene"}
     paths = study.report(tmp_path)
     assert {p.name for p in paths} >= {"significance_heatmap.png", "ser_vs_epoch.png", "ser_vs_snr.png", "complexity.md"}

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from common.records import rounds_table
-from server.report import class_summary, draw_fleet_plots, format_class_table
+from server.report import SDNET_NOTE, class_summary, draw_fleet_plots, format_class_table
 
 
 def _row(rnd: int, did: int, cls: str, metrics: dict[str, float]) -> dict:
@@ -33,3 +33,14 @@ def test_csi_classes_get_their_rd_plot_and_table_columns(tmp_path: Path) -> None
     assert "CSI NMSE dB" not in format_class_table(class_summary(plain))
     (tmp_path / "plain").mkdir()
     assert all(p.name != "csi_rd.png" for p in draw_fleet_plots(plain, tmp_path / "plain"))
+
+
+def test_class_table_says_why_when_no_sdnet_beats_mmse() -> None:
+    above = [_row(1, 0, "phone", {"ser": 0.05, "ser_zf": 0.05, "ser_mmse": 0.03}), _row(1, 1, "gw", {"ser": 0.04, "ser_zf": 0.04, "ser_mmse": 0.04})]
+    text = format_class_table(class_summary(rounds_table(above)))
+    assert text.splitlines()[-1] == SDNET_NOTE and "docs/sdnet_fidelity.md" in SDNET_NOTE
+    below = above + [_row(1, 2, "iot", {"ser": 0.001, "ser_zf": 0.05, "ser_mmse": 0.03})]
+    assert SDNET_NOTE not in format_class_table(class_summary(rounds_table(below)))
+    # a fleet without detection figures (CSI only) gets no note
+    csi = [_row(1, 3, "ue", {"bs_nmse_db": -2.0})]
+    assert SDNET_NOTE not in format_class_table(class_summary(rounds_table(csi)))

@@ -35,7 +35,7 @@ import torch
 from common.learngene.training import conv_fast_layout, evaluate_ser, finetune, mse_loss
 from common.channels import ChannelTask
 from common.channels.cache import cached_channels
-from common.learngene.significance import gradient_significance, select_unit_layers
+from common.learngene.significance import select_unit_layers, significance_from_gradients
 from common.learngene.unit import LearngeneUnit, extract_unit, read_array_file, write_array_file
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 #: bump when training or selection changes, so cached results are not reused
-COLLECTIVE_VERSION: int = 2
+COLLECTIVE_VERSION: int = 3
 
 
 @dataclass(frozen=True)
@@ -188,12 +188,15 @@ def train_collective(
             batch_size=cfg.batch_size,
             lr=cfg.lr,
             generator=torch_generator(cfg.seed, "collective", "shuffle", k),
+            record_last_epoch_gradient=True,
         )
         val_ser = evaluate_ser(model, val)
         for e, loss in enumerate(res.loss_per_epoch):
             last = e == len(res.loss_per_epoch) - 1
             hist_rows.append({"task": k, "task_id": task.task_id, "epoch": e, "loss": loss, "val_ser": val_ser if last else float("nan")})
-        for r in gradient_significance(model, train, cfg.epsilon):
+        # eq. (19)-(20) at the task's final epoch (Sec. V-B: "the gradient significance of
+        # the final epoch in each task is recorded")
+        for r in significance_from_gradients(model, res.last_epoch_gradient, cfg.epsilon):
             sig_rows.append({"task": k, "task_id": task.task_id, **r})
         if progress is not None:
             progress("collective", k + 1, K)

@@ -7,8 +7,11 @@ exceeds ``tau``).
 
 The loss differentiated here is the per-element mean squared error (Keras' ``mse``,
 which the paper's implementation used and against which its ``tau = 1e-4`` was set),
-i.e. eq. (13) divided by ``2 n_t``; BN is in eval mode so the gradient is that of the
-deployed function.
+i.e. eq. (13) divided by ``2 n_t``. The collective training records eq. (19) at each
+task's final epoch, as Sec. V-B says (``finetune(record_last_epoch_gradient=True)``: the
+final epoch's mini-batch gradients, train-mode BN, weighted by their share of ``D_k``) and
+passes it to :func:`significance_from_gradients`; :func:`gradient_significance` is the
+same figure at fixed trained weights (eval-mode BN: the deployed function).
 
 Selection rule (:func:`select_unit_layers`): candidates are the significant conv layers
 1..n_conv (BN, the first and last conv and the FC are excluded, Sec. V-B). Every
@@ -29,7 +32,7 @@ from common.learngene.training import conv_fast_layout, mse_loss
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch
 
-__all__ = ["gradient_significance", "select_unit_layers"]
+__all__ = ["gradient_significance", "significance_from_gradients", "select_unit_layers"]
 
 
 def _layers(model: SDNet) -> list[tuple[int, str, list[torch.nn.Parameter]]]:
@@ -68,22 +71,46 @@ def gradient_significance(model: SDNet, batch: DetectionBatch, epsilon: float, c
                 X, Y = Xall[s : s + chunk], Yall[s : s + chunk]
                 # eq. (19) on the per-element MSE: eq. (13) / (2 n_t)
                 (mse_loss(model(X), Y) / Y.shape[1] * (len(X) / n)).backward()
-        rows = []
-        for lid, name, params in _layers(model):
-            g = torch.cat([p.grad.detach().abs().flatten() for p in params])  # eq. (19)
-            rows.append(
-                {
-                    "layer": lid,
-                    "layer_name": name,
-                    "candidate": 1 <= lid <= model.n_conv,
-                    "significance": float((g > epsilon).float().mean()),  # eq. (20)
-                    "mean_abs_grad": float(g.mean()),
-                    "n_params": int(g.numel()),
-                }
-            )
+        grads = {k: p.grad.detach() for k, p in model.named_parameters() if p.grad is not None}
+        rows = significance_from_gradients(model, grads, epsilon)
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was)
+    return rows
+
+
+def significance_from_gradients(model: SDNet, grads: dict[str, torch.Tensor], epsilon: float) -> list[dict[str, Any]]:
+    """Eq. (20) for every conv layer and the FC from eq. (19)'s gradients.
+
+    Parameters
+    ----------
+    model : SDNet
+        Names the layers (``convs.{i}``, ``fc``).
+    grads : dict of str -> Tensor
+        Gradient per parameter name (``"convs.3.weight"``, ...), e.g.
+        ``FinetuneResult.last_epoch_gradient`` (the task's final epoch, as the paper
+        records it) or the gradient over ``D_k`` at the trained weights.
+    epsilon : float
+        Threshold ``tau``.
+
+    Returns
+    -------
+    list of dict
+        ``layer``, ``layer_name``, ``candidate``, ``significance``, ``mean_abs_grad``, ``n_params``.
+    """
+    rows = []
+    for lid, name, _ in _layers(model):
+        g = torch.cat([grads[f"{name}.{w}"].detach().abs().flatten().cpu() for w in ("weight", "bias")])  # eq. (19)
+        rows.append(
+            {
+                "layer": lid,
+                "layer_name": name,
+                "candidate": 1 <= lid <= model.n_conv,
+                "significance": float((g > epsilon).float().mean()),  # eq. (20)
+                "mean_abs_grad": float(g.mean()),
+                "n_params": int(g.numel()),
+            }
+        )
     return rows
 
 

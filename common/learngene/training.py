@@ -49,6 +49,12 @@ class FinetuneResult:
         Training samples processed (epochs x len(train)).
     seconds : float
         Wall-clock time of the training loop (evaluation excluded).
+    last_epoch_gradient : dict of str -> Tensor
+        With ``record_last_epoch_gradient``: per parameter name, the gradient of the
+        per-element MSE (eq. (13) / ``2 n_t``, plus the eq. (21) term when anchored)
+        accumulated over the final epoch's mini-batches, each weighted by its share of the
+        samples: the gradient of ``L(Theta; D_k)`` of eq. (19) during the task's final
+        epoch (train-mode BN, as the weights move). Empty otherwise.
     """
 
     loss_per_epoch: list[float] = field(default_factory=list)
@@ -56,6 +62,7 @@ class FinetuneResult:
     flops: int = 0
     samples: int = 0
     seconds: float = 0.0
+    last_epoch_gradient: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def mse_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -113,6 +120,7 @@ def finetune(
     lam: float = 0.0,
     generator: torch.Generator | None = None,
     val: DetectionBatch | None = None,
+    record_last_epoch_gradient: bool = False,
 ) -> FinetuneResult:
     """Train ``model`` in place with Adam on ``train``.
 
@@ -134,6 +142,8 @@ def finetune(
         Shuffling; default a generator seeded with 0 (deterministic).
     val : DetectionBatch, optional
         Evaluated (SER) after every epoch.
+    record_last_epoch_gradient : bool, default False
+        Fill ``FinetuneResult.last_epoch_gradient`` (eq. (19) at the final epoch).
 
     Returns
     -------
@@ -153,7 +163,7 @@ def finetune(
     if anchors:
         anchors = {k: v.to(dev) for k, v in anchors.items()}
     with conv_fast_layout(model, X) as X:
-        res = _train_epochs(model, X, Y, epochs, batch_size, lr, anchors if lam > 0 else None, lam, gen, val)
+        res = _train_epochs(model, X, Y, epochs, batch_size, lr, anchors if lam > 0 else None, lam, gen, val, record_last_epoch_gradient)
     res.flops = TRAIN_FLOPS_PER_FORWARD * fwd * res.samples
     return res
 
@@ -169,12 +179,15 @@ def _train_epochs(
     lam: float,
     gen: torch.Generator,
     val: DetectionBatch | None,
+    record_last: bool = False,
 ) -> FinetuneResult:
     n, dev = len(X), X.device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     res = FinetuneResult()
     model.train()
-    for _ in range(epochs):
+    params = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    for epoch in range(epochs):
+        acc = {k: torch.zeros_like(p) for k, p in params} if record_last and epoch == epochs - 1 else None
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen).to(dev)
         total = torch.zeros((), device=dev)
@@ -186,8 +199,15 @@ def _train_epochs(
                 loss = loss + l2_to_anchors(model, anchors, lam)  # eq. (21)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if acc is not None:  # eq. (19) at the final epoch, on the per-element MSE
+                w = len(idx) / (n * Y.shape[1])
+                for k, p in params:
+                    if p.grad is not None:
+                        acc[k] += p.grad.detach() * w
             opt.step()
         res.seconds += time.perf_counter() - t0
+        if acc is not None:
+            res.last_epoch_gradient = {k: v.cpu() for k, v in acc.items()}
         res.loss_per_epoch.append(float(total) / n)
         res.samples += n
         if val is not None:

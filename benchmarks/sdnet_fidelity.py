@@ -1,0 +1,183 @@
+"""Why does SDNet stop at ZF's SER? Seeded experiments behind ``docs/sdnet_fidelity.md``.
+
+Each experiment trains (or only evaluates) on one channel task of the learngene paper's
+setting (Table II/III: 32x8, QPSK, 25 dB, 16 pilots, depth 8, Adam 1e-3) at a reduced
+sample/epoch budget stated in its row, and reports on held-out samples of the same task:
+SDNet (eval mode), the same SDNet on its training samples, ZF / MMSE (eq. 9 / 11 with
+``H_LS``), genie LMMSE (true ``H``) and exact ML (eq. 6, with ``H_LS`` and with the true
+``H``) on the first ``n_ml`` test samples.
+
+    .venv/bin/python benchmarks/sdnet_fidelity.py run EXPERIMENT   # writes docs/sdnet_fidelity/EXPERIMENT.json
+    .venv/bin/python benchmarks/sdnet_fidelity.py render           # writes docs/sdnet_fidelity/tables.md
+    .venv/bin/python benchmarks/sdnet_fidelity.py list
+
+Every figure in ``docs/sdnet_fidelity/tables.md`` comes from these JSON files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.channels import ChannelTask, sample_channels
+from common.learngene.training import evaluate_ser, finetune
+from common.models.sdnet import SDNet
+from common.phy.dataset import make_detection_batch
+from common.phy.detection import ml_detect
+from common.phy.metrics import baseline_sers, ser
+
+OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "sdnet_fidelity"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: a task, a training budget and the variant under test."""
+
+    label: str
+    source: str = "gbsm"
+    task_id: int = 104
+    task_options: tuple[tuple[str, Any], ...] = ()
+    n_train: int = 2000
+    n_test: int = 1000
+    n_ml: int = 300
+    epochs: int = 20
+    batch_size: int = 500
+    lr: float = 1e-3
+    n_conv: int = 8
+    width: int = 8
+    snr_db: float = 25.0
+    train: bool = True
+    seed: int = 0
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _task(c: Case) -> ChannelTask:
+    return ChannelTask.make(c.source, 32, 8, c.task_id, 0, **dict(c.task_options))
+
+
+def channel_stats(H: torch.Tensor, n: int = 400) -> dict[str, float]:
+    """Median condition number of ``H`` and median ``|<H_a, H_b>| / (||H_a|| ||H_b||)`` over
+    pairs of the first ``n`` channels (how alike two UEs' channels of the task are)."""
+    Hd = H[:n].to(torch.complex128)
+    f = Hd.reshape(len(Hd), -1)
+    f = f / f.norm(dim=1, keepdim=True)
+    g = (f @ f.conj().T).abs()
+    return {"cond_median": float(torch.linalg.cond(Hd).median()), "ue_corr": float(g[~torch.eye(len(Hd), dtype=torch.bool)].median())}
+
+
+def run_case(c: Case) -> dict[str, Any]:
+    """Train/evaluate one case; returns its row (SERs are fractions of symbols)."""
+    task = _task(c)
+    t0 = time.perf_counter()
+    test = make_detection_batch(sample_channels(task, c.n_test, 1000 + c.seed), c.snr_db, 16, torch.Generator().manual_seed(2000 + c.seed))
+    row: dict[str, Any] = {"case": asdict(c), **baseline_sers(test), **channel_stats(test.H)}
+    if c.n_ml:
+        ml = test[: c.n_ml]
+        row["ser_ml_ls"] = ser(ml_detect(ml.y, ml.H_ls), ml.symbols)
+        row["ser_ml_true"] = ser(ml_detect(ml.y, ml.H), ml.symbols)
+    row["n_ml"] = c.n_ml
+    if c.train:
+        train = make_detection_batch(sample_channels(task, c.n_train, c.seed), c.snr_db, 16, torch.Generator().manual_seed(1 + c.seed))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            model = SDNet(32, 8, c.n_conv, widths=[c.width] * (c.n_conv + 1))
+        res = finetune(model, train, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, generator=torch.Generator().manual_seed(c.seed), val=test)
+        row["ser_sdnet"] = res.val_ser_per_epoch[-1]
+        row["ser_sdnet_best"] = min(res.val_ser_per_epoch)
+        row["ser_sdnet_train"] = evaluate_ser(model, train)
+        row["ser_zf_train"] = baseline_sers(train)["ser_zf"]
+        row["val_ser_per_epoch"] = res.val_ser_per_epoch
+        row["loss_per_epoch"] = res.loss_per_epoch
+        row["steps"] = c.epochs * -(-c.n_train // c.batch_size)
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+B = Case(label="paper recipe", n_ml=0)  # gbsm task 104, radius 5 m; ML: see `bounds`
+EXPERIMENTS: dict[str, tuple[str, list[Case]]] = {
+    "bounds": (
+        "No training: is there room below MMSE at all? Exact ML with H_LS against MMSE on held-out tasks.",
+        [Case(label=f"gbsm task {t}", task_id=t, train=False) for t in (100, 101, 102, 103, 104)]
+        + [Case(label="umi task 0 (Sionna)", source="umi", task_id=0, train=False)]
+        + [Case(label="gbsm task 104, per-stream SNR (sigma^2 = 10^-2.5)", snr_db=25.0 + 9.0309, train=False)],
+    ),
+    "steps": (
+        "Is SDNet step-limited? Paper recipe (batch 500) against more Adam steps (batch 100, 50) on the same samples.",
+        [B, replace(B, label="batch 100", batch_size=100), replace(B, label="batch 50", batch_size=50)],
+    ),
+    "breadth": (
+        "Task breadth: all UEs at one point (radius 0: one channel, up to LS noise), in a 2 cm and a 5 cm circle (column ue_corr: median |correlation| of two UEs' channels); the paper's 5 m circle at the same budget is `steps` batch 100.",
+        [replace(B, label=f"radius {r} m, batch 100", batch_size=100, task_options=(("radius_m", r),)) for r in (0.0, 0.02, 0.05)],
+    ),
+    "capacity": (
+        "Capacity and step size: width 16 (paper: 8), and lr 3e-3, at the steps of `steps` batch 100.",
+        [replace(B, label="width 16, batch 100", batch_size=100, width=16), replace(B, label="width 8, lr 3e-3, batch 100", batch_size=100, lr=3e-3)],
+    ),
+    "long": (
+        "More steps: 2000 Adam steps (batch 100, 100 epochs) on one channel (radius 0) and on the paper's 5 m circle.",
+        [replace(B, label=f"radius {r} m, 2000 steps", batch_size=100, epochs=100, task_options=(("radius_m", r),)) for r in (0.0, 5.0)],
+    ),
+}
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+
+def render() -> Path:
+    """Write ``tables.md`` from every ``<experiment>.json`` present."""
+    lines = ["<!-- generated by: .venv/bin/python benchmarks/sdnet_fidelity.py render; do not edit -->", ""]
+    cols = ["ue_corr", "cond_median", "ser_sdnet", "ser_sdnet_best", "ser_sdnet_train", "ser_zf", "ser_mmse", "ser_lmmse_genie", "ser_ml_ls", "ser_ml_true", "steps", "seconds"]
+    for name, (question, _) in EXPERIMENTS.items():
+        p = OUT_DIR / f"{name}.json"
+        if not p.exists():
+            continue
+        rows = json.loads(p.read_text())
+        lines += [f"### `{name}`", "", question, "", "| case | task | train n / epochs / batch | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 3)]
+        for r in rows:
+            c = r["case"]
+            task = f"{c['source']} {c['task_id']} {dict(c['task_options']) or ''}".strip()
+            budget = f"{c['n_train']} / {c['epochs']} / {c['batch_size']}" if c["train"] else "(no training)"
+            lines.append(f"| {c['label']} | {task} | {budget} | " + " | ".join(_fmt(r.get(k)) for k in cols) + " |")
+        lines += ["", f"Test: {rows[0]['case']['n_test']} held-out samples ({8 * rows[0]['case']['n_test']} symbols)" + (f"; ML on the first {rows[0]['n_ml']}." if rows[0]["n_ml"] else "; ML: see `bounds`."), ""]
+    out = OUT_DIR / "tables.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    sub.add_parser("render")
+    sub.add_parser("list")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    if a.cmd == "list":
+        for k, (q, cases) in EXPERIMENTS.items():
+            print(f"{k}: {q} ({len(cases)} cases)")
+        return
+    if a.cmd == "render":
+        print(render())
+        return
+    rows = []
+    for c in EXPERIMENTS[a.experiment][1]:
+        row = run_case(c)
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("val_ser_per_epoch", "loss_per_epoch", "case")} | {"label": c.label}), flush=True)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / f"{a.experiment}.json").write_text(json.dumps(rows, indent=1))
+    render()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
