@@ -55,6 +55,7 @@ class Case:
     snr_db: float = 25.0
     train: bool = True
     seed: int = 0
+    input: str = "paper"  # "paper": [H_LS; x_ZF^T]; "zf_only": the H_LS rows zeroed
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +87,9 @@ def run_case(c: Case) -> dict[str, Any]:
     row["n_ml"] = c.n_ml
     if c.train:
         train = make_detection_batch(sample_channels(task, c.n_train, c.seed), c.snr_db, 16, torch.Generator().manual_seed(1 + c.seed))
+        if c.input == "zf_only":
+            for b in (train, test):
+                b.sdnet_input[:, :, :-1, :] = 0.0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
             model = SDNet(32, 8, c.n_conv, widths=[c.width] * (c.n_conv + 1))
@@ -121,9 +125,13 @@ EXPERIMENTS: dict[str, tuple[str, list[Case]]] = {
         "Capacity and step size: width 16 (paper: 8), and lr 3e-3, at the steps of `steps` batch 100.",
         [replace(B, label="width 16, batch 100", batch_size=100, width=16), replace(B, label="width 8, lr 3e-3, batch 100", batch_size=100, lr=3e-3)],
     ),
+    "inputs": (
+        "Does SDNet use H_LS at all? The same training with the H_LS rows of the input zeroed (x_ZF only), on the 5 m circle and on one channel (radius 0).",
+        [replace(B, label=f"x_ZF only, radius {r} m, batch 100", batch_size=100, input="zf_only", task_options=(("radius_m", r),)) for r in (5.0, 0.0)],
+    ),
     "long": (
         "More steps: 2000 Adam steps (batch 100, 100 epochs) on one channel (radius 0) and on the paper's 5 m circle.",
-        [replace(B, label=f"radius {r} m, 2000 steps", batch_size=100, epochs=100, task_options=(("radius_m", r),)) for r in (0.0, 5.0)],
+        [replace(B, label=f"radius {r} m, 2000 steps", batch_size=100, epochs=100, task_options=(("radius_m", r),)) for r in (5.0, 0.0)],
     ),
 }
 
@@ -146,6 +154,8 @@ def render() -> Path:
             c = r["case"]
             task = f"{c['source']} {c['task_id']} {dict(c['task_options']) or ''}".strip()
             budget = f"{c['n_train']} / {c['epochs']} / {c['batch_size']}" if c["train"] else "(no training)"
+            if c.get("input", "paper") != "paper":
+                task += f" input={c['input']}"
             lines.append(f"| {c['label']} | {task} | {budget} | " + " | ".join(_fmt(r.get(k)) for k in cols) + " |")
         lines += ["", f"Test: {rows[0]['case']['n_test']} held-out samples ({8 * rows[0]['case']['n_test']} symbols)" + (f"; ML on the first {rows[0]['n_ml']}." if rows[0]["n_ml"] else "; ML: see `bounds`."), ""]
     out = OUT_DIR / "tables.md"

@@ -27,6 +27,7 @@ import torch
 
 from common.channels.base import ChannelTask, sample_channels
 from common.channels.imported import channels_to_table, table_to_channels
+from common.fingerprint import code_fingerprint
 from common.runtime import cache_root
 
 __all__ = ["FORMAT_VERSION", "default_cache_dir", "cache_key", "cache_path", "cached_channels"]
@@ -53,7 +54,8 @@ def _source_fingerprint(task: ChannelTask) -> dict[str, int] | None:
 
 
 def cache_key(task: ChannelTask, n: int, seed: int, n_subcarriers: int | None = None) -> str:
-    """32-hex-char BLAKE2b digest of the request spec and ``FORMAT_VERSION``."""
+    """32-hex-char BLAKE2b digest of the request spec, ``FORMAT_VERSION`` and the source of
+    ``common.channels`` and ``common.seeding`` (``common.fingerprint``)."""
     spec = {
         "task": task.to_dict(),
         "n": int(n),
@@ -61,6 +63,7 @@ def cache_key(task: ChannelTask, n: int, seed: int, n_subcarriers: int | None = 
         "n_subcarriers": None if n_subcarriers is None else int(n_subcarriers),
         "format": FORMAT_VERSION,
         "source_file": _source_fingerprint(task),
+        "code": code_fingerprint("common.channels", "common.seeding"),  # any edit there regenerates
     }
     text = json.dumps(spec, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

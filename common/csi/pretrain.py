@@ -26,11 +26,13 @@ from common.csi.config import compressor_config, resolve_cfg
 from common.csi.data import pretrain_csi
 from common.csi.training import minibatches, rd_objective
 from common.models.csi_compressor import CSICompressor, csi_to_planes
+from common.fingerprint import code_fingerprint
 from common.runtime import cache_root, torch_threads
 from common.seeding import derive_seed
 
 __all__ = [
     "PRETRAIN_VERSION",
+    "PRETRAIN_CODE",
     "PRETRAIN_KEYS",
     "LATENT_STD",
     "train_backbone",
@@ -42,6 +44,8 @@ __all__ = [
 #: bump when pre-training changes meaning (invalidates the on-disk cache)
 PRETRAIN_VERSION = 3
 #: the table keys that change the pre-trained weights (with the version, the cache key)
+#: packages/modules whose source is part of the cache key (any edit retrains)
+PRETRAIN_CODE: tuple[str, ...] = ("common.csi", "common.models.csi_compressor", "common.coding", "common.channels", "common.phy", "common.seeding")
 PRETRAIN_KEYS = (
     "n_ant", "n_sc", "width", "kernel", "dense_latent", "lmbda", "pretrain_samples", "pretrain_tasks", "pretrain_steps",
     "pretrain_batch", "pretrain_lr", "pretrain_seed", "pretrain_los", "carrier_hz", "bandwidth_hz", "radius_m",
@@ -103,9 +107,11 @@ def train_backbone(cfg: dict[str, Any]) -> CSICompressor:
 
 
 def pretrain_key(cfg: dict[str, Any]) -> str:
-    """Hex cache key of a resolved table: a hash of :data:`PRETRAIN_KEYS` and the version."""
+    """Hex cache key of a resolved table: a hash of :data:`PRETRAIN_KEYS`, the version and
+    the source of the code that trains (:data:`PRETRAIN_CODE`, ``common.fingerprint``)."""
     spec = {k: cfg[k] for k in PRETRAIN_KEYS}
     spec["version"] = PRETRAIN_VERSION
+    spec["code"] = code_fingerprint(*PRETRAIN_CODE)
     return hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=10).hexdigest()
 
 

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from common.fingerprint import code_fingerprint
 from common.learngene.training import conv_fast_layout, evaluate_ser, finetune, mse_loss
 from common.channels import ChannelTask
 from common.channels.cache import cached_channels
@@ -44,6 +45,7 @@ from common.seeding import derive_seed, torch_generator
 
 __all__ = [
     "COLLECTIVE_VERSION",
+    "TRAINING_CODE",
     "CollectiveConfig",
     "CollectiveResult",
     "task_detection_batch",
@@ -53,6 +55,8 @@ __all__ = [
 
 #: bump when training or selection changes, so cached results are not reused
 COLLECTIVE_VERSION: int = 3
+#: packages/modules whose source is part of the cache key (any edit retrains)
+TRAINING_CODE: tuple[str, ...] = ("common.learngene", "common.models.sdnet", "common.phy", "common.channels", "common.seeding")
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,9 @@ class CollectiveConfig:
         return d
 
     def config_hash(self) -> str:
-        """sha256 (first 16 hex) of the settings and ``COLLECTIVE_VERSION``."""
-        text = json.dumps({"v": COLLECTIVE_VERSION, **self.to_dict()}, sort_keys=True, default=str)
+        """sha256 (first 16 hex) of the settings, ``COLLECTIVE_VERSION`` and the source of
+        the code that trains (``TRAINING_CODE``, ``common.fingerprint``)."""
+        text = json.dumps({"v": COLLECTIVE_VERSION, "code": code_fingerprint(*TRAINING_CODE), **self.to_dict()}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
