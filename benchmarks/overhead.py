@@ -26,63 +26,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from proc_tree import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 #: how often both systems pull replies; finer than Flower's 0.1 s default so that a round's
 #: wall time measures the work, not which 0.1 s tick it ended on
 POLL_S = 0.01
-
-
-# ---------------------------------------------------------------- process-tree memory
-def _tree_rss_bytes(root_pid: int) -> int:
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{d}/statm") as f:
-                rss[int(d)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
-    total, stack = 0, [root_pid]
-    while stack:
-        p = stack.pop()
-        total += rss.get(p, 0)
-        stack.extend(children.get(p, []))
-    return total
-
-
-def _measure(cmd: list[str]) -> tuple[dict, int]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    peak = 0
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, _tree_rss_bytes(proc.pid))
-            time.sleep(0.2)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    out, _ = proc.communicate()
-    stop.set()
-    t.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd} failed with exit code {proc.returncode}")
-    return json.loads(out.strip().splitlines()[-1]), peak
 
 
 # ---------------------------------------------------------------- the two systems
@@ -186,7 +141,7 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved pairs: slow drifts of the machine hit both
             med = {}
             for system in ("bare", "airfleet"):
-                res, peak = _measure([sys.executable, __file__, "--one", system, "--n", str(n), "--rounds", str(args.rounds)])
+                res, peak = measure([sys.executable, __file__, "--one", system, "--n", str(n), "--rounds", str(args.rounds)], ROOT)
                 rounds = res["per_round_s"][1:] or res["per_round_s"]
                 steady[system] += rounds
                 peaks[system].append(peak / 2**20)

@@ -15,6 +15,7 @@ The run config (``context.run_config``) needs ``scenario`` (a path) and may give
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -50,6 +51,8 @@ from common.runtime import cache_root
 from common.records import SETUP_SCHEMA, rounds_table, rows_to_table
 from common.scenario import Scenario, load_scenario
 from common.stage import BaseStationStage
+from server.dispatch_order import WorkEstimates
+from server.flower_dispatch import install as install_dispatch
 from server.message_size import message_bytes, payload_bytes
 from server.report import class_summary, format_class_table, report_run, round_latency
 from server.results import consolidate_rounds, init_run_dir, new_run_dir, write_json, write_round_part, write_table
@@ -58,6 +61,12 @@ from server.stages import BASE_STATION_STAGES
 __all__ = ["app", "FleetServer", "clean_error", "resolve_scenario_path"]
 
 app = ServerApp()
+install_dispatch()  # before any simulation engine starts: see server.flower_dispatch
+
+#: a poll asks Flower about at most this many of the oldest pending messages ...
+PULL_WINDOW = 64
+#: ... and about all of them this often (s), and at the deadline
+FULL_PULL_S = 1.0
 
 
 def clean_error(reason: str) -> str:
@@ -101,6 +110,7 @@ class FleetServer:
         self.unit_records: tuple[ArrayRecord, ConfigRecord] | None = None
         self.unit_nbytes = 0
         self.stages: dict[str, BaseStationStage] = {}
+        self.work = WorkEstimates()  # FLOPs per device round, for longest-first dispatch
         for name, half in BASE_STATION_STAGES.items():
             cfgs = {c["name"]: c[name] for c in self.scenario.classes if name in c}
             if cfgs:
@@ -187,34 +197,49 @@ class FleetServer:
 
     # -- messaging ------------------------------------------------------------------
     def _exchange(self, msgs: list[Message], timeout: float, label: str, on_reply: Callable[[int, Message], None]) -> dict[int, int]:
-        """Push ``msgs``; pull replies until all arrive or ``timeout`` s pass.
+        """Push ``msgs`` (in this order: the engine starts them first-pushed first); pull
+        replies until all arrive or ``timeout`` s pass.
 
         Each reply is handed to ``on_reply(node_id, reply)`` as it arrives. Returns the
         serialized size (bytes) of every message sent, by node id, measured in the idle
         time between polls (``server.message_size``: about 20 us for an instruction of a
         layout already seen; a message with arrays deflates and hashes every object).
+
+        A poll asks Flower only about the oldest ``PULL_WINDOW`` pending messages (more
+        when replies come faster): the engine runs messages in push order, so later ones
+        cannot have replied yet, and Flower's cost of a pull grows with the ids asked
+        about. Every ``FULL_PULL_S`` s, and at the deadline, a poll asks about all of
+        them, so a reply out of order (an error, a slow device) is never left behind.
         """
         ids = list(self.grid.push_messages(msgs))
         by_id = {mid: m.metadata.dst_node_id for mid, m in zip(ids, msgs)}
         unsized = list(msgs)
         sizes: dict[int, int] = {}
-        pending = set(ids)
-        end = time.monotonic() + timeout
-        t0 = time.monotonic()
+        pending = dict.fromkeys(ids)  # insertion-ordered: oldest first
+        window = PULL_WINDOW
+        t0 = last_full = time.monotonic()
+        end = t0 + timeout
         while pending:
-            for r in self.grid.pull_messages(pending):
+            now = time.monotonic()
+            full = now - last_full >= FULL_PULL_S or now >= end
+            ask = list(pending) if full else list(itertools.islice(pending, window))
+            last_full = now if full else last_full
+            got = 0
+            for r in self.grid.pull_messages(ask):
                 mid = r.metadata.reply_to_message_id
                 if mid in pending:
-                    pending.discard(mid)
+                    del pending[mid]
+                    got += 1
                     on_reply(by_id[mid], r)
+            window = max(PULL_WINDOW, 4 * got)
             self.progress.update(f"{label}: {len(msgs) - len(pending)}/{len(msgs)} replies, {time.monotonic() - t0:.1f} s")
-            if not pending or time.monotonic() >= end:
+            if not pending or now >= end:
                 break
             poll_at = time.monotonic() + float(self.scenario.data["server"]["poll_interval_s"])
             while unsized and time.monotonic() < poll_at:
                 m = unsized.pop()
                 sizes[m.metadata.dst_node_id] = payload_bytes(m)
-            time.sleep(max(0.0, poll_at - time.monotonic()))
+            time.sleep(max(0.0, min(poll_at, end) - time.monotonic()))
         for m in unsized:
             sizes[m.metadata.dst_node_id] = payload_bytes(m)
         return sizes
@@ -247,6 +272,9 @@ class FleetServer:
             rows[did] = {**base, "status": "timeout", "error": f"no reply within {self.scenario.data['server']['round_timeout_s']} s"}
             msgs.append(Message(content, dst_node_id=dev.node_id, message_type=TRAIN, group_id=str(rnd)))
         by_node = {dev.node_id: did for did, dev in self.devices.items()}
+        # longest device work first (server.dispatch_order): the engine starts them in push order
+        rank = {p.device_id: i for i, p in enumerate(self.work.longest_first(d.profile for d in self.devices.values()))}
+        msgs.sort(key=lambda m: rank[by_node[m.metadata.dst_node_id]])
 
         def on_reply(nid: int, reply: Message) -> None:
             did = by_node[nid]
@@ -260,6 +288,8 @@ class FleetServer:
             except Exception as e:  # noqa: BLE001 - any bad reply is recorded, the round goes on
                 row["status"] = "failed"
                 row["error"] = f"{type(e).__name__}: {e}"
+            if row["status"] == "ok":
+                self.work.observe(self.devices[did].profile, int(row["flops"]))
             if row["status"] == "ok" and sent_unit.get(did):
                 self.devices[did].unit_version = self.unit_version
 
