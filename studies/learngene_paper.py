@@ -6,9 +6,11 @@
    on ``individual_samples`` at ``snr_db`` for ``individual_epochs`` epochs:
    train-from-scratch; transfer learning (an individual-size SDNet pre-trained on one
    randomly chosen collective task, then fine-tuned); learngene with each of the six
-   expansion strategies (units cut from the top / middle / bottom segments of the
-   collective model, ``common.learngene``), plus ``learngene`` = the unit the selection
-   rule chose, bottom-inherited. All schemes of one target share the random
+   expansion strategies (``X-embed``: the selected unit placed at segment X of the
+   individual model; ``X-inherit``: segment X of the collective model placed at the
+   bottom; one definition with the fleet, ``common.learngene.expansion`` and
+   ``collective.unit_for_strategy``), plus ``learngene`` = the unit the selection rule
+   chose, at the bottom. All schemes of one target share the random
    initialisation of the layers they do not inherit. L2 to the inherited weights with
    ``lam`` (eq. 21).
 3. SER per epoch on a validation set, SER on a test set at 20..30 dB (step 2.5) with
@@ -41,7 +43,7 @@ import torch
 
 from common.learngene.training import evaluate_ser, finetune, predict_indices
 from common.channels import ChannelTask
-from common.learngene import STRATEGIES, LearngeneUnit, expand, extract_unit, individual_sdnet, segment_layer_ids
+from common.learngene import STRATEGIES, LearngeneUnit, expand, individual_sdnet, segment_layer_ids, unit_source_layers
 from common.models.complexity import count_flops, count_parameters
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch
@@ -49,7 +51,7 @@ from common.phy.detection import hard_qpsk, lmmse_genie, mmse, zf
 from common.phy.metrics import binomial_ci, ser_with_ci
 from common.schema import Field
 from common.seeding import derive_seed, numpy_rng, torch_generator
-from common.learngene.collective import CollectiveConfig, load_or_train_collective, task_detection_batch
+from common.learngene.collective import CollectiveConfig, load_or_train_collective, task_detection_batch, unit_for_strategy
 from studies import ProgressFn
 
 __all__ = ["SCHEMA", "PAPER_SCALE", "run", "report"]
@@ -157,12 +159,15 @@ def _complexity_rows(n_r: int, n_t: int, n_conv_col: int, n_conv_ind: int, m: in
     ]
 
 
-def _twin(scheme: str, selected: list[int], n_conv_col: int, m: int) -> str | None:
-    """An earlier scheme that is the same computation (bottom-embed == bottom-inherit; the
-    selected unit bottom-inherited == a segment's X-inherit when the selection is segment X)."""
-    if scheme == "bottom-embed":
-        return "bottom-inherit"
-    if scheme.endswith("-inherit") and segment_layer_ids(n_conv_col, m, scheme.split("-")[0]) == list(selected):
+def _twin(scheme: str, selected: list[int], n_conv_col: int) -> str | None:
+    """An earlier scheme that is the same computation: a strategy whose unit is the selected
+    one placed at the bottom is the learngene scheme (``bottom-embed`` always, ``X-inherit``
+    when the rule selected segment ``X``; ``common.learngene.expansion``)."""
+    if scheme not in STRATEGIES:
+        return None
+    seg, mode = scheme.split("-")
+    at_bottom = mode == "inherit" or seg == "bottom"
+    if at_bottom and unit_source_layers(scheme, selected, n_conv_col) == list(selected):
         return "learngene"
     return None
 
@@ -196,9 +201,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     _write(out_dir, "collective_history", col.history)
     col.unit.save(out_dir / "learngene_unit.bin")
     M = c["unit_layers"]
-    seg_units: dict[str, LearngeneUnit] = {
-        s: extract_unit(col.model, segment_layer_ids(c["n_conv_collective"], M, s)) for s in ("top", "middle", "bottom")
-    }
+    strategy_units: dict[str, LearngeneUnit] = {s: unit_for_strategy(col, s) for s in STRATEGIES}  # one definition with the fleet
 
     # transfer-learning source: one random collective task, an individual-size model
     src_k = int(numpy_rng(seed, "transfer-source").integers(K))
@@ -221,7 +224,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
         val = task_detection_batch(task, c["val_samples"], c["snr_db"], c["n_pilots"], seed, "target-val")
         tests[j] = {s: task_detection_batch(task, c["test_samples"], float(s), c["n_pilots"], seed, f"target-test-{s}") for s in c["eval_snr_db"]}
         for scheme in schemes:
-            twin = _twin(scheme, col.selected_layers, c["n_conv_collective"], M)
+            twin = _twin(scheme, col.selected_layers, c["n_conv_collective"])
             if twin is not None and (j, twin) in models:
                 # identical by construction (same init, same tensors in the same layers, same
                 # data and shuffling): reuse instead of retraining
@@ -238,7 +241,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
             elif scheme == "learngene":
                 anchors = expand(col.unit, model, "bottom-inherit")
             elif scheme in STRATEGIES:
-                anchors = expand(seg_units[scheme.split("-")[0]], model, scheme)
+                anchors = expand(strategy_units[scheme], model, scheme)
             model.to(dev)
             v0 = evaluate_ser(model, val)
             res = finetune(model, train, epochs=E, batch_size=bs, lr=lr, anchors=anchors, lam=c["lam"],

@@ -28,9 +28,9 @@ def test_tiny_study_writes_every_table_and_report(tmp_path: Path) -> None:
     ep = pq.read_table(tmp_path / "ser_epoch.parquet").to_pylist()
     assert {r["scheme"] for r in ep} == {"scratch", "transfer", "learngene", *STRATEGIES}
     assert len([r for r in ep if r["scheme"] == "scratch"]) == 2 * 3  # 2 targets x (epoch 0 + 2 epochs)
-    # bottom-embed and bottom-inherit are the same computation
+    # bottom-embed (the selected unit at the bottom) is the learngene scheme itself
     be = [r["val_ser"] for r in ep if r["scheme"] == "bottom-embed"]
-    assert be == [r["val_ser"] for r in ep if r["scheme"] == "bottom-inherit"]
+    assert be == [r["val_ser"] for r in ep if r["scheme"] == "learngene"]
     snr = pq.read_table(tmp_path / "ser_snr.parquet").to_pylist()
     assert sorted({r["snr_db"] for r in snr}) == [20.0, 22.5, 25.0, 27.5, 30.0]
     comp = {(r["config"], r["model"]): r for r in pq.read_table(tmp_path / "complexity.parquet").to_pylist()}

@@ -134,3 +134,36 @@ def test_upsampling_adaptor_serves_fewer_tx_antennas() -> None:
         individual_sdnet(unit, 4, 3, 8)
     with pytest.raises(ValueError):
         individual_sdnet(unit, 8, 2, 8)
+
+
+def test_one_definition_of_the_six_strategies() -> None:
+    """X-embed: the selected unit at segment X of the individual; X-inherit: collective
+    segment X at the bottom (Fig. 5/9; the study and the fleet share it)."""
+    from common.learngene import placement, unit_source_layers
+
+    selected = [9, 10, 11, 12]
+    for seg in ("top", "middle", "bottom"):
+        assert unit_source_layers(f"{seg}-embed", selected, 12) == selected
+    assert unit_source_layers("top-inherit", selected, 12) == [1, 2, 3, 4]
+    assert unit_source_layers("middle-inherit", selected, 12) == [5, 6, 7, 8]
+    assert unit_source_layers("bottom-inherit", [5, 6, 7, 8], 12) == [9, 10, 11, 12]
+    assert placement("top-embed", 8, 4) == [1, 2, 3, 4] and placement("middle-embed", 8, 4) == [3, 4, 5, 6]
+    assert {tuple(placement(f"{s}-inherit", 8, 4)) for s in ("top", "middle", "bottom")} == {(5, 6, 7, 8)}
+
+
+def test_unit_for_strategy_cuts_the_strategys_layers() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from common.learngene import extract_unit
+    from common.learngene.collective import CollectiveResult, unit_for_strategy
+    from common.models.sdnet import SDNet
+
+    model = SDNet(4, 2, 6)
+    unit = extract_unit(model, [2, 3], config_hash="abc", n_tasks=3)
+    res = CollectiveResult(model, unit, pa.table({"x": [0]}), pa.table({"x": [0]}), [2, 3])
+    assert unit_for_strategy(res, "top-embed") is unit and unit_for_strategy(res, "bottom-embed") is unit
+    inh = unit_for_strategy(res, "bottom-inherit")
+    assert inh.meta["layer_ids"] == [5, 6] and inh.meta["config_hash"] == "abc"
+    assert np.array_equal(inh.tensors["0.weight"], model.convs[5].weight.detach().numpy())
+    assert unit_for_strategy(res, "top-inherit").meta["layer_ids"] == [1, 2]

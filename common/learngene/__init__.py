@@ -16,6 +16,7 @@ from common.learngene.expansion import (
     l2_to_anchors,
     placement,
     segment_layer_ids,
+    unit_source_layers,
     upsample_factor,
 )
 from common.learngene.unit import UNIT_VERSION, LearngeneUnit, content_hash, extract_unit, read_array_file, write_array_file
@@ -26,6 +27,7 @@ __all__ = [
     "LearngeneUnit",
     "extract_unit",
     "segment_layer_ids",
+    "unit_source_layers",
     "placement",
     "expand",
     "l2_to_anchors",

@@ -37,6 +37,7 @@ from common.learngene.training import conv_fast_layout, evaluate_ser, finetune, 
 from common.channels import ChannelTask
 from common.channels.cache import cached_channels
 from common.learngene.significance import select_unit_layers, significance_from_gradients
+from common.learngene.expansion import unit_source_layers
 from common.learngene.unit import LearngeneUnit, extract_unit, read_array_file, write_array_file
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
@@ -51,6 +52,7 @@ __all__ = [
     "task_detection_batch",
     "train_collective",
     "load_or_train_collective",
+    "unit_for_strategy",
 ]
 
 #: bump when training or selection changes, so cached results are not reused
@@ -273,3 +275,15 @@ def load_or_train_collective(
     res = train_collective(cfg, progress, device, channel_cache)
     _save(res, cfg, d)
     return res
+
+
+def unit_for_strategy(result: CollectiveResult, strategy: str) -> LearngeneUnit:
+    """The unit a device gets under expansion ``strategy`` (``common.learngene.expansion``):
+    the selected unit for ``X-embed``; segment ``X`` of the collective model, cut with the
+    selected unit's provenance metadata, for ``X-inherit`` (the selected unit itself when
+    the rule chose segment ``X``). Shared by the learngene study and the fleet's server."""
+    layers = unit_source_layers(strategy, result.selected_layers, result.model.n_conv)
+    if layers == list(result.selected_layers):
+        return result.unit
+    keep = ("config_hash", "n_tasks", "epsilon")
+    return extract_unit(result.model, layers, **{k: result.unit.meta[k] for k in keep if k in result.unit.meta})

@@ -7,20 +7,23 @@ Layer numbering follows the paper's Fig. 2: an SDNet of depth ``N_conv`` has the
 *significant* conv layers ``1..N_conv`` (``SDNet.convs[l]``); the first conv
 (``convs[0]``), the last conv (``convs[N_conv+1]``), BN and FC are never part of a unit.
 
-Expansion strategies ``"<segment>-<mode>"`` (Fig. 5), for a unit of ``M`` layers and an
-individual model of depth ``N``:
+Expansion strategies ``"<segment>-<mode>"`` (Fig. 5, Sec. V-B), for a unit of ``M``
+layers and an individual model of depth ``N``; one definition for the study and the fleet
+(:func:`unit_source_layers` says which collective layers a strategy's unit is cut from,
+:func:`placement` where it goes):
 
-- ``embed``: the unit goes to the same relative position of the individual model:
-  ``top`` -> layers ``1..M``, ``middle`` -> ``(N-M)//2 + 1 ..`` (3..6 for N=8, M=4),
-  ``bottom`` -> ``N-M+1..N``;
-- ``inherit``: the unit goes to the bottom ``N-M+1..N`` whatever segment of the
-  collective model it came from (so ``bottom-embed`` == ``bottom-inherit``, as the
-  paper notes).
+- ``X-embed``: the *selected* learngene unit (the layers the significance rule chose)
+  placed at segment ``X`` of the individual model: ``top`` -> layers ``1..M``,
+  ``middle`` -> ``(N-M)//2 + 1 ..`` (3..6 for N=8, M=4), ``bottom`` -> ``N-M+1..N``
+  (Fig. 9 left: where to embed the learngene);
+- ``X-inherit``: segment ``X`` of the *collective* model (``segment_layer_ids``: 1-4,
+  5-8, 9-12 for 12 layers) inherited into the bottom ``N-M+1..N`` (Fig. 9 right: which
+  part of the collective model to inherit).
 
-The segment word also names which segment of the collective model the unit should be
-cut from (``segment_layer_ids``); ``expand`` places whatever unit it is given and
-records nothing about the source. Only conv weights and biases are copied: BN is never
-inherited (Sec. V-B). ``expand`` returns the anchors of eq. (21).
+So ``bottom-embed`` is the learngene scheme itself (selected unit at the bottom), and
+``X-inherit`` is too when the rule selected segment ``X``. Only conv weights and biases are
+copied: BN is never inherited (Sec. V-B). ``expand`` places whatever unit it is given and
+returns the anchors of eq. (21).
 
 Upsampling adaptor (Sec. V-C3): conv kernels are shared over the image, so a unit's
 weights fit any input size; what changes with ``n_t`` is the feature-map geometry the
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STRATEGIES",
     "segment_layer_ids",
+    "unit_source_layers",
     "placement",
     "expand",
     "l2_to_anchors",
@@ -78,6 +82,14 @@ def _parse_strategy(strategy: str) -> tuple[str, str]:
         raise ValueError(f"unknown expansion strategy {strategy!r}; expected one of {list(STRATEGIES)}")
     seg, mode = strategy.split("-")
     return seg, mode
+
+
+def unit_source_layers(strategy: str, selected: list[int], n_conv_collective: int) -> list[int]:
+    """Significant layers of the collective model (depth ``n_conv_collective``) that the unit
+    of ``strategy`` is cut from: the ``selected`` layers for ``X-embed``, segment ``X`` of
+    ``len(selected)`` layers for ``X-inherit`` (module docstring)."""
+    seg, mode = _parse_strategy(strategy)
+    return list(selected) if mode == "embed" else segment_layer_ids(n_conv_collective, len(selected), seg)
 
 
 def placement(strategy: str, n_conv: int, m: int) -> list[int]:
