@@ -121,7 +121,7 @@ class FleetServer:
         """Train (or load) the collective model and extract the learngene unit."""
         if not any(c["workload"] == "sdnet" for c in self.scenario.classes):
             return
-        from common.learngene.collective import CollectiveConfig, load_or_train_collective
+        from common.learngene.collective import CollectiveConfig, load_or_train_collective, unit_for_strategy
 
         m, ch = self.scenario.data["manufacturer"], self.scenario.data["channels"]
         tasks = tuple(self.scenario.channel_task(t, int(ch["n_rx"]), int(ch["n_tx"])) for t in range(int(m["tasks"])))
@@ -140,7 +140,7 @@ class FleetServer:
         )
         root = cache_root(self.scenario.data["server"]["cache_dir"])
         res = load_or_train_collective(cfg, root / "collective", progress=self.progress, channel_cache=root / "channels")
-        self.unit = res.unit
+        self.unit = unit_for_strategy(res, str(m["strategy"]))  # the unit the devices' strategy expands
         out = self.run_dir / "collective"
         out.mkdir(parents=True, exist_ok=True)
         write_table(out / "significance.parquet", res.significance)
