@@ -61,14 +61,16 @@ def run_fleet(
     from server.results import init_run_dir
 
     init_run_dir(run_dir, scenario)
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs are asked for; silence Ray's notice
+    gpus = float(scenario.data["server"]["gpus_per_device"])
+    if gpus == 0:
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs are asked for; silence Ray's notice
     if quiet:
         import logging
 
         os.environ["AIRFLEET_QUIET"] = "1"
         logging.getLogger("flwr").setLevel(logging.CRITICAL)  # device crashes are in the rows
     cpus = float(scenario.data["server"]["cpus_per_device"])
-    backend_config: dict = {"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}, "init_args": {}}
+    backend_config: dict = {"client_resources": {"num_cpus": cpus, "num_gpus": gpus}, "init_args": {}}
     if ray_address:
         backend_config["init_args"]["address"] = ray_address
     if quiet:

@@ -11,8 +11,15 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["CACHE_ENV", "cache_root", "torch_threads"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["CACHE_ENV", "DEVICE_CHOICES", "cache_root", "resolve_device", "torch_threads"]
+
+#: the values of every ``device`` setting (studies, ``[server] device``)
+DEVICE_CHOICES: tuple[str, ...] = ("cpu", "cuda", "auto")
 
 #: environment variable that moves the cache when a scenario does not
 CACHE_ENV = "AIRFLEET_CACHE_DIR"
@@ -55,3 +62,23 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(prev)
+
+
+def resolve_device(setting: str = "cpu") -> torch.device:
+    """The torch device of a ``device`` setting: ``"cpu"``, ``"cuda"``, or ``"auto"`` (CUDA
+    when ``torch.cuda.is_available()``, else the CPU).
+
+    Raises
+    ------
+    ValueError
+        For another value, or ``"cuda"`` on a machine without CUDA.
+    """
+    import torch
+
+    if setting not in DEVICE_CHOICES:
+        raise ValueError(f"device must be one of {list(DEVICE_CHOICES)}, got {setting!r}")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device = 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
+    return torch.device(setting)

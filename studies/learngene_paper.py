@@ -49,6 +49,7 @@ from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch
 from common.phy.detection import hard_qpsk, lmmse_genie, mmse, zf
 from common.phy.metrics import binomial_ci, ser_with_ci
+from common.runtime import DEVICE_CHOICES, resolve_device
 from common.schema import Field
 from common.seeding import derive_seed, numpy_rng, torch_generator
 from common.learngene.collective import CollectiveConfig, load_or_train_collective, task_detection_batch, unit_for_strategy
@@ -82,7 +83,7 @@ SCHEMA: dict[str, Field] = {
     "epsilon": Field(float, 1e-4, min=0.0, doc="gradient-significance threshold tau of eq. (20)"),
     "eval_snr_db": Field(list, [20.0, 22.5, 25.0, 27.5, 30.0], item=float, doc="SER-vs-SNR grid"),
     "scaling": Field(bool, True, doc="antenna-scaling experiment (n_t/2 through the upsampling adaptor) on the first target"),
-    "device": Field(str, "cpu", doc="torch device for training (cpu, cuda)"),
+    "device": Field(str, "cpu", choices=DEVICE_CHOICES, doc="torch device for training: cpu, cuda, or auto (CUDA when present)"),
     "cache_dir": Field(str, "", doc="collective-model cache directory ('' = no cache)"),
 }
 
@@ -177,7 +178,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     c = _resolve(cfg)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(c["device"])
+    dev = resolve_device(c["device"])
     K, T = c["collective_tasks"], c["target_tasks"]
     bs, lr, E = c["batch_size"], c["lr"], c["individual_epochs"]
 
