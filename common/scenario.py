@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.schema import Field, ScenarioError, section_json_schema, validate_section
-from common.runtime import cache_root
+from common.runtime import DEVICE_CHOICES, cache_root
 from common.stage import stage_names, stage_spec
 
 if TYPE_CHECKING:
@@ -122,6 +122,8 @@ SERVER_SCHEMA: dict[str, Field] = {
     "register_timeout_s": Field(float, 120.0, min=0.1, doc="time to wait for every device to register"),
     "poll_interval_s": Field(float, 0.1, min=0.001, max=10.0, doc="how often the server pulls replies (Flower's default 0.1 s)"),
     "cpus_per_device": Field(float, 1.0, min=0.01, max=512.0, doc="Ray CPUs per simulated device"),
+    "gpus_per_device": Field(float, 0.0, min=0.0, max=64.0, doc="Ray GPUs per simulated device (fractional: devices share a GPU); 0 = none"),
+    "device": Field(str, "cpu", choices=DEVICE_CHOICES, doc="torch device of the base station's training (collective model): cpu, cuda, or auto (CUDA when present)"),
     "cache_dir": Field(str, "", doc="artifact cache root: collective/, channels/ and csi_pretrain/ below it; '' = $AIRFLEET_CACHE_DIR, else ~/.cache/airfleet"),
 }
 

@@ -122,6 +122,7 @@ class FleetServer:
         if not any(c["workload"] == "sdnet" for c in self.scenario.classes):
             return
         from common.learngene.collective import CollectiveConfig, load_or_train_collective, unit_for_strategy
+        from common.runtime import resolve_device
 
         m, ch = self.scenario.data["manufacturer"], self.scenario.data["channels"]
         tasks = tuple(self.scenario.channel_task(t, int(ch["n_rx"]), int(ch["n_tx"])) for t in range(int(m["tasks"])))
@@ -139,7 +140,8 @@ class FleetServer:
             seed=self.scenario.seed,
         )
         root = cache_root(self.scenario.data["server"]["cache_dir"])
-        res = load_or_train_collective(cfg, root / "collective", progress=self.progress, channel_cache=root / "channels")
+        dev = resolve_device(str(self.scenario.data["server"]["device"]))
+        res = load_or_train_collective(cfg, root / "collective", progress=self.progress, device=dev, channel_cache=root / "channels")
         self.unit = unit_for_strategy(res, str(m["strategy"]))  # the unit the devices' strategy expands
         out = self.run_dir / "collective"
         out.mkdir(parents=True, exist_ok=True)
