@@ -13,7 +13,7 @@ from common.channels import ChannelTask
 from common.scenario import Scenario
 from common.seeding import derive_seed, numpy_rng
 
-__all__ = ["DeviceProfile", "device_profile", "is_available", "emulated_seconds"]
+__all__ = ["DeviceProfile", "device_profile", "is_available", "emulated_seconds", "radio_emulation"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,30 @@ def emulated_seconds(profile: DeviceProfile, flops: int, bytes_down: int, bytes_
     compute = float(flops) / float(profile.cfg["flops_per_s"])
     transfer = 8.0 * bytes_down / float(profile.cfg["downlink_bps"]) + 8.0 * bytes_up / float(profile.cfg["uplink_bps"])
     return compute, transfer
+
+
+def radio_emulation(scenario: Scenario, profiles: list[DeviceProfile], rows: list[dict[str, Any]], round_: int) -> list[dict[str, Any]]:
+    """Emulated time, airtime and energy of a round's devices over the scenario's
+    ``[radio]`` cell (``common.radio.round``), one dict of row columns per device.
+
+    ``rows`` give each device's ``bytes_down``, ``bytes_unit``, ``bytes_up`` (0 without a
+    reply) and ``flops``.
+    """
+    from common.radio.cell import device_links
+    from common.radio.config import CellConfig
+    from common.radio.round import DeviceRound, radio_round
+
+    cell = CellConfig.from_data(scenario.data["radio"])
+    links = device_links(cell, profiles, scenario.seed)
+    devices = [
+        DeviceRound(
+            link,
+            int(r.get("bytes_down") or 0),
+            int(r.get("bytes_unit") or 0),
+            int(r.get("bytes_up") or 0) if r["status"] != "timeout" else 0,
+            int(r.get("flops") or 0),
+            float(p.cfg["flops_per_s"]),
+        )
+        for link, p, r in zip(links, profiles, rows)
+    ]
+    return radio_round(cell, devices, scenario.seed, round_)

@@ -17,8 +17,9 @@ import pyarrow as pa
 
 __all__ = ["ROUND_CORE", "SETUP_SCHEMA", "WALL_COLUMNS", "STATUSES", "rounds_table", "rows_to_table"]
 
-#: device status in a round
-STATUSES = ("ok", "failed", "timeout", "unavailable")
+#: device status in a round; "late": replied, but its compute + downlink + uplink
+#: emulated time missed ``[server] round_deadline_s`` (its bits and energy still counted)
+STATUSES = ("ok", "late", "failed", "timeout", "unavailable")
 
 ROUND_CORE = pa.schema(
     [
@@ -42,6 +43,22 @@ ROUND_CORE = pa.schema(
         pa.field("emulated_transfer_s", pa.float64()),  # bits / class link rates
         pa.field("emulated_s", pa.float64()),
         pa.field("round_wall_s", pa.float64()),  # server-measured wall time of the round
+        # with a [radio] table (common.radio), else null: the round over the device's own link
+        pa.field("radio_slots_down", pa.int64()),  # slots with PRBs for it (broadcast included)
+        pa.field("radio_slots_up", pa.int64()),
+        pa.field("radio_prb_slots_down", pa.float64()),  # PRB x slots (its share of a broadcast)
+        pa.field("radio_prb_slots_up", pa.float64()),
+        pa.field("airtime_down_s", pa.float64()),  # slots on the air x slot length
+        pa.field("airtime_up_s", pa.float64()),
+        pa.field("mcs_mean_down", pa.float64()),  # mean MCS index of its transport blocks
+        pa.field("mcs_mean_up", pa.float64()),
+        pa.field("harq_retx", pa.int64()),  # NACKed transport blocks sent again, both links
+        pa.field("bits_delivered_down", pa.int64()),
+        pa.field("bits_delivered_up", pa.int64()),
+        pa.field("energy_tx_j", pa.float64()),  # uplink transmit energy drawn from the battery
+        pa.field("energy_compute_j", pa.float64()),  # flops x class energy per FLOP
+        pa.field("prb_util_down", pa.float64()),  # the round's PRB utilisation while transferring
+        pa.field("prb_util_up", pa.float64()),
     ]
 )
 

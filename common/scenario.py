@@ -28,6 +28,9 @@ below (``airfleet schema`` prints them all as one JSON Schema)::
     round_timeout_s = 300.0
     cpus_per_device = 1.0
 
+    [radio]                    # optional: transfers over a 5G NR cell (common.radio)
+    bandwidth_hz = 20e6        # ... see common.radio.config.RADIO_SCHEMA
+
     [[fleet]]                  # one table per device class
     name = "phone"
     count = 4
@@ -58,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.radio.config import RADIO_CLASS_SCHEMA, RADIO_SCHEMA, validate_radio
 from common.schema import Field, ScenarioError, section_json_schema, validate_section
 from common.runtime import DEVICE_CHOICES, cache_root
 from common.stage import stage_names, stage_spec
@@ -119,6 +123,7 @@ MANUFACTURER_SCHEMA: dict[str, Field] = {
 
 SERVER_SCHEMA: dict[str, Field] = {
     "round_timeout_s": Field(float, 600.0, min=0.1, doc="per-round reply timeout"),
+    "round_deadline_s": Field(float, 0.0, min=0.0, doc="emulated-time deadline of a round: a device whose compute + downlink + uplink ends later is 'late' (0: none)"),
     "register_timeout_s": Field(float, 120.0, min=0.1, doc="time to wait for every device to register"),
     "poll_interval_s": Field(float, 0.1, min=0.001, max=10.0, doc="how often the server pulls replies (Flower's default 0.1 s)"),
     "cpus_per_device": Field(float, 1.0, min=0.01, max=512.0, doc="Ray CPUs per simulated device"),
@@ -147,6 +152,7 @@ CLASS_SCHEMA: dict[str, Field] = {
     "lr": Field(float, 1e-3, min=0.0, max=1.0),
     "lam": Field(float, 2e-15, min=0.0, doc="L2 weight toward the inherited layers, eq. (21) (paper: 2e-15)"),
     "crash_rounds": Field(list, [], item=int, min=1, doc="fault injection: devices raise in these rounds"),
+    **RADIO_CLASS_SCHEMA,  # used with a [radio] table (common.radio)
 }
 
 @dataclass(frozen=True)
@@ -275,12 +281,14 @@ def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>", check_sources
         raw = dict(raw)
         if "study" in raw:
             raise ScenarioError("study", "this is a study scenario: load it with studies.load_study_scenario")
-        sections = {"channels", "manufacturer", "server", "fleet"}
+        sections = {"channels", "manufacturer", "server", "fleet", "radio"}
         top = {k: v for k, v in raw.items() if k not in sections}
         data = validate_section(top, TOP_SCHEMA, "")
         data["channels"] = validate_section(raw.get("channels"), CHANNELS_SCHEMA, "channels")
         data["manufacturer"] = validate_section(raw.get("manufacturer"), MANUFACTURER_SCHEMA, "manufacturer")
         data["server"] = validate_section(raw.get("server"), SERVER_SCHEMA, "server")
+        if "radio" in raw:
+            data["radio"] = validate_radio(validate_section(raw["radio"], RADIO_SCHEMA, "radio"))
         ch = data["channels"]
         if ch["n_pilots"] < ch["n_tx"]:
             raise ScenarioError("channels.n_pilots", f"{ch['n_pilots']} pilots cannot be orthogonal for {ch['n_tx']} UE antennas")
@@ -395,6 +403,7 @@ def fleet_json_schema() -> dict[str, Any]:
         "channels": section_json_schema(CHANNELS_SCHEMA, "[channels]", "channel defaults for every device class"),
         "manufacturer": section_json_schema(MANUFACTURER_SCHEMA, "[manufacturer]", "collective SDNet and its learngene unit"),
         "server": section_json_schema(SERVER_SCHEMA, "[server]", "the base station's run settings"),
+        "radio": section_json_schema(RADIO_SCHEMA, "[radio]", "the cell every transfer goes over (common.radio); absent: fixed uplink_bps/downlink_bps"),
         "fleet": {"type": "array", "minItems": 1, "items": cls, "description": "device classes, one [[fleet]] table each"},
     }
     return _document("airfleet fleet scenario", section_json_schema(TOP_SCHEMA), sections, ["fleet"])

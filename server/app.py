@@ -27,7 +27,7 @@ from typing import Any
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from common.profiles import DeviceProfile, device_profile, emulated_seconds, is_available
+from common.profiles import DeviceProfile, device_profile, emulated_seconds, is_available, radio_emulation
 from common.progress import ConsoleProgress
 from common.protocol import (
     CONFIG_KEY,
@@ -54,6 +54,7 @@ from common.stage import BaseStationStage
 from server.dispatch_order import WorkEstimates
 from server.flower_dispatch import install as install_dispatch
 from server.message_size import message_bytes, payload_bytes
+from server.radio_report import format_radio_cost_table, has_radio, late_per_round, radio_cost_table
 from server.report import class_summary, format_class_table, report_run, round_latency
 from server.results import consolidate_rounds, init_run_dir, new_run_dir, write_json, write_round_part, write_table
 from server.stages import BASE_STATION_STAGES
@@ -292,8 +293,6 @@ class FleetServer:
                 row["error"] = f"{type(e).__name__}: {e}"
             if row["status"] == "ok":
                 self.work.observe(self.devices[did].profile, int(row["flops"]))
-            if row["status"] == "ok" and sent_unit.get(did):
-                self.devices[did].unit_version = self.unit_version
 
         timeout = float(self.scenario.data["server"]["round_timeout_s"])
         sizes = self._exchange(msgs, timeout, f"round {rnd}/{self.scenario.rounds}", on_reply)
@@ -303,14 +302,43 @@ class FleetServer:
             row["bytes_unit"] = unit_bytes.get(by_node[nid], 0)
             row["unit_version"] = self.unit_version
             row.setdefault("bytes_up", 0)
-        wall = time.perf_counter() - t0
+        self._emulate(rnd, rows)
         for did, row in rows.items():
+            if row["status"] == "ok":
+                try:
+                    self._ingest(did, row)  # base-station stages take on-time replies only
+                except Exception as e:  # noqa: BLE001 - any bad reply is recorded, the round goes on
+                    row["status"] = "failed"
+                    row["error"] = f"{type(e).__name__}: {e}"
+            row.pop("_reply", None)
+            if row["status"] in ("ok", "late") and sent_unit.get(did):
+                self.devices[did].unit_version = self.unit_version
+        wall = time.perf_counter() - t0
+        for row in rows.values():
             row["round_wall_s"] = wall
-            if row["status"] in ("ok", "failed", "timeout"):
+        return [rows[d] for d in sorted(rows)]
+
+    def _emulate(self, rnd: int, rows: dict[int, dict[str, Any]]) -> None:
+        """Emulated time (and, with a ``[radio]`` table, airtime and energy) of every
+        device that took part; a reply later than ``[server] round_deadline_s`` is late."""
+        took_part = [did for did, row in rows.items() if row["status"] in ("ok", "failed", "timeout")]
+        if "radio" in self.scenario.data:
+            priced = radio_emulation(self.scenario, [self.devices[d].profile for d in took_part], [rows[d] for d in took_part], rnd)
+            for did, cols in zip(took_part, priced):
+                rows[did].update(cols)
+        else:
+            for did in took_part:
+                row = rows[did]
                 compute, transfer = emulated_seconds(self.devices[did].profile, int(row.get("flops") or 0), int(row.get("bytes_down") or 0), int(row.get("bytes_up") or 0))
                 row["emulated_compute_s"], row["emulated_transfer_s"] = compute, transfer
                 row["emulated_s"] = compute + transfer
-        return [rows[d] for d in sorted(rows)]
+        deadline = float(self.scenario.data["server"]["round_deadline_s"])
+        if deadline > 0:
+            for did in took_part:
+                row = rows[did]
+                if row["status"] == "ok" and not row["emulated_s"] <= deadline:
+                    row["status"] = "late"
+                    row["error"] = f"emulated {row['emulated_s']:.3f} s > deadline {deadline} s"
 
     def _read_reply(self, did: int, reply: Message, row: dict[str, Any]) -> None:
         if reply.has_error():
@@ -333,6 +361,16 @@ class FleetServer:
             wall_s=float(m[WALL_S]),
             coded_bits=8 * sum(len(v) for v in payloads.values()),
         )
+        metrics.update({f"payload_bits_{k}": 8.0 * len(v) for k, v in payloads.items()})
+        row["metrics"] = metrics
+        row["_reply"] = (reply, {k: bytes(v) for k, v in payloads.items()})  # ingested once the round is priced
+
+    def _ingest(self, did: int, row: dict[str, Any]) -> None:
+        """The base-station stages take a device's on-time reply (its payloads, side channel)."""
+        if "_reply" not in row:
+            return
+        reply, payloads = row["_reply"]
+        metrics = row["metrics"]
         side_np: dict[str, Any] | None = None
         profile = self.devices[did].profile
         for name, stage in self.stages.items():
@@ -349,7 +387,6 @@ class FleetServer:
                 row["error"] = f"bitstream rejected: {type(e).__name__}: {e}"
                 continue
             metrics.update({f"bs_{k}": float(v) for k, v in out.items()})
-        row["metrics"] = metrics
 
     # -- the run ---------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -364,8 +401,9 @@ class FleetServer:
             sers = [r["metrics"].get("ser") for r in ok if r.get("metrics", {}).get("ser") is not None]
             ser = f", mean SER {sum(sers) / len(sers):.2e}" if sers else ""
             failed = sum(r["status"] in ("failed", "timeout") for r in rows)
+            late = sum(r["status"] == "late" for r in rows)
             self.progress.update(
-                f"round {rnd}/{self.scenario.rounds}: {len(ok)} ok, {failed} failed{ser}, "
+                f"round {rnd}/{self.scenario.rounds}: {len(ok)} ok, {late} late, {failed} failed{ser}, "
                 f"emulated latency {max((r['emulated_s'] for r in ok), default=0.0):.2f} s, wall {rows[0]['round_wall_s']:.1f} s",
                 final=True,
             )
@@ -381,10 +419,16 @@ class FleetServer:
             "round_latency": round_latency(table),
             "wall_s": time.perf_counter() - t_start,
         }
+        if has_radio(table):
+            summary["radio_cost"] = radio_cost_table(table)
+            summary["late_per_round"] = late_per_round(table)
         write_json(self.run_dir / "summary.json", _finite(summary))
         report_run(self.run_dir)  # the same plots `airfleet report` draws
         if not self.progress.quiet:
             print("\n" + format_class_table(summary["classes"]))
+            if "radio_cost" in summary:
+                print("\ncost of an update on the air (mean per transfer):\n" + format_radio_cost_table(summary["radio_cost"]))
+                print("late devices per round: " + ", ".join(f"r{d['round']}: {d['late']}/{d['replied']} {d['late_by_class']}" for d in summary["late_per_round"]))
             print(f"\nresults: {self.run_dir}")
         return summary
 

@@ -12,6 +12,7 @@ import pytest
 
 from cli.main import load_any_scenario, main
 from common.scenario import CHANNELS_SCHEMA, CLASS_SCHEMA, MANUFACTURER_SCHEMA, SERVER_SCHEMA, TOP_SCHEMA
+from common.radio.config import RADIO_SCHEMA
 from common.stage import stage_names, stage_spec
 from studies import STUDIES, load_study
 
@@ -41,9 +42,10 @@ def test_schema_lists_every_key_of_every_section(fleet_schema: dict[str, Any]) -
     props = fleet_schema["properties"]
     cls = props["fleet"]["items"]
     sections = {"": (fleet_schema, TOP_SCHEMA), "channels": (props["channels"], CHANNELS_SCHEMA),
-                "manufacturer": (props["manufacturer"], MANUFACTURER_SCHEMA), "server": (props["server"], SERVER_SCHEMA)}
+                "manufacturer": (props["manufacturer"], MANUFACTURER_SCHEMA), "server": (props["server"], SERVER_SCHEMA),
+                "radio": (props["radio"], RADIO_SCHEMA)}
     sections |= {f"fleet.{s}": (cls["properties"][s], stage_spec(s).schema) for s in stage_names()}
-    assert set(props) == set(TOP_SCHEMA) | {"channels", "manufacturer", "server", "fleet"}
+    assert set(props) == set(TOP_SCHEMA) | {"channels", "manufacturer", "server", "fleet", "radio"}
     assert set(cls["properties"]) == set(CLASS_SCHEMA) | set(stage_names()) >= {"influence", "prune", "csi_feedback"}
     assert sorted(cls["required"]) == ["count", "name"]
     for where, (section, fields) in [*sections.items(), ("fleet", (cls, CLASS_SCHEMA))]:

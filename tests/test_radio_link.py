@@ -1,0 +1,137 @@
+"""The radio link abstraction (common.radio): Shannon bound, BLER target, PF fairness,
+path loss, monotone airtime, empty payloads, reproducibility (no Ray, no Flower)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from common.radio.cell import DeviceLink
+from common.radio.config import RADIO_SCHEMA, CellConfig, validate_radio
+from common.radio.round import DeviceRound, radio_round
+from common.radio.transfer import PDSCH, PUSCH, simulate_transfers
+from common.schema import validate_section
+
+
+def _cell(**over: object) -> CellConfig:
+    return CellConfig.from_data(validate_radio(validate_section(dict(over), RADIO_SCHEMA, "radio")))
+
+
+def _flat(sinr_db: list[float], n_prb: int) -> torch.Tensor:
+    return torch.tensor([[10 ** (s / 10)] * n_prb for s in sinr_db], dtype=torch.float64)
+
+
+def _bits(*b: int) -> torch.Tensor:
+    return torch.tensor(b, dtype=torch.int64)
+
+
+def test_delivered_bits_per_slot_never_exceed_shannon() -> None:
+    cell = _cell()  # 20 MHz, 51 PRBs at 30 kHz
+    g = torch.Generator().manual_seed(1)
+    sinr_db = torch.rand(12, cell.n_prb, generator=g, dtype=torch.float64) * 40 - 5  # -5..35 dB, frequency selective
+    sinr = 10 ** (sinr_db / 10)
+    worst = 0.0
+    for category in (PUSCH, PDSCH):
+        res = simulate_transfers(cell, sinr, torch.full((12,), 150_000, dtype=torch.int64), torch.zeros(12, dtype=torch.float64), category, 3, trace=True)
+        assert len(res.trace) > 30
+        for tr in res.trace:
+            bound = tr["n_prb"].double() * cell.prb_bandwidth_hz * cell.slot_s * torch.log2(1 + tr["sinr_eff"].double())
+            assert bool((tr["bits"].double() <= bound).all()), (tr["bits"], bound)
+            worst = max(worst, float((tr["bits"].double() / bound).max()))
+    print(f"max delivered bits / Shannon bound per slot: {worst:.3f}")
+    assert worst > 0.3  # the link is used, not idle
+
+
+@pytest.mark.parametrize("target", [0.1, 0.3])
+def test_tbler_at_link_adaptation_target(target: float) -> None:
+    cell = _cell(bler_target=target, bandwidth_hz=5e6, numerology=0, max_slots=1500)
+    for sinr_db in (3.0, 12.0):
+        res = simulate_transfers(cell, _flat([sinr_db], cell.n_prb), _bits(10**9), torch.zeros(1, dtype=torch.float64), PUSCH, 5, trace=True)
+        tbs = res.slots.item()
+        nack = res.retx.item() / tbs
+        # the TBLER the BLER tables give at the MCS link adaptation chose, slot by slot
+        tbler = sum(float(tr["tbler"][0]) for tr in res.trace[200:]) / len(res.trace[200:])
+        print(f"target {target}, SINR {sinr_db} dB: {tbs} TBs, NACK rate {nack:.3f}, mean TBLER {tbler:.3f}")
+        assert tbs >= 1500
+        assert abs(nack - target) < 0.25 * target + 0.01
+        assert abs(tbler - target) < 0.35 * target
+
+
+def test_pf_gives_identical_devices_equal_shares() -> None:
+    cell = _cell(max_slots=2000)
+    g = torch.Generator().manual_seed(2)
+    row = 10 ** ((torch.rand(1, cell.n_prb, generator=g, dtype=torch.float64) * 20 + 5) / 10)
+    third = 10 ** ((torch.rand(1, cell.n_prb, generator=g, dtype=torch.float64) * 20 + 5) / 10)
+    sinr = torch.cat([row, row, third])
+    res = simulate_transfers(cell, sinr, _bits(10**9, 10**9, 10**9), torch.zeros(3, dtype=torch.float64), PUSCH, 9)
+    a, b = res.prb_slots[:2].double()
+    da, db = res.delivered_bits[:2].double()
+    print(f"PRB-slots {int(a)} vs {int(b)}; bits {int(da)} vs {int(db)}")
+    assert abs(a - b) / (a + b) < 0.02
+    assert abs(da - db) / (da + db) < 0.03
+
+
+def test_ten_db_more_path_loss_lower_mcs_more_airtime() -> None:
+    cell = _cell()
+    near, far = 10 ** (18 / 10), 10 ** (8 / 10)
+    out = {}
+    for name, s in (("near", near), ("far", far)):
+        res = simulate_transfers(cell, torch.full((1, cell.n_prb), s, dtype=torch.float64), _bits(2_000_000), torch.zeros(1, dtype=torch.float64), PUSCH, 4)
+        out[name] = (float(res.mcs_mean[0]), int(res.slots[0]), float(res.finish_s[0]))
+    print(out)
+    assert out["far"][0] < out["near"][0] - 2
+    assert out["far"][1] > 1.3 * out["near"][1] and out["far"][2] > out["near"][2]
+
+
+def test_airtime_monotone_in_payload_and_empty_costs_nothing() -> None:
+    cell = _cell()
+    sinr = _flat([6.0], cell.n_prb)
+    prev = -1
+    for bits in (0, 100, 1_000, 10_000, 100_000, 1_000_000):
+        res = simulate_transfers(cell, sinr, _bits(bits), torch.zeros(1, dtype=torch.float64), PUSCH, 8)
+        slots = int(res.slots[0])
+        if bits == 0:
+            assert slots == 0 and int(res.prb_slots[0]) == 0 and float(res.finish_s[0]) == 0.0 and int(res.retx[0]) == 0
+        else:
+            assert int(res.delivered_bits[0]) == bits
+        assert slots >= prev
+        prev = slots
+
+
+def _devices(n: int = 6) -> list[DeviceRound]:
+    out = []
+    for i in range(n):
+        far = i % 2 == 1
+        link = DeviceLink(i, 400.0 if far else 70.0, 135.0 if far else 100.0, 32, 1 if far else 4, 20.0 if far else 23.0, 0.3, 1e-11)
+        out.append(DeviceRound(link, 12_000, 10_000, 0 if i == 4 else 3_000, 5 * 10**8, 1e10))
+    return out
+
+
+def test_round_same_seed_same_columns_and_empty_reply_costs_nothing() -> None:
+    cell = _cell(bandwidth_hz=5e6, numerology=0, interference_db=3.0)
+    a = radio_round(cell, _devices(), 11, 2)
+    b = radio_round(cell, _devices(), 11, 2)
+    assert a == b
+    c = radio_round(cell, _devices(), 11, 3)  # another round: another fading draw
+    assert [r["airtime_up_s"] for r in a] != [r["airtime_up_s"] for r in c] or [r["mcs_mean_up"] for r in a] != [r["mcs_mean_up"] for r in c]
+    quiet = a[4]  # sent no reply
+    assert quiet["radio_slots_up"] == 0 and quiet["energy_tx_j"] == 0.0 and quiet["airtime_up_s"] == 0.0 and quiet["bits_delivered_up"] == 0
+    for r in a:
+        assert r["bits_delivered_down"] == 8 * 12_000
+        assert r["energy_compute_j"] == pytest.approx(5e8 * 1e-11)
+        assert r["emulated_s"] >= r["emulated_compute_s"] + r["airtime_down_s"]
+    near, far = a[0], a[1]
+    assert far["mcs_mean_up"] < near["mcs_mean_up"] and far["airtime_up_s"] > near["airtime_up_s"] and far["energy_tx_j"] > near["energy_tx_j"]
+
+
+def test_broadcast_unit_sent_once_at_the_weakest_mcs() -> None:
+    cell_u = _cell(bandwidth_hz=5e6, numerology=0)
+    cell_b = _cell(bandwidth_hz=5e6, numerology=0, unit_downlink="broadcast")
+    uni = radio_round(cell_u, _devices(), 11, 1)
+    bc = radio_round(cell_b, _devices(), 11, 1)
+    # the broadcast's PRB-slots are shared among the receivers: in total fewer than six unicasts
+    assert sum(r["radio_prb_slots_down"] for r in bc) < sum(r["radio_prb_slots_down"] for r in uni)
+    assert all(r["bits_delivered_down"] == 8 * 12_000 for r in bc)
+    assert math.isclose(bc[0]["radio_prb_slots_down"] - bc[2]["radio_prb_slots_down"], 0.0, abs_tol=1e-9) or bc[0]["radio_slots_down"] > 0
