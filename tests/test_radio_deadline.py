@@ -62,3 +62,35 @@ def test_radio_airtime_decides_who_is_late(tmp_path: Path) -> None:
     assert [again[d]["status"] for d in range(4)] == ["ok", "ok", "late", "late"]
     for d in range(4):  # late devices' bits and energy still counted, same seed same numbers
         assert again[d]["bits_delivered_up"] == 8 * 20_000 and again[d]["energy_tx_j"] == rows[d]["energy_tx_j"]
+
+
+def test_a_round_loop_over_the_cell_writes_radio_columns_report_and_late_rows(tmp_path: Path) -> None:
+    """The real round loop (loopback Grid, ClientApps in-process, no Ray) with a [radio] cell
+    and a deadline only the cell-edge class misses."""
+    import pyarrow.parquet as pq
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from common.scenario import load_scenario
+    from server.results import init_run_dir
+    from tests.fleet_scenarios import tiny_fleet
+    from tests.test_byte_accounting import LoopbackGrid
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    path = tiny_fleet(tmp_path / "tiny.toml", tmp_path / "cache", counts=(2, 2), rounds=2, crash_b=False)
+    text = path.read_text().replace("round_timeout_s = 600.0", "round_timeout_s = 600.0\nround_deadline_s = 30.0")
+    text = text.replace('name = "b"', 'name = "b"\ndistance_m = 400.0\nbody_loss_db = 8.0\nflops_per_s = 1e7')
+    path.write_text(text + '\n[radio]\nbandwidth_hz = 5e6\nnumerology = 0\n')
+    scenario = load_scenario(path)
+    run_dir = tmp_path / "run"
+    init_run_dir(run_dir, scenario)
+    summary = FleetServer(LoopbackGrid(scenario.num_devices), scenario, run_dir, quiet=True).run()
+    rows = pq.read_table(run_dir / "rounds.parquet").to_pylist()
+    assert {r["status"] for r in rows if r["device_class"] == "a"} == {"ok"}
+    assert {r["status"] for r in rows if r["device_class"] == "b"} == {"late"}  # 1e7 FLOP/s: compute alone misses 30 s
+    for r in rows:
+        assert r["airtime_up_s"] > 0 and r["bits_delivered_up"] == 8 * r["bytes_up"] and r["bits_delivered_down"] == 8 * r["bytes_down"]
+        assert r["emulated_s"] >= r["emulated_compute_s"]
+    kinds = {(c["class"], c["kind"]) for c in summary["radio_cost"]}
+    assert {("a", "unit"), ("b", "unit"), ("a", "reply")} <= kinds
+    assert [d["late"] for d in summary["late_per_round"]] == [2, 2]
+    assert (run_dir / "radio_airtime_cdf.png").is_file() and (run_dir / "radio_late.png").is_file()
