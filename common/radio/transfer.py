@@ -7,7 +7,8 @@ Each slot, for the devices that have bits left and have become ready:
    PRB by achievable rate log2(1 + SINR_PRB) over their discounted past throughput and
    gives each PRB to the best. A device is then trimmed to the PRBs its remaining bits
    need at its MCS (its best PRBs first), and the freed PRBs go to the next device by the
-   same PF metric (up to ``REFILL_PASSES`` passes): buffer-aware PF.
+   same PF metric, pass after pass until the band is full or nobody is left waiting
+   (``REFILL_PASSES`` at most): buffer-aware PF.
 2. **Link adaptation**: outer-loop (OLLA, Pedersen et al. 2005; Sionna's
    ``OuterLoopLinkAdaptation`` update rule: the SINR offset falls by
    ``delta_up * BLER_t / (1 - BLER_t)`` on ACK, rises by ``delta_up`` on NACK) over
@@ -40,7 +41,7 @@ __all__ = ["TransferResult", "simulate_transfers", "phy_abstraction", "PUSCH", "
 
 PUSCH, PDSCH = 0, 1  # Sionna's MCS categories
 MCS_TABLE = 1  # TS 38.214 Table 5.1.3.1-1 / 6.1.4.1-1 (64QAM)
-REFILL_PASSES = 4
+REFILL_PASSES = 64
 MAX_CONSECUTIVE_NACK = 32
 OLLA_DELTA_UP_DB = 1.0
 OLLA_OFFSET_DB = (-20.0, 20.0)
