@@ -13,8 +13,8 @@
   the dominant eigenmode and combined at the receiver (SVD precoding + MRC): the
   post-equalisation SINR gain of a PRB is the largest eigenvalue of ``H^H H``.
 - Uplink power: Sionna's ``open_loop_uplink_power_control`` (TS 38.213 Sec. 7.1.1,
-  P = min(P0 + alpha PL + 10 log10 #PRB, P_max)) for a full-band allocation, spread
-  evenly over the PRBs. Downlink: the BS power spread evenly over the PRBs.
+  P = min(P0 + alpha PL + 10 log10 #PRB, P_max)) for the allocation of each slot, spread
+  evenly over its PRBs. Downlink: the BS power spread evenly over all PRBs.
 - Noise: kT = -174 dBm/Hz over a PRB, times the receiver noise figure, times the
   ``interference_db`` rise over thermal from neighbour cells.
 """
@@ -142,7 +142,13 @@ def prb_gains(links: list[DeviceLink], n_prb: int, seed: int, round_: int) -> to
 
 
 def link_sinr(cell: CellConfig, links: list[DeviceLink], gains: torch.Tensor, direction: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-PRB post-equalisation SINR (linear) and transmit power per PRB (W).
+    """Per-PRB post-equalisation SINR (linear) at a full-band allocation, and the
+    transmit power per PRB (W) for every allocation size.
+
+    Uplink power per TS 38.213 Sec. 7.1.1 (Sionna's ``open_loop_uplink_power_control``):
+    P(M) = min(P0 + alpha PL + 10 log10 M, P_max) over M allocated PRBs, so a
+    power-limited device concentrates its power on a small allocation (P(M) / M grows as M
+    falls); the SINR of an M-PRB allocation is ``sinr * tx[:, M] / tx[:, n_prb]``.
 
     Parameters
     ----------
@@ -156,27 +162,29 @@ def link_sinr(cell: CellConfig, links: list[DeviceLink], gains: torch.Tensor, di
     sinr : torch.Tensor
         ``float64 [n, n_prb]``.
     tx_w_per_prb : torch.Tensor
-        ``float64 [n]``: the transmitter's power on one allocated PRB (W).
+        ``float64 [n, n_prb + 1]``: the transmitter's power on one PRB of an allocation of
+        M = 0..n_prb PRBs (W; column 0 unused).
     """
     from sionna.sys import open_loop_uplink_power_control
 
     n, n_prb = gains.shape
     pl_db = torch.tensor([ln.pathloss_db for ln in links], dtype=torch.float64)
     if direction == "up":
+        m = torch.arange(1, n_prb + 1)
         p_ut = open_loop_uplink_power_control(
-            torch.pow(10.0, pl_db / 10.0).float(),
-            torch.full((n,), 12 * n_prb),
+            torch.pow(10.0, pl_db / 10.0).float()[:, None].expand(n, n_prb),
+            (12 * m)[None, :].expand(n, n_prb),
             alpha=float(cell["alpha"]),
             p0_dbm=float(cell["p0_dbm"]),
-            ut_max_power_dbm=torch.tensor([ln.ue_power_dbm for ln in links], dtype=torch.float32),
+            ut_max_power_dbm=torch.tensor([ln.ue_power_dbm for ln in links], dtype=torch.float32)[:, None].expand(n, n_prb),
         ).double()
-        tx = p_ut / n_prb
+        tx = torch.cat([p_ut[:, :1], p_ut / m[None, :]], dim=1)
         nf = float(cell["bs_noise_figure_db"])
     elif direction == "down":
-        tx = torch.full((n,), 10 ** ((float(cell["bs_power_dbm"]) - 30.0) / 10.0) / n_prb, dtype=torch.float64)
+        tx = torch.full((n, n_prb + 1), 10 ** ((float(cell["bs_power_dbm"]) - 30.0) / 10.0) / n_prb, dtype=torch.float64)
         nf = float(cell["ue_noise_figure_db"])
     else:
         raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
     noise_w = THERMAL_W_PER_HZ * cell.prb_bandwidth_hz * 10 ** ((nf + float(cell["interference_db"])) / 10.0)
-    sinr = tx[:, None] * gains / (torch.pow(10.0, pl_db / 10.0)[:, None] * noise_w)
+    sinr = tx[:, -1:] * gains / (torch.pow(10.0, pl_db / 10.0)[:, None] * noise_w)
     return sinr, tx

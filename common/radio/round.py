@@ -12,8 +12,8 @@ The round's timeline, per device (emulated seconds from the round start):
 3. **Uplink** (PUSCH): the reply (``8 * bytes_up`` bits) from the moment the device is
    ready; devices share the PRBs with whoever is uploading at the same time.
 
-Transmit energy (uplink, the device's battery): power per PRB x PRB·slots x slot length
-/ PA efficiency. ``emulated_s`` is the moment the reply is delivered; a device whose
+Transmit energy (uplink, the device's battery): sum over its slots of power per PRB (open-loop
+power control for that slot's allocation) x PRBs x slot length, / PA efficiency. ``emulated_s`` is the moment the reply is delivered; a device whose
 transfer never completes (out of coverage) gets ``inf``.
 """
 
@@ -123,7 +123,7 @@ def _radio_round(cell: CellConfig, devices: list[DeviceRound], seed: int, round_
     ready = finish_dl + compute_s
     reachable = torch.isfinite(ready)
     bits_up = torch.where(reachable, bits_up, torch.zeros_like(bits_up))
-    ul = simulate_transfers(cell, sinr_ul, bits_up, torch.where(reachable, ready, zeros), PUSCH, derive_seed(seed, "radio-harq-up", round_))
+    ul = simulate_transfers(cell, sinr_ul, bits_up, torch.where(reachable, ready, zeros), PUSCH, derive_seed(seed, "radio-harq-up", round_), tx_w=tx_ul)
     done = torch.where(reachable, ul.finish_s, torch.full_like(ready, math.inf))  # finish_s counts from the phase start
     done = torch.where(reachable & (bits_up == 0), ready, done)
 
@@ -144,7 +144,7 @@ def _radio_round(cell: CellConfig, devices: list[DeviceRound], seed: int, round_
                 "harq_retx": int(dl.retx[i] + ul.retx[i]),
                 "bits_delivered_down": int(dl.delivered_bits[i]) + (int(unit_bits[i]) if bc_slots[i] > 0 and math.isfinite(float(start_dl[i])) else 0),
                 "bits_delivered_up": int(ul.delivered_bits[i]),
-                "energy_tx_j": float(tx_ul[i]) * float(ul.prb_slots[i]) * cell.slot_s / d.link.pa_efficiency,
+                "energy_tx_j": float(ul.tx_energy_j[i]) / d.link.pa_efficiency,
                 "energy_compute_j": d.flops * d.link.energy_per_flop_j,
                 "prb_util_down": _nan_none(util_dl),
                 "prb_util_up": _nan_none(util_ul),

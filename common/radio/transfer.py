@@ -129,6 +129,7 @@ class TransferResult:
     retx: torch.Tensor  # int64: NACKed transport blocks (sent again)
     delivered_bits: torch.Tensor  # int64: of its own bits (padding not counted)
     mcs_counts: torch.Tensor  # int64 [n, 32]: transport blocks per MCS index
+    tx_energy_j: torch.Tensor  # float64: radiated energy (with ``tx_w``), J
     prbs_used: list[int] = field(default_factory=list)  # PRBs allocated, per simulated slot
     trace: list[dict[str, torch.Tensor]] = field(default_factory=list)  # per slot, when asked
 
@@ -147,6 +148,7 @@ def simulate_transfers(
     category: int,
     seed: int,
     trace: bool = False,
+    tx_w: torch.Tensor | None = None,
 ) -> TransferResult:
     """Deliver ``bits[u]`` to or from each device over the cell's PRBs.
 
@@ -163,6 +165,11 @@ def simulate_transfers(
         ``PUSCH`` (uplink) or ``PDSCH`` (downlink): the BLER tables and MCS table.
     seed : int
         Seeds the HARQ draws (Sionna's PHY generator), so a phase is reproducible.
+    tx_w : torch.Tensor, optional
+        ``float64 [n, n_prb + 1]``: transmit power per PRB for an allocation of M PRBs
+        (``common.radio.cell.link_sinr``); ``sinr`` is then the SINR of a full-band
+        allocation, an M-PRB allocation gets ``tx_w[:, M] / tx_w[:, n_prb]`` of it, and
+        ``tx_energy_j`` sums power x PRBs x slot. None: the same power per PRB always.
     trace : bool
         Keep, per slot, the scheduled devices' delivered bits, PRBs, effective SINR,
         TBLER and MCS (for tests).
@@ -187,10 +194,14 @@ def simulate_transfers(
         retx=torch.zeros(n, dtype=torch.int64),
         delivered_bits=torch.zeros(n, dtype=torch.int64),
         mcs_counts=torch.zeros(n, 32, dtype=torch.int64),
+        tx_energy_j=torch.zeros(n, dtype=torch.float64),
     )
     if n == 0 or not bool((remaining > 0).any()):
         return res
     sinr32 = sinr.float()
+    # power concentration: dB gain of an M-PRB allocation over the full band, [n, n_prb + 1]
+    tx = tx_w if tx_w is not None else torch.ones(n, n_prb + 1, dtype=torch.float64)
+    conc_db = (10.0 * torch.log10(tx / tx[:, -1:])).float()
     rate_prb = torch.log2(1.0 + sinr32)  # [n, n_prb] achievable bit/RE: the PF input
     # CQI before the first transport block: the mean SINR over the band, in dB
     sinr_eff_db = 10.0 * torch.log10(sinr32.mean(dim=1).clamp(min=1e-6))
@@ -230,7 +241,7 @@ def simulate_transfers(
             onehot = cand[:, None] == users[None, :]  # [n_prb, k]
             n_alloc = onehot.sum(dim=0)
             # provisional MCS at this allocation; trim each user to the PRBs its buffer needs
-            mcs_u = tab.mcs[n_alloc, tab.snr_index(sinr_eff_db[users] - offset[users])]
+            mcs_u = tab.mcs[n_alloc, tab.snr_index(sinr_eff_db[users] - offset[users] + conc_db[users, n_alloc])]
             bits_k = tab.tb_bits[mcs_u][:, 1:]  # [k, n_prb]: TB bits for 1..n_prb PRBs
             need = (bits_k < remaining[users][:, None]).sum(dim=1) + 1
             g = torch.where(onehot, sinr32[users].T, torch.full_like(sinr32[users].T, -1.0))
@@ -241,9 +252,10 @@ def simulate_transfers(
         users = torch.unique(owner[owner >= 0])
         onehot = owner[:, None] == users[None, :]  # [n_prb, k]
         n_alloc = onehot.sum(dim=0)
-        mcs_u = tab.mcs[n_alloc, tab.snr_index(sinr_eff_db[users] - offset[users])]
+        conc = conc_db[users, n_alloc]
+        mcs_u = tab.mcs[n_alloc, tab.snr_index(sinr_eff_db[users] - offset[users] + conc)]
         # Sionna EESM over the allocated PRBs: [1 symbol group, n_prb, k users, 1 stream]
-        s_alloc = torch.where(onehot, sinr32[users].T, torch.zeros_like(sinr32[users].T))
+        s_alloc = torch.where(onehot, sinr32[users].T * torch.pow(10.0, conc / 10.0)[None, :], torch.zeros_like(sinr32[users].T))
         sinr_eff = eesm(s_alloc[None, :, :, None], mcs_u.to(torch.int32), mcs_table_index=MCS_TABLE, per_stream=False)
         eff_db = 10.0 * torch.log10(sinr_eff.clamp(min=1e-6))
         tbler = tab.tbler[mcs_u, n_alloc, tab.snr_index(eff_db)]
@@ -251,7 +263,8 @@ def simulate_transfers(
         decoded = torch.where(ack, tab.tb_bits[mcs_u, n_alloc], torch.zeros_like(mcs_u))
         # OLLA offset update and the new effective-SINR report of the scheduled devices
         offset[users] = torch.where(ack, offset[users] - delta_down, offset[users] + OLLA_DELTA_UP_DB).clamp(*OLLA_OFFSET_DB)
-        sinr_eff_db[users] = eff_db
+        sinr_eff_db[users] = eff_db - conc  # the report, normalised to a full-band allocation
+        res.tx_energy_j[users] += tx[users, n_alloc] * n_alloc.double() * slot_s
         nacks[users] = torch.where(ack, torch.zeros_like(nacks[users]), nacks[users] + 1)
         got = torch.minimum(decoded, remaining[users])
         remaining[users] -= got
