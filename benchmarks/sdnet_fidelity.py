@@ -144,6 +144,10 @@ EXPERIMENTS: dict[str, tuple[str, list[Case]]] = {
         "Task breadth: all UEs at one point (radius 0: one channel, up to LS noise), in a 2 cm and a 5 cm circle (column ue_corr: median |correlation| of two UEs' channels); the paper's 5 m circle at the same budget is `steps` batch 100.",
         [replace(B, label=f"radius {r} m, batch 100", batch_size=100, task_options=(("radius_m", r),)) for r in (0.0, 0.02, 0.05)],
     ),
+    "target": (
+        "Toward the paper's budget: 32,400 samples, about 2,300 Adam steps (batch 100), the paper's 5 m circle.",
+        [replace(B, label="32,400 samples, 2,268 steps", n_train=32400, batch_size=100, epochs=7)],
+    ),
     "capacity": (
         "Step size: lr 3e-3 (paper 1e-3) at the steps of `steps` batch 100.",
         [replace(B, label="width 8, lr 3e-3, batch 100", batch_size=100, lr=3e-3)],
