@@ -26,7 +26,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # `flwr run .` through a local managed SuperLink, with this project's .venv (no per-run
 # environment build, which would download another torch).

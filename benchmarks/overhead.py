@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from proc_tree import measure
+from _proc_tree import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 #: how often both systems pull replies; finer than Flower's 0.1 s default so that a round's

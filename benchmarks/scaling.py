@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from proc_tree import measure
+from _proc_tree import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 

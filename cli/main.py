@@ -234,7 +234,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     root = Path(__file__).resolve().parents[1] / "benchmarks"
-    names = args.names or sorted(p.stem for p in root.glob("*.py"))
+    names = args.names or sorted(p.stem for p in root.glob("*.py") if not p.stem.startswith("_"))  # _*: helpers
     for n in names:
         path = root / f"{n}.py"
         if not path.is_file():
