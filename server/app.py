@@ -374,7 +374,7 @@ class FleetServer:
         side_np: dict[str, Any] | None = None
         profile = self.devices[did].profile
         for name, stage in self.stages.items():
-            own = {k: bytes(v) for k, v in payloads.items() if k in stage.spec.payload_keys}
+            own = {k: v for k, v in payloads.items() if k in stage.spec.payload_keys}  # bytes since _read_reply
             if name not in profile.cfg or not own:
                 continue
             if side_np is None:
