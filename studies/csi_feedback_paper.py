@@ -5,13 +5,17 @@ Communication Cost of Model Updates" (Fig. 7-10, Table IV). Three experiments, a
 built-in spatially consistent ``"gbsm"`` model, all with real bitstreams decoded by
 :class:`common.csi.base_station.FeedbackServer`:
 
-1. **schemes** (Fig. 7-8): the shared pre-trained compressor (trained on UEs inside the
-   circle of its environment) meets shifted CSI: a UE moving along a track that starts
-   ``shift_offset_m`` from the circle's centre (``shift_env = "same"``: among the same
-   scatterers; ``"new"``: in another environment); the first ``n_finetune`` samples
-   fine-tune, the next ``n_eval`` are coded and measured. No FT, EO, FM, GA, FM with a
-   uniform prior (FM-UP), FM without the update regularizer (FM-noreg), for every RD weight
-   in ``lmbdas``.
+1. **schemes** (Fig. 7-8): the shared pre-trained compressors (trained on UEs inside the
+   circle of their environment, one per RD weight in ``backbone_lmbdas``, each cached)
+   meet shifted CSI: a UE moving along a track that starts ``shift_offset_m`` from the
+   circle's centre (``shift_env = "same"``: among the same scatterers; ``"new"``: in another
+   environment); the first ``n_finetune`` samples fine-tune, the next ``n_eval`` are coded
+   and measured. No FT, EO and TM (translation modules around the frozen backbone,
+   :mod:`common.csi.translation`) run on every backbone at its own RD weight, so each is a
+   curve as in Fig. 7. FM, GA, FM with a uniform prior (FM-UP) and FM without the update
+   regularizer (FM-noreg) fine-tune the low-rate backbone (the smallest backbone weight, as
+   the paper: "we only fine-tune the low-bit-rate neural CSI compressor") at every
+   fine-tuning weight in ``lmbdas``.
 2. **quant_sweep** (Table IV): FM for every number of update bins in ``n_bins_sweep``, over
    the fixed range ``+-t * n_bins / 2`` (more bins, narrower ones).
 3. **interval** (Fig. 10): FM every ``d`` metres along a ``track_m`` track for every ``d`` in
@@ -21,7 +25,13 @@ built-in spatially consistent ``"gbsm"`` model, all with real bitstreams decoded
    objective every interval was fine-tuned for (eq. 9, 21), on real bits and the base
    station's reconstruction.
 
-Tables: ``rd.parquet`` (experiments 1-2), ``interval.parquet`` (3); PNGs from them alone.
+Fine-tuning runs ``steps`` Adam steps at the quick scale and ``epochs`` passes over the
+window at paper scale (the paper: 1,000 epochs). Pre-training and fine-tuning run on
+``device`` (``auto``: CUDA when present; CPU results are deterministic).
+
+Tables: ``rd.parquet`` (experiments 1-2, ``backbone_lmbda`` names the backbone of each
+row), ``interval.parquet`` (3); PNGs from them alone. ``summary.json`` also compares FM
+with EO and TM at FM's rate (``fm_vs_curves``: their NMSE interpolated in log-rate).
 """
 
 from __future__ import annotations
@@ -37,27 +47,35 @@ import pyarrow.parquet as pq
 
 from common.channels import ChannelTask
 from common.csi import FeedbackServer, device_environment, finetune, pretrained_compressor, resolve_cfg, track_csi, uplink
+from common.csi.translation import evaluate_translation, train_translation
 from common.models.csi_compressor import CSICompressor
+from common.runtime import DEVICE_CHOICES, resolve_device
 from common.schema import Field
 from common.seeding import derive_seed
 from studies import ProgressFn
 
-__all__ = ["SCHEMA", "SCHEMES", "PAPER_SCALE", "run", "report", "study_cfg"]
+__all__ = ["SCHEMA", "SCHEMES", "BACKBONE_SCHEMES", "LOW_RATE_SCHEMES", "PAPER_SCALE", "run", "report", "study_cfg", "nmse_at_rate"]
 
-#: label -> (scheme, overrides)
-SCHEMES: dict[str, tuple[str, dict[str, Any]]] = {
+#: label -> (scheme, overrides) of the schemes run on every backbone, at its own RD weight
+BACKBONE_SCHEMES: dict[str, tuple[str, dict[str, Any]]] = {
     "No FT": ("none", {}),
     "EO": ("eo", {}),
+    "TM": ("tm", {}),
+}
+#: label -> (scheme, overrides) of the schemes that fine-tune the low-rate backbone at every ``lmbdas``
+LOW_RATE_SCHEMES: dict[str, tuple[str, dict[str, Any]]] = {
     "FM": ("fm", {}),
     "GA": ("ga", {}),
     "FM-UP": ("fm", {"prior": "uniform"}),
     "FM-noreg": ("fm", {"regularize_update": False}),
 }
+#: every label, in the order of the tables and the plot
+SCHEMES: dict[str, tuple[str, dict[str, Any]]] = {**BACKBONE_SCHEMES, **LOW_RATE_SCHEMES}
 
 #: what ``scale = "paper"`` changes (64 x 64 CSI, paper-size data and training)
 PAPER_SCALE: dict[str, Any] = {
     "n_ant": 64, "n_sc": 64, "width": 64, "pretrain_samples": 12000, "pretrain_tasks": 8,
-    "pretrain_steps": 75000, "n_finetune": 100, "n_eval": 400, "steps": 1000, "lr": 1e-4,
+    "pretrain_steps": 75000, "n_finetune": 100, "n_eval": 400, "epochs": 1000, "lr": 1e-4,
     "interval_steps": 300, "track_m": 120.0, "intervals_m": [2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
 }
 
@@ -66,8 +84,8 @@ SCHEMA: dict[str, Field] = {
     "n_ant": Field(int, 32, min=4, max=256),
     "n_sc": Field(int, 32, min=4, max=256),
     "width": Field(int, 32, min=1, max=512, doc="conv kernels (the paper: 64)"),
-    "lmbda": Field(float, 512.0, min=0.0, doc="RD weight of the pre-trained backbone, eq. (9)"),
-    "lmbdas": Field(list, [32.0, 128.0, 512.0], item=float, min=0.0, doc="fine-tuning RD weights of the scheme comparison (one RD point per scheme each)"),
+    "backbone_lmbdas": Field(list, [128.0, 512.0, 2048.0], item=float, min=0.0, doc="RD weights of the pre-trained backbones, eq. (9), one cached backbone each: No FT, EO and TM get one RD point per backbone; FM, GA and the ablations fine-tune the smallest (the low-rate backbone)"),
+    "lmbdas": Field(list, [32.0, 128.0, 512.0], item=float, min=0.0, doc="fine-tuning RD weights of FM, GA and the ablations (one RD point each)"),
     "finetune_lmbda": Field(float, 32.0, min=0.0, doc="fine-tuning RD weight of the resolution sweep and the interval study"),
     "pretrain_samples": Field(int, 2000, min=8),
     "pretrain_tasks": Field(int, 1, min=1, max=64),
@@ -76,7 +94,8 @@ SCHEMA: dict[str, Field] = {
     "spacing_m": Field(float, 1 / 29.6, min=1e-4, doc="CSI sample spacing along the track, m (the paper's 29.6 samples/m)"),
     "n_finetune": Field(int, 100, min=1),
     "n_eval": Field(int, 100, min=1, max=4096),
-    "steps": Field(int, 300, min=0),
+    "steps": Field(int, 300, min=0, doc="fine-tuning Adam steps of the scheme comparison and the resolution sweep (when epochs = 0)"),
+    "epochs": Field(int, 0, min=0, doc="fine-tuning passes over the n_finetune window (paper scale: 1,000, the paper's); 0 counts steps instead"),
     "lr": Field(float, 1e-3, min=0.0, max=1.0, doc="Adam step: with bins much narrower than it no weight stays in the zero bin (Table IV at 1024 bins)"),
     "shift_env": Field(str, "same", choices=("same", "new"), doc="same: the pre-training scatterers, UE outside its circle; new: another environment"),
     "shift_offset_m": Field(float, 10.0, min=0.0, doc="where the track starts, m from the environment's centre"),
@@ -88,12 +107,13 @@ SCHEMA: dict[str, Field] = {
     "track_m": Field(float, 16.0, min=0.1, doc="length of the update-interval track, m"),
     "intervals_m": Field(list, [0.5, 1.0, 2.0, 4.0, 8.0], item=float, min=0.01, doc="fine-tuning intervals d, m"),
     "interval_steps": Field(int, 100, min=0, doc="fine-tuning steps per interval (warm start)"),
+    "device": Field(str, "cpu", choices=DEVICE_CHOICES, doc="torch device of pre-training and fine-tuning: cpu, cuda, or auto (CUDA when present)"),
     "cache_dir": Field(str, "", doc="pre-trained model cache"),
 }
 
 _CFG_KEYS = (
-    "n_ant", "n_sc", "width", "lmbda", "pretrain_samples", "pretrain_tasks", "pretrain_steps", "radius_m",
-    "spacing_m", "n_finetune", "n_eval", "steps", "lr", "t", "n_bins", "sigma", "alpha", "cache_dir",
+    "n_ant", "n_sc", "width", "pretrain_samples", "pretrain_tasks", "pretrain_steps", "radius_m",
+    "spacing_m", "n_finetune", "n_eval", "steps", "epochs", "lr", "t", "n_bins", "sigma", "alpha", "device", "cache_dir",
 )
 
 
@@ -105,11 +125,35 @@ def study_cfg(study: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-def _csi_cfg(s: dict[str, Any], seed: int, **over: Any) -> dict[str, Any]:
+def _csi_cfg(s: dict[str, Any], seed: int, lmbda: float, **over: Any) -> dict[str, Any]:
+    """A ``csi_feedback`` table of the study, on the backbone of RD weight ``lmbda``.
+
+    ``scheme = "tm"`` (not a stage scheme) is resolved as ``none`` and set back after."""
     raw = {k: s[k] for k in _CFG_KEYS + ("shift_env", "shift_offset_m", "finetune_lmbda")}
     raw["pretrain_seed"] = int(derive_seed(seed, "csi-pretrain") % (2**31))
+    raw["lmbda"] = float(lmbda)
     raw.update(over)
-    return resolve_cfg(raw)
+    tm = raw.get("scheme") == "tm"
+    if tm:
+        raw["scheme"] = "none"
+    out = resolve_cfg(raw)
+    return {**out, "scheme": "tm"} if tm else out
+
+
+def nmse_at_rate(curve: list[tuple[float, float]], rate: float) -> float | None:
+    """NMSE (dB) of an RD curve at ``rate``, linear in ``log(rate)`` between its points.
+
+    ``curve`` holds ``(bits per dim, NMSE dB)`` pairs; None when ``rate`` lies outside the
+    curve's rate range (no extrapolation) or the curve is empty.
+    """
+    pts = sorted((r, d) for r, d in curve if r > 0 and math.isfinite(r) and math.isfinite(d))
+    if not pts or rate <= 0 or not pts[0][0] <= rate <= pts[-1][0]:
+        return None
+    for (r0, d0), (r1, d1) in zip(pts, pts[1:]):
+        if r0 <= rate <= r1:
+            w = 0.0 if r1 == r0 else (math.log(rate) - math.log(r0)) / (math.log(r1) - math.log(r0))
+            return d0 + w * (d1 - d0)
+    return pts[0][1]
 
 
 def _deliver(srv: FeedbackServer, cls: str, device_id: int, res: Any, model: CSICompressor, H_ev: Any) -> dict[str, float]:
@@ -126,6 +170,7 @@ def _row(experiment: str, label: str, cfg: dict[str, Any], out: dict[str, float]
     return {
         "experiment": experiment,
         "scheme": label,
+        "backbone_lmbda": float(cfg["lmbda"]),
         "lmbda": float(cfg["finetune_lmbda"]),
         "n_bins": int(cfg["n_bins"]),
         "t": float(cfg["t"]),
@@ -140,6 +185,8 @@ def _row(experiment: str, label: str, cfg: dict[str, Any], out: dict[str, float]
         "latent_bits_estimated_per_dim": float(out["latent_bits_estimated_per_dim"]),
         "update_bits_estimated_per_dim": float(out["update_bits_estimated_per_dim"]),
         "update_nonzero": int(out["update_nonzero"]),
+        "epochs": int(cfg["epochs"]),
+        "finetune_steps": len(res.losses),
         "finetune_s": float(res.seconds),
         "finetune_flops": int(res.flops),
     }
@@ -165,10 +212,15 @@ def run(cfg: dict[str, Any], seed: int, out_dir: Path, progress: ProgressFn) -> 
     s = study_cfg(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    base_cfg = _csi_cfg(s, seed)
-    progress("pre-training (cached)", 0, 1)
-    backbone = pretrained_compressor(base_cfg)
-    progress("pre-training (cached)", 1, 1)
+    dev = resolve_device(str(s["device"]))
+    lmbdas_bb = sorted(float(x) for x in s["backbone_lmbdas"])
+    low = lmbdas_bb[0]  # the low-rate backbone FM fine-tunes
+    backbones: dict[float, CSICompressor] = {}
+    for i, lm in enumerate(lmbdas_bb):
+        progress(f"pre-training backbones (cached): lambda = {lm:g}", i, len(lmbdas_bb))
+        backbones[lm] = pretrained_compressor(_csi_cfg(s, seed, lm), device=dev)
+    progress("pre-training backbones (cached)", len(lmbdas_bb), len(lmbdas_bb))
+    base_cfg = _csi_cfg(s, seed, low)
     env = device_environment(base_cfg, ChannelTask.make("gbsm", base_cfg["n_ant"], 1, 0, derive_seed(seed, "csi-shift-env")))
     track_seed = derive_seed(seed, "csi-study-track")
     n_ft, n_ev = int(base_cfg["n_finetune"]), int(base_cfg["n_eval"])
@@ -177,18 +229,28 @@ def run(cfg: dict[str, Any], seed: int, out_dir: Path, progress: ProgressFn) -> 
 
     rows: list[dict[str, Any]] = []
     jobs: list[tuple[str, str, dict[str, Any]]] = []
-    for lm in s["lmbdas"]:
-        for label, (scheme, over) in SCHEMES.items():
-            if scheme == "none" and lm != s["lmbdas"][0]:
-                continue  # No FT does not depend on the fine-tuning weight
-            jobs.append(("schemes", label, _csi_cfg(s, seed, scheme=scheme, finetune_lmbda=float(lm), **over)))
+    for lm in lmbdas_bb:  # No FT, EO, TM: one point per backbone, at its own RD weight
+        for label, (scheme, over) in BACKBONE_SCHEMES.items():
+            jobs.append(("schemes", label, _csi_cfg(s, seed, lm, scheme=scheme, finetune_lmbda=lm, **over)))
+    for lm in s["lmbdas"]:  # FM and its kin on the low-rate backbone
+        for label, (scheme, over) in LOW_RATE_SCHEMES.items():
+            jobs.append(("schemes", label, _csi_cfg(s, seed, low, scheme=scheme, finetune_lmbda=float(lm), **over)))
     # Table IV: the resolution over a fixed range +-t * n_bins / 2 (fewer bins, wider ones)
     update_range = float(s["t"]) * int(s["n_bins"])
     for nb in s["n_bins_sweep"]:
-        jobs.append(("quant_sweep", f"FM {nb} bins", _csi_cfg(s, seed, scheme="fm", n_bins=int(nb), t=update_range / int(nb))))
+        jobs.append(("quant_sweep", f"FM {nb} bins", _csi_cfg(s, seed, low, scheme="fm", n_bins=int(nb), t=update_range / int(nb))))
     for i, (exp, label, c) in enumerate(jobs):
-        progress(f"{exp}: {label}", i, len(jobs))
-        res = finetune(backbone, H_ft, c, seed=derive_seed(seed, "csi-study-ft", label))
+        progress(f"{exp}: {label} (backbone lambda {c['lmbda']:g}, fine-tuning lambda {c['finetune_lmbda']:g})", i, len(jobs))
+        backbone = backbones[float(c["lmbda"])]
+        ft_seed = derive_seed(seed, "csi-study-ft", label)
+        if c["scheme"] == "tm":
+            tm = train_translation(backbone, H_ft, c, seed=ft_seed, device=dev)
+            out = evaluate_translation(backbone, tm, H_ev)
+            out["latent_bits_estimated_per_dim"] = out["latent_bits_estimated"] / (H_ev.shape[0] * backbone.cfg.csi_dims)
+            out["update_bits_estimated_per_dim"] = 0.0
+            rows.append(_row(exp, label, c, out, tm))
+            continue
+        res = finetune(backbone, H_ft, c, seed=ft_seed, device=dev)
         srv = FeedbackServer({"ue": c}, seed)
         out = _deliver(srv, "ue", 0, res, res.device_model, H_ev)
         rows.append(_row(exp, label, c, out, res))
@@ -196,19 +258,37 @@ def run(cfg: dict[str, Any], seed: int, out_dir: Path, progress: ProgressFn) -> 
     rd = pa.Table.from_pylist(rows)
     pq.write_table(rd, out_dir / "rd.parquet")
 
-    interval_rows = _interval_study(s, seed, base_cfg, backbone, env, progress)
+    interval_rows = _interval_study(s, seed, base_cfg, backbones[low], env, progress, dev)
     pq.write_table(pa.Table.from_pylist(interval_rows), out_dir / "interval.parquet")
+    keys = ("experiment", "scheme", "backbone_lmbda", "lmbda", "n_bins", "nmse_db", "bits_per_dim_latent", "bits_per_dim_update", "bits_per_dim_total", "update_nonzero")
     summary = {
-        "rd": [{k: r[k] for k in ("experiment", "scheme", "lmbda", "n_bins", "nmse_db", "bits_per_dim_latent", "bits_per_dim_update", "bits_per_dim_total", "update_nonzero")} for r in rows],
+        "rd": [{k: r[k] for k in keys} for r in rows],
+        "fm_vs_curves": _fm_vs_curves(rows),
         "interval": interval_rows,
         "interval_sweet_spot_m": min(interval_rows, key=lambda r: r["rd_cost"])["interval_m"] if interval_rows else None,
-        "backbone_decoder_params": backbone.n_decoder_params(),
+        "backbone_decoder_params": backbones[low].n_decoder_params(),
+        "device": dev.type,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
 
 
-def _interval_study(s: dict[str, Any], seed: int, base_cfg: dict[str, Any], backbone: CSICompressor, env: Any, progress: ProgressFn) -> list[dict[str, Any]]:
+def _fm_vs_curves(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each FM point against the No FT, EO and TM curves at FM's total rate (None outside a
+    curve's rate range): Fig. 7's comparison at equal rate."""
+    def curve(label: str) -> list[tuple[float, float]]:
+        return [(r["bits_per_dim_total"], r["nmse_db"]) for r in rows if r["experiment"] == "schemes" and r["scheme"] == label]
+
+    out = []
+    for r in rows:
+        if r["experiment"] == "schemes" and r["scheme"] == "FM":
+            rate = r["bits_per_dim_total"]
+            out.append({"lmbda": r["lmbda"], "bits_per_dim_total": rate, "fm_nmse_db": r["nmse_db"],
+                        **{f"{k.replace(' ', '_').lower()}_nmse_db": nmse_at_rate(curve(k), rate) for k in BACKBONE_SCHEMES}})
+    return out
+
+
+def _interval_study(s: dict[str, Any], seed: int, base_cfg: dict[str, Any], backbone: CSICompressor, env: Any, progress: ProgressFn, device: Any = None) -> list[dict[str, Any]]:
     spacing = float(base_cfg["spacing_m"])
     n_total = int(round(float(s["track_m"]) / spacing))
     H = track_csi(base_cfg, env, float(s["shift_offset_m"]), n_total, derive_seed(seed, "csi-interval-track"))
@@ -219,7 +299,7 @@ def _interval_study(s: dict[str, Any], seed: int, base_cfg: dict[str, Any], back
         progress("update intervals", j, len(s["intervals_m"]))
         if n_win < 2:
             continue
-        c = _csi_cfg(s, seed, scheme="fm", steps=int(s["interval_steps"]), n_eval=per)
+        c = _csi_cfg(s, seed, float(base_cfg["lmbda"]), scheme="fm", steps=int(s["interval_steps"]), epochs=0, n_eval=per)
         srv = FeedbackServer({"ue": c}, seed)
         model = backbone
         lat = upd = sq_err = 0.0
@@ -230,7 +310,7 @@ def _interval_study(s: dict[str, Any], seed: int, base_cfg: dict[str, Any], back
             if ft.shape[0] > int(c["n_finetune"]):  # at most n_finetune samples, evenly spread
                 ft = ft[np.linspace(0, ft.shape[0] - 1, int(c["n_finetune"])).round().astype(int)]
             ev = H[w * per : (w + 1) * per]
-            res = finetune(model, ft, c, seed=derive_seed(seed, "csi-interval", j, w), amortize_samples=ev.shape[0])
+            res = finetune(model, ft, c, seed=derive_seed(seed, "csi-interval", j, w), amortize_samples=ev.shape[0], device=device)
             out = _deliver(srv, "ue", 0, res, res.device_model, ev)
             model = res.device_model
             lat += out["latent_bits"]

@@ -19,6 +19,7 @@ def test_study_runs_and_reports(tmp_path: Path) -> None:
     cfg = validate_section(
         dict(
             n_ant=8, n_sc=8, width=4, pretrain_samples=32, pretrain_steps=3, n_finetune=12, n_eval=6, steps=2, lr=1e-4, lmbdas=[64.0],
+            backbone_lmbdas=[256.0, 16.0],
             n_bins_sweep=[4, 64], track_m=3.0, spacing_m=0.25, intervals_m=[1.0, 1.5], interval_steps=1,
             cache_dir=str(tmp_path / "cache"),
         ),
@@ -27,11 +28,21 @@ def test_study_runs_and_reports(tmp_path: Path) -> None:
     )
     summary = mod.run(cfg, 7, tmp_path / "run", no_progress)
     rd = pq.read_table(tmp_path / "run" / "rd.parquet").to_pylist()
-    schemes = [r["scheme"] for r in rd if r["experiment"] == "schemes"]
-    assert schemes == ["No FT", "EO", "FM", "GA", "FM-UP", "FM-noreg"]
+    schemes = [(r["scheme"], r["backbone_lmbda"], r["lmbda"]) for r in rd if r["experiment"] == "schemes"]
+    # No FT, EO and TM on every backbone at its own weight; FM and kin on the low-rate one
+    assert schemes == [
+        ("No FT", 16.0, 16.0), ("EO", 16.0, 16.0), ("TM", 16.0, 16.0),
+        ("No FT", 256.0, 256.0), ("EO", 256.0, 256.0), ("TM", 256.0, 256.0),
+        ("FM", 16.0, 64.0), ("GA", 16.0, 64.0), ("FM-UP", 16.0, 64.0), ("FM-noreg", 16.0, 64.0),
+    ]
+    assert len(list((tmp_path / "cache").glob("csi-*.npz"))) == 2  # one cached backbone per weight
+    no_ft = [r for r in rd if r["scheme"] == "No FT"]
+    assert no_ft[0]["bits_per_dim_latent"] != no_ft[1]["bits_per_dim_latent"] or no_ft[0]["mse"] != no_ft[1]["mse"]
     by = {r["scheme"]: r for r in rd}
-    for label in ("No FT", "EO", "GA"):
+    for label in ("No FT", "EO", "TM", "GA"):
         assert by[label]["bits_per_dim_update"] == 0.0
+    assert [r["finetune_steps"] for r in rd if r["scheme"] in ("EO", "TM", "FM")] == [2] * 5
+    assert [f["lmbda"] for f in summary["fm_vs_curves"]] == [64.0]
     assert by["FM"]["bits_per_dim_update"] > 0
     # a uniform prior pays log2(256) = 8 bits for every decoder weight (6 samples x 64 dims)
     assert by["FM-UP"]["bits_per_dim_update"] * 6 * 64 >= 8 * summary["backbone_decoder_params"] * 0.99
@@ -57,5 +68,19 @@ def test_study_schema_and_paper_scale() -> None:
     mod = load_study("csi_feedback_paper")
     with pytest.raises(ScenarioError, match="scale"):
         validate_section({"scale": "huge"}, mod.SCHEMA, "study")
+    with pytest.raises(ScenarioError, match="device"):
+        validate_section({"device": "tpu"}, mod.SCHEMA, "study")
     s = mod.study_cfg(validate_section({"scale": "paper"}, mod.SCHEMA, "study"))
     assert (s["n_ant"], s["n_sc"], s["width"]) == (64, 64, 64)
+    assert s["epochs"] == 1000  # the paper fine-tunes for 1,000 epochs
+    assert mod.study_cfg(validate_section({}, mod.SCHEMA, "study"))["epochs"] == 0
+
+
+def test_nmse_at_rate_interpolates_in_log_rate() -> None:
+    from studies.csi_feedback_paper import nmse_at_rate
+
+    curve = [(0.5, -2.0), (2.0, -6.0), (1.0, -4.0)]
+    assert nmse_at_rate(curve, 1.0) == -4.0
+    assert nmse_at_rate(curve, 2 ** -0.5) == pytest.approx(-3.0)  # halfway between 0.5 and 1 in log
+    assert nmse_at_rate(curve, 0.25) is None and nmse_at_rate(curve, 3.0) is None
+    assert nmse_at_rate([], 1.0) is None

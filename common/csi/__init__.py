@@ -7,7 +7,8 @@ Modules: ``config`` (the stage's table, record keys and StageSpec), ``data`` (pr
 CSI, device tracks and their per-round windows, eq. 2), ``training`` (the RD objective of
 eq. 9 and the minibatch draws), ``pretrain`` (the backbone and its disk cache),
 ``finetuning`` (the schemes of Sec. III, eq. 9, 12-21, and the coded evaluation window),
-``sync`` (the device's encoder/decoder pairs against the base station's decoder tag),
+``translation`` (the TM benchmark of the study: translation modules around a frozen
+backbone), ``sync`` (the device's encoder/decoder pairs against the base station's decoder tag),
 ``device`` (a device's round), ``base_station`` (per-device decoders, decoding, eq. 11).
 The compressor itself is :mod:`common.models.csi_compressor`, the codecs
 :mod:`common.coding`.

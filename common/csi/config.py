@@ -5,7 +5,8 @@ Communication Cost of Model Updates". The table sets the backbone of Fig. 1 and 
 weight (eq. 9), the fine-tuning scheme (Sec. III: No FT, encoder only, full model,
 genie-aided) and its RD weight (eq. 9, 21), the update quantizer (eq. 12-14: bin width
 ``t``, ``n_bins`` bins) and the update prior (eq. 16-18: slab ``sigma``, spike weight
-``alpha``). Its :data:`SPEC` runs the compressor's and the quantizer's own checks, so a
+``alpha``), the fine-tuning budget (``steps``, or ``epochs`` over the window as the paper
+counts it) and the torch ``device`` fine-tuning runs on. Its :data:`SPEC` runs the compressor's and the quantizer's own checks, so a
 table either would refuse fails at scenario validation, not in a device's first round.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from common.coding import UpdateQuantizer, make_prior
 from common.coding.spike_slab import UpdatePrior
 from common.models.csi_compressor import CompressorConfig
+from common.runtime import DEVICE_CHOICES
 from common.schema import Field
 from common.stage import StageSpec
 
@@ -59,7 +61,7 @@ STAGE_SCHEMA: dict[str, Field] = {
     "pretrain_steps": Field(int, 600, min=0, doc="pre-training Adam steps"),
     "pretrain_batch": Field(int, 32, min=1),
     "pretrain_lr": Field(float, 1e-3, min=0.0, max=1.0, doc="Adam step of pre-training (the paper's 1e-3; 2e-3 left some initialisations with dead ReLUs)"),
-    "dense_latent": Field(bool, True, doc="fully connected layer at the latent end of encoder and decoder"),
+    "dense_latent": Field(bool, False, doc="fully connected layer at the latent end of encoder and decoder (not the paper's Fig. 1; at 64 x 64 it grows the coded decoder from 108,930 to 371,586 weights)"),
     "pretrain_seed": Field(int, 0, min=0, doc="root seed of the pre-training data and weights"),
     "pretrain_los": Field(bool, True, doc="pre-training environments have a direct path (LoS)"),
     "shift_env": Field(str, "same", choices=("same", "new"), doc="same: the pre-training scatterers, UE beyond its circle; new: the device's own environment"),
@@ -71,7 +73,8 @@ STAGE_SCHEMA: dict[str, Field] = {
     "spacing_m": Field(float, 1 / 29.6, min=1e-4, doc="distance between CSI samples along the track, m (the paper's QuaDRiGa track: 29.6 samples/m)"),
     "n_finetune": Field(int, 100, min=1, max=100000, doc="fine-tuning samples per round"),
     "n_eval": Field(int, 100, min=1, max=4096, doc="evaluation samples per round (after the window)"),
-    "steps": Field(int, 60, min=0, doc="fine-tuning Adam steps"),
+    "steps": Field(int, 60, min=0, doc="fine-tuning Adam steps (when epochs = 0)"),
+    "epochs": Field(int, 0, min=0, doc="fine-tuning passes over the n_finetune window, ceil(n_finetune / batch) steps each (the paper: 1,000); 0 counts steps instead"),
     "batch": Field(int, 32, min=1),
     "lr": Field(float, 5e-4, min=0.0, max=1.0),
     "t": Field(float, 1e-3, min=1e-8, max=1.0, doc="update quantization bin width, eq. (12); ~1/30 of the decoder weights' std (van Rozendaal's 5e-3 is 1/6 of it here and erases most of the fine-tuning gain)"),
@@ -81,6 +84,7 @@ STAGE_SCHEMA: dict[str, Field] = {
     "prior": Field(str, "spike_slab", choices=("spike_slab", "uniform"), doc="prior coding the update"),
     "regularize_update": Field(bool, True, doc="add the update's rate to the loss, eq. (21)"),
     "update_weight": Field(float, 1.0, min=0.0, doc="weight of the update rate in eq. (21)"),
+    "device": Field(str, "cpu", choices=DEVICE_CHOICES, doc="torch device of fine-tuning: cpu, cuda, or auto (CUDA when present); the fleet pre-trains the shared backbone on the CPU so that both ends build the same weights"),
     "cache_dir": Field(str, "", doc="pre-trained model cache ('' = $AIRFLEET_CACHE_DIR or ~/.cache/airfleet, sub-folder csi_pretrain/)"),
 }
 

@@ -29,10 +29,10 @@ import torch
 
 from common.coding.update_codec import apply_update, pack_update, quantize_update, update_ideal_bits
 from common.csi.config import SCHEMES, make_prior_from_cfg
-from common.csi.training import minibatches, rd_objective
+from common.csi.training import finetune_draws, rd_objective, seeded_rng
 from common.models.csi_compressor import CSICompressor, bits_per_dim, csi_to_planes
 from common.phy.metrics import nmse_db
-from common.runtime import torch_threads
+from common.runtime import resolve_device, torch_threads
 from common.seeding import derive_seed
 
 __all__ = ["FinetuneResult", "finetune", "evaluate_window"]
@@ -73,11 +73,20 @@ class FinetuneResult:
     genie_decoder: list[np.ndarray] | None = None
 
 
-def finetune(base: CSICompressor, H_ft: torch.Tensor, cfg: dict[str, Any], seed: int, amortize_samples: int | None = None) -> FinetuneResult:
+def finetune(
+    base: CSICompressor,
+    H_ft: torch.Tensor,
+    cfg: dict[str, Any],
+    seed: int,
+    amortize_samples: int | None = None,
+    device: torch.device | None = None,
+) -> FinetuneResult:
     """Fine-tune ``base`` on ``H_ft`` with ``cfg["scheme"]`` (``base`` is not modified).
 
-    Runs on one torch thread with its own RNG stream (the same numbers in a study, a Ray
-    worker or a SuperNode; the caller's global RNG is untouched).
+    Runs on one torch thread with its own RNG stream (on the CPU the same numbers in a
+    study, a Ray worker or a SuperNode; the caller's global RNG is untouched). The budget is
+    ``cfg["epochs"]`` passes over ``H_ft`` when positive, else ``cfg["steps"]`` Adam steps
+    (:func:`common.csi.training.finetune_draws`).
 
     Parameters
     ----------
@@ -91,6 +100,9 @@ def finetune(base: CSICompressor, H_ft: torch.Tensor, cfg: dict[str, Any], seed:
         Seed of the minibatches and the quantization noise.
     amortize_samples : int, optional
         CSI samples the update is paid over in eq. (21) (default ``cfg["n_eval"]``).
+    device : torch.device, optional
+        Where the arithmetic runs (default: ``cfg["device"]`` through
+        :func:`common.runtime.resolve_device`); the returned model is on the CPU.
 
     Returns
     -------
@@ -102,10 +114,12 @@ def finetune(base: CSICompressor, H_ft: torch.Tensor, cfg: dict[str, Any], seed:
     model = copy.deepcopy(base)
     model.eval()
     t0 = time.perf_counter()
-    steps = int(cfg["steps"]) if scheme != "none" else 0
-    if steps == 0 or scheme == "none":
+    draws = finetune_draws(H_ft.shape[0], cfg, seed) if scheme != "none" else []
+    if not draws:
         return FinetuneResult(device_model=model, seconds=time.perf_counter() - t0)
-    x_all = csi_to_planes(H_ft)
+    dev = device if device is not None else resolve_device(str(cfg.get("device", "cpu")))
+    model.to(dev)
+    x_all = csi_to_planes(H_ft).to(dev)
     lmbda = float(cfg["finetune_lmbda"])
     dims = model.cfg.csi_dims
     n_amort = int(amortize_samples or cfg["n_eval"])
@@ -121,11 +135,12 @@ def finetune(base: CSICompressor, H_ft: torch.Tensor, cfg: dict[str, Any], seed:
         p.requires_grad_(True)
     opt = torch.optim.Adam(trainable, lr=float(cfg["lr"]))
     losses: list[float] = []
-    with torch_threads(1), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "csi-ft-noise") % (2**31))
+    flops = 0
+    with torch_threads(1), seeded_rng(dev, derive_seed(seed, "csi-ft-noise")):
         model.train()
-        for idx in minibatches(x_all.shape[0], int(cfg["batch"]), steps, seed):
-            x = x_all[torch.from_numpy(idx)]
+        for idx in draws:
+            x = x_all[torch.from_numpy(idx).to(dev)]
+            flops += model.train_step_flops(x.shape[0])
             if scheme == "fm":
                 # eq. (12) with the STE: the decoder runs on base + Q(delta)
                 deltas = {n: q.ste(p - dec0[n]) for n, p in dec_named}
@@ -140,12 +155,11 @@ def finetune(base: CSICompressor, H_ft: torch.Tensor, cfg: dict[str, Any], seed:
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-    model.eval()
+    model.eval().cpu()
     for p in model.parameters():
         p.requires_grad_(False)
-    res = FinetuneResult(device_model=model, losses=losses)
-    res.flops = model.train_step_flops(min(int(cfg["batch"]), x_all.shape[0])) * steps
-    base_arrays = [dec0[n].numpy() for n, _ in dec_named]
+    res = FinetuneResult(device_model=model, losses=losses, flops=flops)
+    base_arrays = [dec0[n].cpu().numpy() for n, _ in dec_named]
     if scheme == "fm":
         k = quantize_update(model.decoder_arrays(), base_arrays, q)  # eq. (12)-(14)
         model.load_decoder_arrays(apply_update(base_arrays, k, q))

@@ -24,7 +24,7 @@ import torch
 
 from common.csi.config import compressor_config, resolve_cfg
 from common.csi.data import pretrain_csi
-from common.csi.training import minibatches, rd_objective
+from common.csi.training import minibatches, rd_objective, seeded_rng
 from common.models.csi_compressor import CSICompressor, csi_to_planes
 from common.fingerprint import code_fingerprint
 from common.runtime import cache_root, torch_threads
@@ -57,31 +57,32 @@ LATENT_STD = 4.0
 _MEMO: dict[str, dict[str, np.ndarray]] = {}
 
 
-def train_backbone(cfg: dict[str, Any]) -> CSICompressor:
+def train_backbone(cfg: dict[str, Any], device: torch.device | None = None) -> CSICompressor:
     """Pre-train the compressor of a resolved table on :func:`common.csi.data.pretrain_csi`.
 
     The first half of ``pretrain_steps`` trains the autoencoder on continuous latents
     (``lmbda * MSE``, no noise, no rate); then the latents are stretched to std
     :data:`LATENT_STD` and the second half minimises eq. (9). Runs on one torch thread with
-    its own RNG stream (the caller's global RNG is untouched).
+    its own RNG stream (the caller's global RNG is untouched), on ``device`` (default the
+    CPU; the result is returned on the CPU).
 
     Returns
     -------
     CSICompressor
         In eval mode, its density's quantiles fitted.
     """
+    dev = device if device is not None else torch.device("cpu")
     seed = int(cfg["pretrain_seed"])
-    model = CSICompressor(compressor_config(cfg), seed=derive_seed(seed, "csi-init") % (2**31))
-    x_all = csi_to_planes(pretrain_csi(cfg))
+    model = CSICompressor(compressor_config(cfg), seed=derive_seed(seed, "csi-init") % (2**31)).to(dev)
+    x_all = csi_to_planes(pretrain_csi(cfg)).to(dev)
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     opt = torch.optim.Adam(main, lr=float(cfg["pretrain_lr"]))
     lmbda = float(cfg["lmbda"])
-    with torch_threads(1), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "csi-noise") % (2**31))
+    with torch_threads(1), seeded_rng(dev, derive_seed(seed, "csi-noise")):
         model.train()
         n_warm = int(cfg["pretrain_steps"]) // 2
         for i, idx in enumerate(minibatches(x_all.shape[0], int(cfg["pretrain_batch"]), int(cfg["pretrain_steps"]), seed)):
-            x = x_all[torch.from_numpy(idx)]
+            x = x_all[torch.from_numpy(idx).to(dev)]
             if i == n_warm and n_warm > 0:
                 # the warm-up's latents have an arbitrary scale (often std ~0.1), which unit
                 # bins and U(-1/2, 1/2) noise would erase: stretch them to std LATENT_STD and
@@ -100,18 +101,22 @@ def train_backbone(cfg: dict[str, Any]) -> CSICompressor:
             opt.zero_grad()
             loss.backward()
             opt.step()
+        model.cpu()
         # quantile tracking: place the tails where the aux loss has its minimum
         model.entropy.fit_quantiles()
     model.eval()
     return model
 
 
-def pretrain_key(cfg: dict[str, Any]) -> str:
-    """Hex cache key of a resolved table: a hash of :data:`PRETRAIN_KEYS`, the version and
-    the source of the code that trains (:data:`PRETRAIN_CODE`, ``common.fingerprint``)."""
-    spec = {k: cfg[k] for k in PRETRAIN_KEYS}
+def pretrain_key(cfg: dict[str, Any], device: torch.device | None = None) -> str:
+    """Hex cache key of a resolved table: a hash of :data:`PRETRAIN_KEYS`, the version, the
+    source of the code that trains (:data:`PRETRAIN_CODE`, ``common.fingerprint``) and, for a
+    device other than the CPU, its type (other kernels give other weights)."""
+    spec: dict[str, Any] = {k: cfg[k] for k in PRETRAIN_KEYS}
     spec["version"] = PRETRAIN_VERSION
     spec["code"] = code_fingerprint(*PRETRAIN_CODE)
+    if device is not None and device.type != "cpu":
+        spec["device"] = device.type
     return hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=10).hexdigest()
 
 
@@ -122,15 +127,16 @@ def pretrain_cache_dir(cfg: dict[str, Any]) -> Path:
     return cache_root(configured) if configured else cache_root(None) / "csi_pretrain"
 
 
-def pretrained_compressor(cfg: dict[str, Any]) -> CSICompressor:
-    """The shared pre-trained compressor for ``cfg`` (a fresh copy each call).
+def pretrained_compressor(cfg: dict[str, Any], device: torch.device | None = None) -> CSICompressor:
+    """The shared pre-trained compressor for ``cfg`` (a fresh copy each call, on the CPU).
 
-    Trained by :func:`train_backbone`, then cached in memory and on disk as
-    ``<pretrain_cache_dir>/csi-<pretrain_key>.npz`` (NumPy arrays only, loaded with
+    Trained by :func:`train_backbone` on ``device`` (default the CPU: the fleet's two ends
+    must build the same weights, so they both train there), then cached in memory and on
+    disk as ``<pretrain_cache_dir>/csi-<pretrain_key>.npz`` (NumPy arrays only, loaded with
     ``allow_pickle=False``; an unreadable or mis-shaped file is retrained and replaced).
     """
     cfg = resolve_cfg(cfg)
-    key = pretrain_key(cfg)
+    key = pretrain_key(cfg, device)
     model = CSICompressor(compressor_config(cfg))
     names = list(model.state_dict().keys())
     state = _MEMO.get(key)
@@ -144,7 +150,7 @@ def pretrained_compressor(cfg: dict[str, Any]) -> CSICompressor:
         except (OSError, KeyError, ValueError):
             state = None  # unreadable cache file: retrain
     if state is None:
-        trained = train_backbone(cfg)
+        trained = train_backbone(cfg, device)
         state = {n: v.detach().numpy().copy() for n, v in trained.state_dict().items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
