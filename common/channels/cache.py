@@ -42,8 +42,13 @@ def default_cache_dir() -> Path:
     return cache_root() / "channels"
 
 
-def _source_fingerprint(task: ChannelTask) -> dict[str, int] | None:
-    """What besides the spec decides the data: the imported file's size and mtime."""
+def _source_fingerprint(task: ChannelTask) -> dict[str, int | str] | None:
+    """What besides the spec decides the data: the imported file's size and mtime; the
+    ``gbsm`` model in force (the default applies when the task does not name one)."""
+    if task.source == "gbsm":
+        from common.channels.gbsm import model_of
+
+        return {"model": model_of(task)}
     if task.source != "imported" or not task.option("path"):
         return None
     try:

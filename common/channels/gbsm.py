@@ -1,23 +1,25 @@
 """Built-in geometry-based stochastic channel model (no Sionna): source ``"gbsm"``.
 
-A task is one *environment*: scatterer clusters at fixed positions in the global frame
-around the task's UE circle (``common.channels.layout``), each scatterer with a fixed
-complex gain. A UE at position ``x`` sees every scatterer ``s`` through a single-bounce
-path BS <- s <- UE of delay ``tau = (|s - x| + |s - bs|) / c``; the channel is
+A task is one *environment*: scatterers at fixed positions in the global frame around
+the task's UE circle (``common.channels.layout``), shared by all UEs of the task; a UE
+at ``x`` sees each through a fixed path whose UE side follows the geometry
+(``common.channels.paths``), so channels of one task are correlated and change smoothly
+as a UE moves (spatial consistency), and the delays make the response frequency
+selective. Two geometries, chosen by the task option ``model``:
 
-    H(f) = sum_p g_p exp(-j 2 pi (f_c + f) tau_p) a_bs(r_bs,p) a_ue(r_ue,p)^T
+- ``"38.901"`` (default): calibrated to TR 38.901 UMi street canyon NLoS: 19 clusters x
+  20 rays with the standard's delay / angle spreads, cluster powers and cluster spreads,
+  and cluster birth and death over the 15 m correlation distance along a track
+  (``common.channels.gbsm_umi``; calibration in ``docs/channel_model.md``);
+- ``"legacy"``: the first built-in geometry, single-bounce scatterer clusters (below),
+  kept because studies and tests pin numbers on it.
 
-with plane-wave steering vectors ``a`` (TR 38.901 eq. 7.5-22 convention, carrier
-wavelength for all subcarriers: no beam squint). Because the scatterers stay put,
-channels at nearby UE positions are correlated and change smoothly as a UE moves
-(spatial consistency), and the delays make the response frequency selective.
+Normalisation: path gains satisfy ``sum_p |g_p|^2 = 1`` so ``E[|h_ij|^2] = 1`` over UE
+positions (ensemble, not per sample); with ``los=True`` (legacy) the direct path
+carries ``K / (1 + K)`` of it. Path loss is applied elsewhere (``common.radio``).
 
-Normalisation: the path gains satisfy ``sum_p |g_p|^2 = 1`` so ``E[|h_ij|^2] = 1`` over
-UE positions (ensemble, not per sample); with ``los=True`` the direct path carries
-``K / (1 + K)`` of it.
-
-Task options (defaults)
------------------------
+Legacy task options (defaults)
+------------------------------
 carrier_hz (6e9), subcarrier_spacing_hz (30e3): carrier and OFDM spacing in Hz.
 n_clusters (8), rays_per_cluster (10): scatterer clusters and scatterers per cluster.
 cluster_spread_m (3.0): std of scatterer positions around their cluster centre, m.
@@ -30,24 +32,32 @@ los (False), k_factor_db (9.0): add a direct path with Rician K-factor.
 ue_rotation ("fixed"): "random" rotates each UE's array by a uniform azimuth.
 Geometry and arrays: see ``layout`` (bs_height_m, ue_height_m, radius_m,
 min_distance_m, max_distance_m) and ``arrays.task_array_positions`` (bs_array "upa",
-ue_array "ula", spacings 0.5 wavelength, rows, orientations).
+ue_array "ula", spacings 0.5 wavelength, rows, orientations). The 38.901 model's
+options are in ``common.channels.gbsm_umi``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from common.channels.arrays import SPEED_OF_LIGHT, steering_vectors, steering_vectors_torch, task_array_positions
+from common.channels import paths
+from common.channels.arrays import SPEED_OF_LIGHT, task_array_positions
 from common.channels.base import ChannelTask, register_source
+from common.channels.gbsm_umi import UmiEnvironment
 from common.channels.layout import bs_position_m, task_centre_m, ue_positions_m
+from common.channels.paths import PathEnvironment, subcarrier_offsets_hz
 from common.seeding import numpy_rng
 
 __all__ = [
+    "MODELS",
+    "DEFAULT_MODEL",
+    "model_of",
     "GbsmEnvironment",
+    "PathEnvironment",
+    "UmiEnvironment",
     "gbsm_environment",
     "gbsm",
     "channels_at",
@@ -56,52 +66,19 @@ __all__ = [
     "subcarrier_offsets_hz",
 ]
 
-_CHUNK_ELEMENTS = 1 << 22  # complex entries per matmul operand chunk (bounds memory)
+MODELS = ("38.901", "legacy")
+DEFAULT_MODEL = "legacy"
+
+#: a task's environment: fixed paths (legacy) or a lattice of 38.901 drops
+GbsmEnvironment = PathEnvironment | UmiEnvironment
 
 
-@dataclass(frozen=True)
-class GbsmEnvironment:
-    """A task's fixed propagation environment.
-
-    Attributes
-    ----------
-    carrier_hz : float
-        Carrier frequency, Hz.
-    wavelength_m : float
-        Carrier wavelength, m.
-    bs_position_m : np.ndarray
-        ``float64 [3]``, BS array reference point.
-    bs_antennas_m, ue_antennas_m : np.ndarray
-        ``float64 [n_rx, 3]`` and ``[n_tx, 3]`` element offsets, m.
-    scatterers_m : np.ndarray
-        ``float64 [P, 3]`` scatterer positions, m.
-    gains : np.ndarray
-        ``complex128 [P]`` path gains (``sum |g|^2 = 1 - los_power``).
-    cluster : np.ndarray
-        ``int64 [P]`` cluster index of each scatterer.
-    los_power : float
-        Power of the direct path (0 for NLoS).
-    """
-
-    carrier_hz: float
-    wavelength_m: float
-    bs_position_m: np.ndarray
-    bs_antennas_m: np.ndarray
-    ue_antennas_m: np.ndarray
-    scatterers_m: np.ndarray
-    gains: np.ndarray
-    cluster: np.ndarray
-    los_power: float
-
-    @property
-    def bs_distance_m(self) -> np.ndarray:
-        """``float64 [P]``: BS-to-scatterer distances, m."""
-        return np.linalg.norm(self.scatterers_m - self.bs_position_m, axis=-1)
-
-    def path_delays_s(self, positions_m: np.ndarray) -> np.ndarray:
-        """Single-bounce delays ``(|s - x| + |s - bs|) / c``, ``float64 [n, P]`` in s."""
-        d_ue = np.linalg.norm(self.scatterers_m[None] - positions_m[:, None], axis=-1)
-        return (d_ue + self.bs_distance_m[None]) / SPEED_OF_LIGHT
+def model_of(task: ChannelTask) -> str:
+    """The task's ``model`` option (default ``DEFAULT_MODEL``); ``ValueError`` naming it otherwise."""
+    model = str(task.option("model", DEFAULT_MODEL))
+    if model not in MODELS:
+        raise ValueError(f"channels option 'model' must be one of {MODELS}, got {model!r}")
+    return model
 
 
 def gbsm_environment(task: ChannelTask) -> GbsmEnvironment:
@@ -127,6 +104,12 @@ def _cached_environment(task: ChannelTask) -> GbsmEnvironment:
 
 
 def _build_environment(task: ChannelTask) -> GbsmEnvironment:
+    if model_of(task) == "38.901":
+        return UmiEnvironment(task)
+    return _legacy_environment(task)
+
+
+def _legacy_environment(task: ChannelTask) -> PathEnvironment:
     carrier = float(task.option("carrier_hz", 6e9))
     if carrier <= 0:
         raise ValueError(f"carrier_hz must be positive, got {carrier}")
@@ -169,7 +152,9 @@ def _build_environment(task: ChannelTask) -> GbsmEnvironment:
     gains = np.sqrt(p_cluster[cluster] / n_rays) * np.exp(1j * phases)
 
     bs_ant, ue_ant = task_array_positions(task, wavelength)
-    return GbsmEnvironment(
+    to_scat = scat - bs
+    bs_distance = np.linalg.norm(to_scat, axis=-1)
+    return PathEnvironment(
         carrier_hz=carrier,
         wavelength_m=wavelength,
         bs_position_m=bs,
@@ -179,26 +164,9 @@ def _build_environment(task: ChannelTask) -> GbsmEnvironment:
         gains=gains,
         cluster=cluster,
         los_power=k_lin / (1 + k_lin),
+        bs_directions=to_scat / np.linalg.norm(to_scat, axis=-1, keepdims=True),
+        path_offset_m=bs_distance,  # single bounce: tau = (|s - x| + |s - bs|) / c
     )
-
-
-def subcarrier_offsets_hz(n_subcarriers: int, spacing_hz: float) -> np.ndarray:
-    """Baseband subcarrier frequencies ``(k - n_subcarriers // 2) * spacing``, ``float64 [n_sc]`` Hz.
-
-    Same convention as Sionna's ``subcarrier_frequencies`` (DC at index ``n_sc // 2``).
-    """
-    if n_subcarriers < 1:
-        raise ValueError(f"n_subcarriers must be >= 1, got {n_subcarriers}")
-    if spacing_hz <= 0:
-        raise ValueError(f"subcarrier spacing must be positive, got {spacing_hz} Hz")
-    return (np.arange(n_subcarriers) - n_subcarriers // 2) * float(spacing_hz)
-
-
-def _rotate_z(points: np.ndarray, azimuth_rad: np.ndarray) -> np.ndarray:
-    """Rotate ``points [m, 3]`` about z by each angle in ``azimuth_rad [n]`` -> ``[n, m, 3]``."""
-    c, s = np.cos(azimuth_rad)[:, None], np.sin(azimuth_rad)[:, None]
-    x, y, z = points[:, 0][None], points[:, 1][None], points[:, 2][None]
-    return np.stack([c * x - s * y, s * x + c * y, np.broadcast_to(z, c.shape[:1] + z.shape[1:])], axis=-1)
 
 
 def channels_at(
@@ -208,86 +176,14 @@ def channels_at(
     subcarrier_spacing_hz: float = 30e3,
     ue_azimuth_rad: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """Channel matrices of UEs at given positions in an environment.
+    """Channels of UEs at ``positions_m: float [n, 3]`` (m) in a task's environment.
 
-    Parameters
-    ----------
-    env : GbsmEnvironment
-        The task's scatterers, gains and arrays.
-    positions_m : np.ndarray
-        ``float [n, 3]`` UE array reference points, m.
-    n_subcarriers : int, optional
-        None: narrowband at the carrier. Otherwise per-subcarrier responses at the
-        offsets ``subcarrier_offsets_hz(n_subcarriers, subcarrier_spacing_hz)``.
-    subcarrier_spacing_hz : float, default 30e3
-    ue_azimuth_rad : np.ndarray, optional
-        ``float [n]`` rotation of each UE array about z (None: unrotated).
-
-    Returns
-    -------
-    torch.Tensor
-        ``complex64 [n, n_rx, n_tx]`` or ``[n, n_subcarriers, n_rx, n_tx]``.
+    Arguments and output as ``common.channels.paths.channels_at``: ``complex64
+    [n, n_rx, n_tx]`` or ``[n, n_subcarriers, n_rx, n_tx]``.
     """
-    pos = np.asarray(positions_m, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"positions_m must be [n, 3] in metres, got shape {pos.shape}")
-    if not np.all(np.isfinite(pos)):
-        raise ValueError("positions_m contains non-finite values")
-    n = pos.shape[0]
-    freqs = None if n_subcarriers is None else subcarrier_offsets_hz(n_subcarriers, subcarrier_spacing_hz)
-    n_rx, n_tx, n_paths = env.bs_antennas_m.shape[0], env.ue_antennas_m.shape[0], env.gains.shape[0]
-    # BS side is fixed: directions BS -> scatterer
-    to_scat = env.scatterers_m - env.bs_position_m
-    a_bs = steering_vectors(to_scat / np.linalg.norm(to_scat, axis=-1, keepdims=True), env.bs_antennas_m, env.wavelength_m)
-    a_bs_t = torch.from_numpy(np.ascontiguousarray(a_bs.T)).to(torch.complex64)  # [n_rx, P]
-    los_w = np.sqrt(env.los_power)
-
-    per_sample = n_paths * n_tx * (1 if freqs is None else len(freqs))
-    chunk = max(1, _CHUNK_ELEMENTS // max(per_sample, 1))
-    out = []
-    for s in range(0, n, chunk):
-        p = pos[s : s + chunk]
-        m = p.shape[0]
-        vec = env.scatterers_m[None] - p[:, None]  # [m, P, 3]
-        d_ue = np.linalg.norm(vec, axis=-1)
-        if np.any(d_ue < 1e-6):
-            raise ValueError("a UE position coincides with a scatterer")
-        u_ue = vec / d_ue[..., None]
-        tau = (d_ue + env.bs_distance_m[None]) / SPEED_OF_LIGHT  # [m, P]
-        if ue_azimuth_rad is None:
-            a_ue = steering_vectors_torch(torch.from_numpy(u_ue).float(), env.ue_antennas_m, env.wavelength_m)  # [m, P, n_tx]
-        else:
-            ant = _rotate_z(env.ue_antennas_m, np.asarray(ue_azimuth_rad[s : s + chunk], float))  # [m, n_tx, 3]
-            a_ue = np.exp(2j * np.pi / env.wavelength_m * np.einsum("mpk,mtk->mpt", u_ue, ant))
-        coef = env.gains[None] * np.exp(-2j * np.pi * env.carrier_hz * tau)  # phase = -2 pi f tau
-        if los_w:
-            d_los_vec = env.bs_position_m[None] - p  # UE -> BS
-            d_los = np.linalg.norm(d_los_vec, axis=-1)
-            u_los_ue = d_los_vec / d_los[:, None]
-            a_bs_los = steering_vectors(-u_los_ue, env.bs_antennas_m, env.wavelength_m)  # [m, n_rx]
-            if ue_azimuth_rad is None:
-                a_ue_los = steering_vectors(u_los_ue, env.ue_antennas_m, env.wavelength_m)
-            else:
-                a_ue_los = np.exp(2j * np.pi / env.wavelength_m * np.einsum("mk,mtk->mt", u_los_ue, ant))
-            tau_los = d_los / SPEED_OF_LIGHT
-        a_ue_t = torch.as_tensor(a_ue).to(torch.complex64)
-        if freqs is None:
-            c_t = torch.from_numpy(coef).to(torch.complex64)
-            H = a_bs_t @ (c_t[..., None] * a_ue_t)  # [m, n_rx, n_tx]
-            if los_w:
-                g_los = los_w * np.exp(-2j * np.pi * env.carrier_hz * tau_los)
-                H = H + torch.from_numpy(g_los[:, None, None] * a_bs_los[:, :, None] * a_ue_los[:, None, :]).to(torch.complex64)
-        else:
-            # phase = -2 pi (f_c + f_k) tau, split so the large carrier term stays in float64
-            c_k = coef[:, None, :] * np.exp(-2j * np.pi * freqs[None, :, None] * tau[:, None, :])  # [m, K, P]
-            c_t = torch.from_numpy(c_k).to(torch.complex64)
-            H = a_bs_t @ (c_t[..., None] * a_ue_t[:, None])  # [m, K, n_rx, n_tx]
-            if los_w:
-                g_los = los_w * np.exp(-2j * np.pi * (env.carrier_hz + freqs[None, :]) * tau_los[:, None])  # [m, K]
-                rank1 = a_bs_los[:, :, None] * a_ue_los[:, None, :]
-                H = H + torch.from_numpy(g_los[:, :, None, None] * rank1[:, None]).to(torch.complex64)
-        out.append(H)
-    return torch.cat(out, dim=0).to(torch.complex64)
+    if isinstance(env, UmiEnvironment):
+        return env.channels(positions_m, n_subcarriers, subcarrier_spacing_hz, ue_azimuth_rad)
+    return paths.channels_at(env, positions_m, n_subcarriers, subcarrier_spacing_hz, ue_azimuth_rad)
 
 
 def _ue_azimuths(task: ChannelTask, n: int, seed: int, per_sample: bool) -> np.ndarray | None:
