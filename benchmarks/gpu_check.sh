@@ -2,9 +2,8 @@
 # One-command GPU check (issue #12, item 5): the learngene study at the paper's geometry
 # and per-task sizes (Table III: 32x8, 8,100 samples per task, batch 500, N_conv 12 / 8)
 # with fewer tasks and epochs so it ends in a few minutes on one GPU, and the quickstart
-# fleet with its collective model on CUDA and devices asking Ray for a quarter GPU each
-# (the devices' own fine-tuning still runs on the CPU: clients/device.py does not move
-# its model yet).
+# fleet with its collective model on CUDA and every device class fine-tuning on CUDA
+# (`device = "cuda"` per class), each device asking Ray for a quarter GPU.
 # Prints wall times and the SER figures. Needs a CUDA machine; CPU-only machines stop at
 # the first line with a message.
 #
@@ -38,6 +37,7 @@ device = "cuda"
 TOML
 sed -e 's/^name = "quickstart"/name = "gpu_check_fleet"/' \
     -e 's/^cpus_per_device = 1.0/cpus_per_device = 1.0\ngpus_per_device = 0.25\ndevice = "cuda"/' \
+    -e 's/^\[\[fleet\]\].*$/[[fleet]]\ndevice = "cuda"/' \
     scenarios/quickstart.toml > "$TMP/fleet_gpu.toml"
 
 t0=$(date +%s)

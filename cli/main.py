@@ -219,16 +219,34 @@ def _cmd_schema(args: argparse.Namespace) -> int:
             print(f"error: --study: unknown study kind {args.study!r}; expected one of {sorted(STUDIES)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         doc = study_json_schema(args.study, load_study(args.study).SCHEMA)
-    text = json.dumps(doc, indent=2) + "\n"
-    if args.output is None:
+    return _write_or_print(json.dumps(doc, indent=2) + "\n", args.output)
+
+
+def _cmd_reproduction(args: argparse.Namespace) -> int:
+    from studies.reproduction import RunOutput, find_runs, render
+
+    runs = find_runs(Path(args.runs_dir))
+    for d in args.run_dirs:
+        try:
+            run = RunOutput.load(Path(d))
+        except (OSError, ValueError) as e:
+            print(f"error: {d}: not a study run directory ({e})", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        runs[run.kind] = run
+    return _write_or_print(render(runs), args.output)
+
+
+def _write_or_print(text: str, output: str | None) -> int:
+    """``text`` to stdout, or to ``output`` (then its path is printed; exit 2 if unwritable)."""
+    if output is None:
         sys.stdout.write(text)
         return EXIT_OK
     try:
-        Path(args.output).write_text(text, encoding="utf-8")
+        Path(output).write_text(text, encoding="utf-8")
     except OSError as e:
-        print(f"error: {args.output}: cannot write: {e.strerror}", file=sys.stderr)
+        print(f"error: {output}: cannot write: {e.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(args.output)
+    print(output)
     return EXIT_OK
 
 
@@ -270,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--study", metavar="KIND", default=None, help="a study scenario of this kind (default: a fleet scenario)")
     sc.add_argument("-o", "--output", metavar="FILE", default=None, help="write the schema here instead of stdout")
     sc.set_defaults(fn=_cmd_schema)
+    rp = sub.add_parser("reproduction", help="the papers' headline claims against study runs (docs/reproduction.md)")
+    rp.add_argument("run_dirs", nargs="*", help="study run directories (default: the newest of each kind under --runs-dir)")
+    rp.add_argument("--runs-dir", default=os.environ.get("AIRFLEET_RUNS_DIR", "runs"), help="where to look for study runs")
+    rp.add_argument("-o", "--output", metavar="FILE", default=None, help="write the page here instead of stdout")
+    rp.set_defaults(fn=_cmd_reproduction)
     b = sub.add_parser("bench", help="run benchmark scripts (print JSON)")
     b.add_argument("names", nargs="*")
     b.set_defaults(fn=_cmd_bench)

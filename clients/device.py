@@ -26,6 +26,7 @@ from clients.stages import DEVICE_STAGES
 from common.profiles import DeviceProfile
 from common.scenario import Scenario
 from common.stage import DeviceContext, StageResult
+from common.runtime import resolve_device
 from common.seeding import derive_seed, torch_generator
 
 __all__ = ["DeviceRoundResult", "run_device_round", "CrashInjected"]
@@ -185,6 +186,9 @@ def run_device_round(
 
     train, val = _device_data(profile, cfg, str(scenario.data["server"]["cache_dir"]))
     input_shape = tuple(train.sdnet_input.shape[1:])
+    # fine-tuning runs on the class's torch device (finetune moves batches and anchors
+    # there); evaluation and the stages run on the CPU copy the device keeps
+    model.to(resolve_device(str(cfg["device"])))
     res = finetune(
         model,
         train,
@@ -195,6 +199,7 @@ def run_device_round(
         lam=float(cfg["lam"]),
         generator=torch_generator(profile.seed, "finetune", round_),
     )
+    model.cpu()
     flops = int(res.flops)
     metrics: dict[str, float] = {
         "ser": float(evaluate_ser(model, val)),

@@ -152,6 +152,7 @@ CLASS_SCHEMA: dict[str, Field] = {
     "lr": Field(float, 1e-3, min=0.0, max=1.0),
     "lam": Field(float, 2e-15, min=0.0, doc="L2 weight toward the inherited layers, eq. (21) (paper: 2e-15)"),
     "crash_rounds": Field(list, [], item=int, min=1, doc="fault injection: devices raise in these rounds"),
+    "device": Field(str, "cpu", choices=DEVICE_CHOICES, doc="torch device of the device's local fine-tuning: cpu, cuda, or auto (CUDA when its worker sees one; give Ray GPUs with [server] gpus_per_device)"),
     **RADIO_CLASS_SCHEMA,  # used with a [radio] table (common.radio)
 }
 

@@ -101,3 +101,30 @@ def test_dispatch_hands_out_in_push_order_once_and_one_per_node_per_tick() -> No
 def test_install_replaces_the_engine_function() -> None:
     install()
     assert vce_api.add_messages_to_queue is dispatch_new_messages
+
+
+def test_flwr_run_components_install_the_adapter_before_the_engine() -> None:
+    """``flwr run .`` loads pyproject's ClientApp component in the driver before the
+    engine starts its dispatch thread; loading it alone (no ``server.app``) must have
+    installed the O(new) hand-off."""
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    ref = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"]["clientapp"]
+    module, attr = ref.split(":")
+    code = (
+        "import importlib, sys\n"
+        f"app = getattr(importlib.import_module({module!r}), {attr!r})\n"
+        "from flwr.clientapp import ClientApp\n"
+        "from flwr.server.superlink.fleet.vce import vce_api\n"
+        "from server.flower_dispatch import dispatch_new_messages\n"
+        "assert isinstance(app, ClientApp), type(app)\n"
+        "assert 'server.app' not in sys.modules\n"
+        "print(vce_api.add_messages_to_queue is dispatch_new_messages)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("True")

@@ -1,0 +1,108 @@
+"""docs/reproduction.md's verdicts follow the stated rules on run directories whose
+numbers are chosen so the right verdict is known; a broken run directory is one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cli.main import main
+from studies.reproduction import CLAIMS, PARTLY, REPRODUCED, NOT, NOT_RUN, RunOutput, evaluate, find_runs, render
+
+SIX = ("top-embed", "middle-embed", "bottom-embed", "top-inherit", "middle-inherit", "bottom-inherit")
+
+
+def _run_dir(root: Path, name: str, kind: str, summary: dict, tables: dict[str, list[dict]]) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"study": kind, "wall_s": 12.0, **summary}))
+    (d / "scenario.resolved.json").write_text(json.dumps({"study": {"kind": kind, "scale": "quick"}}))
+    for t, rows in tables.items():
+        pq.write_table(pa.Table.from_pylist(rows), d / f"{t}.parquet")
+    return d
+
+
+def _learngene(root: Path, name: str, matched: float, bottom: float) -> Path:
+    ser = {"zf": 0.09, "mmse": 0.06, "scratch": 0.05, "transfer": 0.045, "learngene": bottom, **{s: 0.04 for s in SIX}}
+    ser["bottom-embed"] = ser["bottom-inherit"] = bottom
+    epochs = [
+        {"target": 10, "scheme": s, "epoch": e, "loss": 0.0, "val_ser": ser[s] * (3 - e)}
+        for s in ("scratch", "transfer", "learngene", *SIX) for e in range(3)
+    ]
+    return _run_dir(root, name, "learngene_paper", {
+        "scale": "quick", "ser_at_train_snr": ser, "table1_matched_mean": matched, "table1_mismatched_mean": 2 * matched,
+    }, {"ser_epoch": epochs})
+
+
+def test_learngene_verdicts_follow_the_numbers(tmp_path: Path) -> None:
+    good = RunOutput.load(_learngene(tmp_path, "a", matched=0.01, bottom=0.02))
+    bad = RunOutput.load(_learngene(tmp_path, "b", matched=0.07, bottom=0.08))
+    by = {c.where + c.claim: c for c in CLAIMS}
+    t1 = next(c for c in CLAIMS if c.where == "Table I" and "beats" in c.claim)
+    fig9 = next(c for c in CLAIMS if c.where == "Fig. 9")
+    fig11 = next(c for c in CLAIMS if c.where == "Fig. 11")
+    assert len(by) == len(CLAIMS)
+    assert t1.measure(good).verdict == REPRODUCED  # 0.01 < 0.5 x 0.06
+    assert t1.measure(bad).verdict == NOT  # 0.07 > MMSE's 0.06
+    assert t1.measure(RunOutput.load(_learngene(tmp_path, "c", matched=0.05, bottom=0.02))).verdict == PARTLY
+    assert fig9.measure(good).verdict == REPRODUCED
+    assert fig9.measure(bad).verdict == NOT  # bottom worst, above scratch
+    assert fig11.measure(good).verdict == REPRODUCED
+    assert fig11.measure(bad).verdict == NOT
+
+
+def _csi(root: Path, name: str, fm_nmse: float) -> Path:
+    rows = []
+    for lm, rate in ((32.0, 1.0), (128.0, 1.5)):
+        rows.append({"experiment": "schemes", "scheme": "EO", "lmbda": lm, "n_bins": 256, "nmse_db": -2.0, "bits_per_dim_total": rate + 0.1,
+                     "bits_per_dim_update": 0.0, "rd_cost": 1.0})
+        rows.append({"experiment": "schemes", "scheme": "FM", "lmbda": lm, "n_bins": 256, "nmse_db": fm_nmse, "bits_per_dim_total": rate,
+                     "bits_per_dim_update": 0.4, "rd_cost": 1.0})
+        for a in ("FM-UP", "FM-noreg"):
+            rows.append({"experiment": "schemes", "scheme": a, "lmbda": lm, "n_bins": 256, "nmse_db": -5.0, "bits_per_dim_total": 4.0,
+                         "bits_per_dim_update": 3.6, "rd_cost": 1.0})
+    for nb, cost in ((16, 15.0), (64, 9.0), (256, 10.0)):
+        rows.append({"experiment": "quant_sweep", "scheme": f"FM {nb} bins", "lmbda": 32.0, "n_bins": nb, "nmse_db": -3.0,
+                     "bits_per_dim_total": 1.0, "bits_per_dim_update": 0.5, "rd_cost": cost})
+    interval = [{"interval_m": m, "rd_cost": c} for m, c in ((0.5, 3.0), (2.0, 1.0), (8.0, 2.0))]
+    return _run_dir(root, name, "csi_feedback_paper", {}, {"rd": rows, "interval": interval})
+
+
+def test_csi_verdicts_follow_the_numbers(tmp_path: Path) -> None:
+    good = RunOutput.load(_csi(tmp_path, "a", fm_nmse=-4.0))
+    bad = RunOutput.load(_csi(tmp_path, "b", fm_nmse=-1.0))
+    v = {c.where: c for c in CLAIMS if c.study == "csi_feedback_paper"}
+    assert v["Fig. 7"].measure(good).verdict == REPRODUCED  # FM -4 dB at lower rate than EO's -2 dB
+    assert v["Fig. 7"].measure(bad).verdict == NOT
+    assert v["Fig. 8"].measure(good).verdict == REPRODUCED  # 3.6 vs 0.4 bits/dim
+    assert v["Table IV"].measure(good).verdict == REPRODUCED  # 64 bins least cost, 16 most
+    fig10 = v["Fig. 10"].measure(good)
+    assert fig10.verdict == PARTLY and "2 m" in fig10.figure  # interior, not at 8-16 m
+
+
+def test_missing_runs_and_newest_run_wins(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _learngene(runs, "learngene_paper-20260101-000000", matched=0.07, bottom=0.08)
+    _learngene(runs, "learngene_paper-20260102-000000", matched=0.01, bottom=0.02)
+    found = find_runs(runs)
+    assert set(found) == {"learngene_paper"}
+    assert found["learngene_paper"].run_dir.name.endswith("20260102-000000")
+    verdicts = {c.study: m.verdict for c, m, _ in evaluate(found)}
+    assert verdicts["csi_feedback_paper"] == NOT_RUN and verdicts["xrefine"] == NOT_RUN
+    text = render(found)
+    assert "learngene_paper-20260102-000000" in text and text.count("\n| ") == len(CLAIMS) + 1 + 4 + 1
+
+
+def test_cli_writes_the_page_and_rejects_a_broken_run_dir(tmp_path: Path, capsys) -> None:
+    d = _csi(tmp_path / "runs", "csi_feedback_paper-1", fm_nmse=-4.0)
+    out = tmp_path / "reproduction.md"
+    assert main(["reproduction", "--runs-dir", str(tmp_path / "nothing"), str(d), "-o", str(out)]) == 0
+    assert "**reproduced**" in out.read_text()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text("{not json")
+    assert main(["reproduction", "--runs-dir", str(tmp_path / "nothing"), str(tmp_path / "broken")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken" in err[0]
