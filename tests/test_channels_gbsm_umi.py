@@ -257,6 +257,19 @@ def test_bad_options_name_the_key() -> None:
         sample_channels(_task(0, n_clusters=4), 2, seed=0)
     with pytest.raises(ValueError, match="'transition_m'"):
         sample_channels(_task(0, transition_m=20.0), 2, seed=0)
+    with pytest.raises(ValueError, match="'bs_facing'"):
+        sample_channels(_task(0, bs_facing="north"), 2, seed=0)
+
+
+def test_bs_facing_task_turns_the_panel_to_the_task() -> None:
+    """The 4x8 panel lies in the plane normal to the BS -> task-centre azimuth (its boresight)."""
+    fixed, facing = UmiEnvironment(_task(5)), UmiEnvironment(_task(5, bs_facing="task"))
+    assert np.allclose(fixed.bs_antennas_m[:, 0], 0.0)  # default: panel in the yz plane, boresight +x
+    c = facing.centre_m
+    boresight = np.array([c[0], c[1], 0.0]) / np.hypot(c[0], c[1])
+    assert np.allclose(facing.bs_antennas_m @ boresight, 0.0)
+    assert np.allclose(np.linalg.norm(facing.bs_antennas_m, axis=1), np.linalg.norm(fixed.bs_antennas_m, axis=1))
+    assert not torch.allclose(sample_channels(_task(5), 3, seed=0), sample_channels(_task(5, bs_facing="task"), 3, seed=0))
 
 
 def test_cache_key_holds_the_resolved_model(monkeypatch) -> None:

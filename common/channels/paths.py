@@ -19,7 +19,7 @@ import torch
 
 from common.channels.arrays import SPEED_OF_LIGHT, steering_vectors, steering_vectors_torch
 
-__all__ = ["PathEnvironment", "channels_at", "checked_positions", "subcarrier_offsets_hz"]
+__all__ = ["PathEnvironment", "channels_at", "checked_positions", "rotate_z", "subcarrier_offsets_hz"]
 
 _CHUNK_ELEMENTS = 1 << 22  # complex entries per matmul operand chunk (bounds memory)
 
@@ -89,7 +89,7 @@ def subcarrier_offsets_hz(n_subcarriers: int, spacing_hz: float) -> np.ndarray:
     return (np.arange(n_subcarriers) - n_subcarriers // 2) * float(spacing_hz)
 
 
-def _rotate_z(points: np.ndarray, azimuth_rad: np.ndarray) -> np.ndarray:
+def rotate_z(points: np.ndarray, azimuth_rad: np.ndarray) -> np.ndarray:
     """Rotate ``points [m, 3]`` about z by each angle in ``azimuth_rad [n]`` -> ``[n, m, 3]``."""
     c, s = np.cos(azimuth_rad)[:, None], np.sin(azimuth_rad)[:, None]
     x, y, z = points[:, 0][None], points[:, 1][None], points[:, 2][None]
@@ -157,7 +157,7 @@ def channels_at(
         if ue_azimuth_rad is None:
             a_ue = steering_vectors_torch(torch.from_numpy(u_ue).float(), env.ue_antennas_m, env.wavelength_m)  # [m, P, n_tx]
         else:
-            ant = _rotate_z(env.ue_antennas_m, np.asarray(ue_azimuth_rad[s : s + chunk], float))  # [m, n_tx, 3]
+            ant = rotate_z(env.ue_antennas_m, np.asarray(ue_azimuth_rad[s : s + chunk], float))  # [m, n_tx, 3]
             a_ue = np.exp(2j * np.pi / env.wavelength_m * np.einsum("mpk,mtk->mpt", u_ue, ant))
         coef = env.gains[None] * np.exp(-2j * np.pi * env.carrier_hz * tau)  # phase = -2 pi f tau
         if los_w:
