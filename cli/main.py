@@ -232,7 +232,7 @@ def _cmd_reproduction(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             print(f"error: {d}: not a study run directory ({e})", file=sys.stderr)
             return EXIT_BAD_INPUT
-        runs[run.kind] = run
+        runs[run.kind] = [r for r in runs.get(run.kind, []) if r.seed != run.seed] + [run]
     return _write_or_print(render(runs), args.output)
 
 

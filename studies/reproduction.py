@@ -48,13 +48,15 @@ class RunOutput:
     run_dir: Path
     summary: dict[str, Any]
     study: dict[str, Any]
+    seed: int | None = None
 
     @classmethod
     def load(cls, run_dir: Path) -> RunOutput:
         summary = json.loads((run_dir / "summary.json").read_text())
         resolved = run_dir / "scenario.resolved.json"
-        study = json.loads(resolved.read_text()).get("study", {}) if resolved.is_file() else {}
-        return cls(run_dir, summary, study)
+        scenario = json.loads(resolved.read_text()) if resolved.is_file() else {}
+        seed = scenario.get("seed")
+        return cls(run_dir, summary, scenario.get("study", {}), int(seed) if seed is not None else None)
 
     @property
     def kind(self) -> str:
@@ -388,12 +390,12 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-def find_runs(runs_root: Path) -> dict[str, RunOutput]:
-    """The newest run directory of each study kind under ``runs_root`` (by name, which
-    ends in the run's timestamp)."""
-    found: dict[str, RunOutput] = {}
+def find_runs(runs_root: Path) -> dict[str, list[RunOutput]]:
+    """Per study kind, the newest run directory of each seed under ``runs_root`` (by name,
+    which ends in the run's timestamp), seeds in ascending order."""
+    found: dict[str, dict[int | None, RunOutput]] = {}
     if not runs_root.is_dir():
-        return found
+        return {}
     for d in sorted(runs_root.iterdir()):
         if (d / "summary.json").is_file():
             try:
@@ -401,27 +403,42 @@ def find_runs(runs_root: Path) -> dict[str, RunOutput]:
             except (OSError, ValueError):
                 continue
             if run.kind in STUDY_SCENARIOS:
-                found[run.kind] = run
-    return found
+                found.setdefault(run.kind, {})[run.seed] = run
+    return {k: [v[s] for s in sorted(v, key=lambda x: (x is None, x or 0))] for k, v in found.items()}
 
 
-def evaluate(runs: dict[str, RunOutput]) -> list[tuple[Claim, Measured, RunOutput | None]]:
-    """Each claim with airfleet's measurement (``not run`` without its study's run)."""
+def _combine(per_seed: list[tuple[RunOutput, Measured]]) -> Measured:
+    """One claim over several seeds: every seed's figure, the most common verdict and how
+    many seeds gave it (the spread a reader needs to tell a difference from noise)."""
+    if len(per_seed) == 1:
+        return per_seed[0][1]
+    verdicts = [m.verdict for _, m in per_seed]
+    top = max(dict.fromkeys(verdicts), key=verdicts.count)
+    figure = "<br>".join(f"seed {r.seed}: {m.figure}" for r, m in per_seed)
+    why = next(m.why for _, m in per_seed if m.verdict == top)
+    return Measured(figure, top, f"{why} ({verdicts.count(top)}/{len(verdicts)} seeds)")
+
+
+def evaluate(runs: dict[str, list[RunOutput]]) -> list[tuple[Claim, Measured, RunOutput | None]]:
+    """Each claim with airfleet's measurement over the runs of its study (one per seed;
+    ``not run`` without any)."""
     out = []
     for c in CLAIMS:
-        run = runs.get(c.study)
-        if run is None:
+        study_runs = runs.get(c.study, [])
+        if not study_runs:
             out.append((c, Measured("-", NOT_RUN, "no run directory of this study"), None))
             continue
-        try:
-            m = c.measure(run)
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
-            m = Measured("-", NOT_RUN, f"run output lacks what this claim reads ({type(e).__name__}: {e})")
-        out.append((c, m, run))
+        per_seed = []
+        for run in study_runs:
+            try:
+                per_seed.append((run, c.measure(run)))
+            except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+                per_seed.append((run, Measured("-", NOT_RUN, f"run output lacks what this claim reads ({type(e).__name__}: {e})")))
+        out.append((c, _combine(per_seed), study_runs[-1]))
     return out
 
 
-def render(runs: dict[str, RunOutput]) -> str:
+def render(runs: dict[str, list[RunOutput]]) -> str:
     """``docs/reproduction.md`` as text."""
     rows = evaluate(runs)
     count = {v: sum(m.verdict == v for _, m, _ in rows) for v in (REPRODUCED, PARTLY, NOT, NOT_RUN)}
@@ -440,18 +457,19 @@ def render(runs: dict[str, RunOutput]) -> str:
         scale = run.scale if run else "-"
         cmd = f"`airfleet run {STUDY_SCENARIOS[c.study]}`"
         lines.append(f"| {c.paper} | {c.where} | {c.claim} | {c.paper_figure} | {m.figure} | {scale} | {cmd} | **{m.verdict}**: {m.why} |")
-    lines += ["", "## Runs", "", "| study | run directory | scale | wall (s) | command |", "|---|---|---|---|---|"]
+    lines += ["", "## Runs", "", "| study | run directory | seed | scale | wall (s) | command |", "|---|---|---|---|---|---|"]
     for kind, scen in STUDY_SCENARIOS.items():
-        run = runs.get(kind)
-        if run is None:
-            lines.append(f"| {kind} | not run | - | - | `airfleet run {scen}` |")
-        else:
+        if not runs.get(kind):
+            lines.append(f"| {kind} | not run | - | - | - | `airfleet run {scen}` |")
+        for run in runs.get(kind, []):
             wall = run.summary.get("wall_s")
-            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.scale} | {float(wall):.0f} | `airfleet run {scen}` |" if wall is not None else f"| {kind} | `{run.run_dir.name}` | {run.scale} | - | `airfleet run {scen}` |")
+            wall_s = f"{float(wall):.0f}" if wall is not None else "-"
+            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {wall_s} | `airfleet run {scen}` |")
     lines += [
         "",
         "Scale: `quick` is each study's CPU default (minutes on two cores); `paper` is the papers'",
-        "own sizes, a GPU job. Every figure above changes when the runs are regenerated.",
+        "own sizes, a GPU job. With runs of several seeds (`seed = ...` in a copy of the scenario),",
+        "each figure lists every seed's value and the verdict says how many seeds agree.",
         "",
     ]
     return "\n".join(lines)

@@ -15,17 +15,17 @@ from studies.reproduction import CLAIMS, PARTLY, REPRODUCED, NOT, NOT_RUN, RunOu
 SIX = ("top-embed", "middle-embed", "bottom-embed", "top-inherit", "middle-inherit", "bottom-inherit")
 
 
-def _run_dir(root: Path, name: str, kind: str, summary: dict, tables: dict[str, list[dict]]) -> Path:
+def _run_dir(root: Path, name: str, kind: str, summary: dict, tables: dict[str, list[dict]], seed: int = 1) -> Path:
     d = root / name
     d.mkdir(parents=True)
     (d / "summary.json").write_text(json.dumps({"study": kind, "wall_s": 12.0, **summary}))
-    (d / "scenario.resolved.json").write_text(json.dumps({"study": {"kind": kind, "scale": "quick"}}))
+    (d / "scenario.resolved.json").write_text(json.dumps({"seed": seed, "study": {"kind": kind, "scale": "quick"}}))
     for t, rows in tables.items():
         pq.write_table(pa.Table.from_pylist(rows), d / f"{t}.parquet")
     return d
 
 
-def _learngene(root: Path, name: str, matched: float, bottom: float) -> Path:
+def _learngene(root: Path, name: str, matched: float, bottom: float, seed: int = 1) -> Path:
     ser = {"zf": 0.09, "mmse": 0.06, "scratch": 0.05, "transfer": 0.045, "learngene": bottom, **{s: 0.04 for s in SIX}}
     ser["bottom-embed"] = ser["bottom-inherit"] = bottom
     epochs = [
@@ -34,7 +34,7 @@ def _learngene(root: Path, name: str, matched: float, bottom: float) -> Path:
     ]
     return _run_dir(root, name, "learngene_paper", {
         "scale": "quick", "ser_at_train_snr": ser, "table1_matched_mean": matched, "table1_mismatched_mean": 2 * matched,
-    }, {"ser_epoch": epochs})
+    }, {"ser_epoch": epochs}, seed)
 
 
 def test_learngene_verdicts_follow_the_numbers(tmp_path: Path) -> None:
@@ -83,17 +83,25 @@ def test_csi_verdicts_follow_the_numbers(tmp_path: Path) -> None:
     assert fig10.verdict == PARTLY and "2 m" in fig10.figure  # interior, not at 8-16 m
 
 
-def test_missing_runs_and_newest_run_wins(tmp_path: Path) -> None:
+def test_missing_runs_newest_run_per_seed_and_seed_spread(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     _learngene(runs, "learngene_paper-20260101-000000", matched=0.07, bottom=0.08)
     _learngene(runs, "learngene_paper-20260102-000000", matched=0.01, bottom=0.02)
     found = find_runs(runs)
-    assert set(found) == {"learngene_paper"}
-    assert found["learngene_paper"].run_dir.name.endswith("20260102-000000")
+    assert set(found) == {"learngene_paper"} and len(found["learngene_paper"]) == 1
+    assert found["learngene_paper"][0].run_dir.name.endswith("20260102-000000")
     verdicts = {c.study: m.verdict for c, m, _ in evaluate(found)}
     assert verdicts["csi_feedback_paper"] == NOT_RUN and verdicts["xrefine"] == NOT_RUN
     text = render(found)
     assert "learngene_paper-20260102-000000" in text and text.count("\n| ") == len(CLAIMS) + 1 + 4 + 1
+    # two more seeds, one of them contradicting: 2 of 3 seeds reproduce Table I
+    _learngene(runs, "learngene_paper-20260103-000000", matched=0.011, bottom=0.02, seed=2)
+    _learngene(runs, "learngene_paper-20260104-000000", matched=0.09, bottom=0.02, seed=3)
+    found = find_runs(runs)
+    assert [r.seed for r in found["learngene_paper"]] == [1, 2, 3]
+    t1 = next(m for c, m, _ in evaluate(found) if c.where == "Table I" and "beats" in c.claim)
+    assert t1.verdict == REPRODUCED and "(2/3 seeds)" in t1.why
+    assert all(f"seed {k}:" in t1.figure for k in (1, 2, 3))
 
 
 def test_cli_writes_the_page_and_rejects_a_broken_run_dir(tmp_path: Path, capsys) -> None:
