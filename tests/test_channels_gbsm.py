@@ -20,7 +20,7 @@ from common.channels.layout import task_centre_m, ue_positions_m
 
 
 def _task(task_id: int = 0, **opts: object) -> ChannelTask:
-    return ChannelTask.make("gbsm", 32, 8, task_id=task_id, seed=11, **opts)
+    return ChannelTask.make("gbsm", 32, 8, task_id=task_id, seed=11, model="legacy", **opts)
 
 
 def test_registered_and_shapes() -> None:

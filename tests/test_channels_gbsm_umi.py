@@ -194,6 +194,16 @@ def test_task_is_one_environment_with_unit_power() -> None:
     assert not torch.allclose(sample_channels(_task(1), 5, seed=7), sample_channels(_task(2), 5, seed=7))
 
 
+def test_wideband_follows_the_delay_spread() -> None:
+    """Per-subcarrier responses: the DC subcarrier is the narrowband channel; a ~100 ns delay
+    spread keeps 120 kHz neighbours alike and decorrelates subcarriers ~7.6 MHz apart."""
+    task = _task(6, subcarrier_spacing_hz=120e3)
+    H = sample_channels(task, 150, seed=2, n_subcarriers=128)
+    assert torch.allclose(sample_channels(task, 150, seed=2), H[:, 64], atol=1e-5)
+    assert _corr(H[:, 64], H[:, 65]) > 0.99
+    assert _corr(H[:, 64], H[:, 127]) < 0.6
+
+
 def test_lattice_weights_partition_of_unity() -> None:
     rng = np.random.default_rng(0)
     xy = rng.uniform(-40, 40, (2000, 2))
