@@ -1,7 +1,11 @@
 """Time of the link simulation of one round (common.radio): N devices, real payload sizes.
 
 The cell and the fleet are ``scenarios/radio_cost.toml`` (5 MHz, 25 PRBs, half cell-centre
-phones, half cell-edge watches), scaled to N devices doing no model work (0 FLOPs). The
+phones, half cell-edge watches, one ring of neighbour cells), scaled to N devices doing
+no model work (0 FLOPs). Timed: the whole pricing of a round as the server does it
+(``common.radio.round.price_round``: each device's channel realisation per PRB, path
+loss at its position, neighbour interference, then the slot loop), and of it the
+channel draw alone (``channels_s``). The
 payload sizes are those a radio_cost run measured (serialized messages, bytes): the round
 that carries the learngene unit (14,554 B down of which 13,389 B unit, 522 B up) and a
 round without it (388 B down, 522 B up); ``--run-dir`` takes the medians of another run's
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -31,9 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.profiles import device_profile  # noqa: E402
-from common.radio.cell import device_links  # noqa: E402
+from common.radio.channel import round_channels  # noqa: E402
 from common.radio.config import CellConfig  # noqa: E402
-from common.radio.round import DeviceRound, radio_round  # noqa: E402
+from common.radio.round import OUT_OF_COVERAGE, price_round  # noqa: E402
+from common.runtime import torch_threads  # noqa: E402
 from common.scenario import parse_scenario  # noqa: E402
 
 #: (bytes_down, bytes_unit, bytes_up) measured by scenarios/radio_cost.toml (seed 13)
@@ -88,22 +92,27 @@ def main() -> None:
                 link_tables(cell.n_prb, cell.re_per_prb, cat, float(cell["bler_target"]))
             out["setup_s"] = time.perf_counter() - t0
         profiles = [device_profile(sc, d) for d in range(sc.num_devices)]
-        links = device_links(cell, profiles, sc.seed)
+        price_round(cell, profiles[:2], [{"status": "ok", "bytes_down": 1, "bytes_up": 1}] * 2, sc.seed, 1)  # warm: path-loss table, grid
         for name, (down, unit, up) in sizes.items():
-            devs = [DeviceRound(ln, down, unit, up, 0, float(p.cfg["flops_per_s"])) for ln, p in zip(links, profiles)]
-            times, res = [], None
+            rows = [{"status": "ok", "bytes_down": down, "bytes_unit": unit, "bytes_up": up, "flops": 0} for _ in profiles]
+            times, ch_times, res = [], [], None
             for rep in range(args.repeats):
                 t = time.perf_counter()
-                res = radio_round(cell, devs, sc.seed, 2 + rep)
+                res = price_round(cell, profiles, rows, sc.seed, 2 + rep)
                 times.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                with torch_threads(1):
+                    round_channels(profiles, cell.n_prb, cell.prb_bandwidth_hz, sc.seed, 2 + rep)
+                ch_times.append(time.perf_counter() - t)
             case = {
                 "n": sc.num_devices,
                 "round": name,
                 "link_sim_s": statistics.median(times),
                 "link_sim_s_all": times,
-                "simulated_slots": round(max(r["emulated_s"] for r in res if math.isfinite(r["emulated_s"])) / cell.slot_s),
-                "emulated_round_s": max(r["emulated_s"] for r in res if math.isfinite(r["emulated_s"])),
-                "out_of_coverage": sum(not math.isfinite(r["emulated_s"]) for r in res),
+                "channels_s": statistics.median(ch_times),
+                "simulated_slots": round(max(r["emulated_s"] for r in res) / cell.slot_s),
+                "emulated_round_s": max(r["emulated_s"] for r in res),
+                "out_of_coverage": sum(r[OUT_OF_COVERAGE] for r in res),
             }
             if sc.num_devices in walls:
                 case["round_wall_s"] = walls[sc.num_devices]

@@ -89,26 +89,13 @@ def emulated_seconds(profile: DeviceProfile, flops: int, bytes_down: int, bytes_
 
 def radio_emulation(scenario: Scenario, profiles: list[DeviceProfile], rows: list[dict[str, Any]], round_: int) -> list[dict[str, Any]]:
     """Emulated time, airtime and energy of a round's devices over the scenario's
-    ``[radio]`` cell (``common.radio.round``), one dict of row columns per device.
+    ``[radio]`` cell (``common.radio.round.price_round``), one dict of row columns per
+    device (and ``common.radio.round.OUT_OF_COVERAGE``).
 
     ``rows`` give each device's ``bytes_down``, ``bytes_unit``, ``bytes_up`` (0 without a
-    reply) and ``flops``.
+    reply), ``flops`` and ``status``.
     """
-    from common.radio.cell import device_links
     from common.radio.config import CellConfig
-    from common.radio.round import DeviceRound, radio_round
+    from common.radio.round import price_round
 
-    cell = CellConfig.from_data(scenario.data["radio"])
-    links = device_links(cell, profiles, scenario.seed)
-    devices = [
-        DeviceRound(
-            link,
-            int(r.get("bytes_down") or 0),
-            int(r.get("bytes_unit") or 0),
-            int(r.get("bytes_up") or 0) if r["status"] != "timeout" else 0,
-            int(r.get("flops") or 0),
-            float(p.cfg["flops_per_s"]),
-        )
-        for link, p, r in zip(links, profiles, rows)
-    ]
-    return radio_round(cell, devices, scenario.seed, round_)
+    return price_round(CellConfig.from_data(scenario.data["radio"]), profiles, rows, scenario.seed, round_)

@@ -18,8 +18,9 @@ import pyarrow as pa
 __all__ = ["ROUND_CORE", "SETUP_SCHEMA", "WALL_COLUMNS", "STATUSES", "rounds_table", "rows_to_table"]
 
 #: device status in a round; "late": replied, but its compute + downlink + uplink
-#: emulated time missed ``[server] round_deadline_s`` (its bits and energy still counted)
-STATUSES = ("ok", "late", "failed", "timeout", "unavailable")
+#: emulated time missed ``[server] round_deadline_s`` (its bits and energy still counted);
+#: "out_of_coverage": with a [radio] cell, its downlink or uplink gave up (common.radio.round)
+STATUSES = ("ok", "late", "out_of_coverage", "failed", "timeout", "unavailable")
 
 ROUND_CORE = pa.schema(
     [
@@ -56,6 +57,7 @@ ROUND_CORE = pa.schema(
         pa.field("bits_delivered_down", pa.int64()),
         pa.field("bits_delivered_up", pa.int64()),
         pa.field("energy_tx_j", pa.float64()),  # uplink transmit energy drawn from the battery
+        pa.field("energy_rx_j", pa.float64()),  # downlink receive energy: class rx_power_w x downlink airtime
         pa.field("energy_compute_j", pa.float64()),  # flops x class energy per FLOP
         pa.field("prb_util_down", pa.float64()),  # the round's PRB utilisation while transferring
         pa.field("prb_util_up", pa.float64()),

@@ -28,6 +28,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.serverapp import Grid, ServerApp
 
 from common.profiles import DeviceProfile, device_profile, emulated_seconds, is_available, radio_emulation
+from common.radio.round import OUT_OF_COVERAGE
 from common.progress import ConsoleProgress
 from common.protocol import (
     CONFIG_KEY,
@@ -54,7 +55,7 @@ from common.stage import BaseStationStage
 from server.dispatch_order import WorkEstimates
 from server.flower_dispatch import install as install_dispatch
 from server.message_size import message_bytes, payload_bytes
-from server.radio_report import format_radio_cost_table, has_radio, late_per_round, radio_cost_table
+from server.radio_report import format_late_per_round, format_radio_cost_table, has_radio, late_per_round, radio_cost_table
 from server.report import class_summary, format_class_table, report_run, round_latency
 from server.results import consolidate_rounds, init_run_dir, new_run_dir, write_json, write_round_part, write_table
 from server.stages import BASE_STATION_STAGES
@@ -320,11 +321,15 @@ class FleetServer:
 
     def _emulate(self, rnd: int, rows: dict[int, dict[str, Any]]) -> None:
         """Emulated time (and, with a ``[radio]`` table, airtime and energy) of every
-        device that took part; a reply later than ``[server] round_deadline_s`` is late."""
+        device that took part; a reply later than ``[server] round_deadline_s`` is late, one
+        whose radio link gave up is out of coverage."""
         took_part = [did for did, row in rows.items() if row["status"] in ("ok", "failed", "timeout")]
         if "radio" in self.scenario.data:
             priced = radio_emulation(self.scenario, [self.devices[d].profile for d in took_part], [rows[d] for d in took_part], rnd)
             for did, cols in zip(took_part, priced):
+                if cols.pop(OUT_OF_COVERAGE) and rows[did]["status"] == "ok":  # its reply never arrived: stages ignore it
+                    rows[did]["status"] = "out_of_coverage"
+                    rows[did]["error"] = f"radio link gave up after {cols['emulated_s']:.3f} s (out of coverage)"
                 rows[did].update(cols)
         else:
             for did in took_part:
@@ -402,8 +407,9 @@ class FleetServer:
             ser = f", mean SER {sum(sers) / len(sers):.2e}" if sers else ""
             failed = sum(r["status"] in ("failed", "timeout") for r in rows)
             late = sum(r["status"] == "late" for r in rows)
+            ooc = sum(r["status"] == "out_of_coverage" for r in rows)
             self.progress.update(
-                f"round {rnd}/{self.scenario.rounds}: {len(ok)} ok, {late} late, {failed} failed{ser}, "
+                f"round {rnd}/{self.scenario.rounds}: {len(ok)} ok, {late} late, " + (f"{ooc} out of coverage, " if ooc else "") + f"{failed} failed{ser}, "
                 f"emulated latency {max((r['emulated_s'] for r in ok), default=0.0):.2f} s, wall {rows[0]['round_wall_s']:.1f} s",
                 final=True,
             )
@@ -428,7 +434,7 @@ class FleetServer:
             print("\n" + format_class_table(summary["classes"]))
             if "radio_cost" in summary:
                 print("\ncost of an update on the air (mean per transfer):\n" + format_radio_cost_table(summary["radio_cost"]))
-                print("late devices per round: " + ", ".join(f"r{d['round']}: {d['late']}/{d['replied']} {d['late_by_class']}" for d in summary["late_per_round"]))
+                print("late devices per round: " + format_late_per_round(summary["late_per_round"]))
             print(f"\nresults: {self.run_dir}")
         return summary
 

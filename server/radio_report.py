@@ -3,13 +3,14 @@
 Drawn from ``rounds.parquet`` alone (the ``common.records`` radio columns):
 
 - ``radio_cost_table``: per class and payload kind, the mean bits of one transfer and
-  what they cost: PRB·slots, airtime (s) and, for what a device sends, transmit energy
-  (J). A kind's cost is its share of the device's transfer in that round, priced at the
+  what they cost: PRB·slots, airtime (s) and radio energy (J: transmit energy for what a
+  device sends, receive energy for what it receives). A kind's cost is its share of the device's transfer in that round, priced at the
   device's own delivered bits per PRB·slot, per second on the air and per joule; kinds:
   ``unit`` (the learngene unit, downlink), ``round message`` (the rest of the downlink
   message), each uplink payload (``csi_update``, ``csi_latents``, ...), and ``reply``
   (the whole serialized uplink message).
-- ``late_per_round``: devices late for ``[server] round_deadline_s``, per round and class.
+- ``late_per_round``: devices late for ``[server] round_deadline_s`` and devices out of
+  coverage (their link gave up), per round and class.
 - ``draw_radio_plots``: CDF of uplink airtime per update per class; energy per device
   round split into compute and radio per class; PRB utilisation per round; MCS
   histogram; late devices per round.
@@ -23,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["has_radio", "radio_cost_table", "format_radio_cost_table", "late_per_round", "draw_radio_plots"]
+__all__ = ["has_radio", "radio_cost_table", "format_radio_cost_table", "late_per_round", "format_late_per_round", "draw_radio_plots"]
 
 _REPLIED = ("ok", "late")
 
@@ -65,7 +66,7 @@ def radio_cost_table(rounds: pa.Table) -> list[dict[str, Any]]:
             if delivered <= 0:
                 continue
             f = bits / delivered
-            energy = f * r["energy_tx_j"] if link == "up" else math.nan
+            energy = f * (r["energy_tx_j"] if link == "up" else (r.get("energy_rx_j") or 0.0))
             acc.setdefault((r["device_class"], kind, link), []).append((bits, f * r[f"radio_prb_slots_{link}"], f * r[f"airtime_{link}_s"], energy))
     out = []
     for (cls, kind, link), vals in acc.items():
@@ -86,7 +87,7 @@ def radio_cost_table(rounds: pa.Table) -> list[dict[str, Any]]:
 
 def format_radio_cost_table(cost: list[dict[str, Any]]) -> str:
     """Plain text of :func:`radio_cost_table` (bits -> PRB·slots -> airtime -> energy)."""
-    head = ["class", "kind", "link", "n", "bits", "PRB*slots", "airtime ms", "tx energy mJ"]
+    head = ["class", "kind", "link", "n", "bits", "PRB*slots", "airtime ms", "radio energy mJ"]
     body = [
         [
             c["class"], c["kind"], c["link"], str(c["transfers"]), f"{c['bits']:.0f}", f"{c['prb_slots']:.1f}",
@@ -102,14 +103,34 @@ def format_radio_cost_table(cost: list[dict[str, Any]]) -> str:
 
 
 def late_per_round(rounds: pa.Table) -> list[dict[str, Any]]:
-    """Per round: devices that replied, and of them late, in total and per class."""
+    """Per round: devices that replied or went out of coverage; of them late and out of
+    coverage, in total and per class (``replied`` counts on-time and late replies)."""
     rows = rounds.to_pylist()
+    classes = list(dict.fromkeys(r["device_class"] for r in rows))
     out = []
     for rnd in sorted({r["round"] for r in rows}):
-        mine = [r for r in rows if r["round"] == rnd and r["status"] in _REPLIED]
-        per = {c: sum(r["status"] == "late" for r in mine if r["device_class"] == c) for c in dict.fromkeys(r["device_class"] for r in rows)}
-        out.append({"round": rnd, "replied": len(mine), "late": sum(per.values()), "late_by_class": per})
+        mine = [r for r in rows if r["round"] == rnd]
+        late = {c: sum(r["status"] == "late" and r["device_class"] == c for r in mine) for c in classes}
+        ooc = {c: sum(r["status"] == "out_of_coverage" and r["device_class"] == c for r in mine) for c in classes}
+        out.append(
+            {
+                "round": rnd,
+                "replied": sum(r["status"] in _REPLIED for r in mine),
+                "late": sum(late.values()),
+                "late_by_class": late,
+                "out_of_coverage": sum(ooc.values()),
+                "out_of_coverage_by_class": ooc,
+            }
+        )
     return out
+
+
+def format_late_per_round(late: list[dict[str, Any]]) -> str:
+    """One line of :func:`late_per_round`."""
+    return ", ".join(
+        f"r{d['round']}: {d['late']}/{d['replied']} late {d['late_by_class']}, {d.get('out_of_coverage', 0)} out of coverage {d.get('out_of_coverage_by_class', {})}"
+        for d in late
+    )
 
 
 def draw_radio_plots(rounds: pa.Table, out_dir: Path) -> list[Path]:
@@ -146,7 +167,9 @@ def draw_radio_plots(rounds: pa.Table, out_dir: Path) -> list[Path]:
     comp = [1e3 * _mean([r["energy_compute_j"] for r in replied if r["device_class"] == c]) for c in classes]
     tx = [1e3 * _mean([r["energy_tx_j"] for r in replied if r["device_class"] == c]) for c in classes]
     ax.bar(classes, comp, label="compute")
-    ax.bar(classes, tx, bottom=[0.0 if math.isnan(c) else c for c in comp], label="radio (uplink transmit)")
+    rx = [1e3 * _mean([r.get("energy_rx_j") or 0.0 for r in replied if r["device_class"] == c]) for c in classes]
+    ax.bar(classes, tx, bottom=[0.0 if math.isnan(c) else c for c in comp], label="radio: uplink transmit")
+    ax.bar(classes, rx, bottom=[(0.0 if math.isnan(c) else c) + (0.0 if math.isnan(t) else t) for c, t in zip(comp, tx)], label="radio: downlink receive")
     ax.set_ylabel("energy per device round (mJ)")
     ax.set_title("Energy per device round")
     ax.legend()

@@ -13,7 +13,7 @@ from common.scenario import parse_scenario
 from server.app import FleetServer, _Device
 
 
-def _server(tmp_path: Path, radio: dict[str, Any] | None, deadline: float) -> FleetServer:
+def _server(tmp_path: Path, radio: dict[str, Any] | None, deadline: float, watch: dict[str, Any] | None = None) -> FleetServer:
     raw: dict[str, Any] = {
         "seed": 3,
         "channels": {"source": "rayleigh", "n_rx": 16, "n_tx": 2, "n_pilots": 2},
@@ -21,7 +21,7 @@ def _server(tmp_path: Path, radio: dict[str, Any] | None, deadline: float) -> Fl
         "fleet": [
             {"name": "phone", "count": 2, "workload": "none", "flops_per_s": 1e10, "uplink_bps": 1e6, "downlink_bps": 1e7},
             {"name": "watch", "count": 2, "workload": "none", "n_tx": 1, "flops_per_s": 1e10, "uplink_bps": 1e4, "downlink_bps": 1e5,
-             "distance_m": 400.0, "body_loss_db": 8.0, "ue_power_dbm": 23.0},
+             "distance_m": 400.0, "body_loss_db": 8.0, "ue_power_dbm": 23.0, **(watch or {})},
         ],
     }
     if radio is not None:
@@ -62,6 +62,27 @@ def test_radio_airtime_decides_who_is_late(tmp_path: Path) -> None:
     assert [again[d]["status"] for d in range(4)] == ["ok", "ok", "late", "late"]
     for d in range(4):  # late devices' bits and energy still counted, same seed same numbers
         assert again[d]["bits_delivered_up"] == 8 * 20_000 and again[d]["energy_tx_j"] == rows[d]["energy_tx_j"]
+
+
+def test_a_device_beyond_coverage_gives_up_at_a_finite_time_and_its_cost_is_counted(tmp_path: Path) -> None:
+    """Watches 1 km out at -10 dBm: the downlink (BS 40 dBm) reaches them, their uplink
+    cannot (about -20 dB SINR after combining): it gives up after MAX_CONSECUTIVE_NACK."""
+    from common.radio.transfer import MAX_CONSECUTIVE_NACK
+
+    srv = _server(tmp_path, {"bandwidth_hz": 5e6, "numerology": 0, "shadowing_db": 0.0}, deadline=5.0, watch={"distance_m": 1000.0, "body_loss_db": 0.0, "ue_power_dbm": -10.0})
+    rows = _rows()
+    srv._emulate(1, rows)
+    assert [rows[d]["status"] for d in range(4)] == ["ok", "ok", "out_of_coverage", "out_of_coverage"]
+    for d in (2, 3):
+        r = rows[d]
+        assert "out of coverage" in r["error"]
+        assert r["bits_delivered_down"] == 8 * 12_000  # the downlink made it
+        assert 0 <= r["bits_delivered_up"] < 8 * 20_000
+        assert r["radio_slots_up"] >= MAX_CONSECUTIVE_NACK and r["harq_retx"] >= MAX_CONSECUTIVE_NACK and r["energy_tx_j"] > 0
+        # it gave up after its downlink, its compute and at least MAX_CONSECUTIVE_NACK uplink slots
+        ready = r["airtime_down_s"] + r["emulated_compute_s"]
+        assert ready + MAX_CONSECUTIVE_NACK * 1e-3 <= r["emulated_s"] < 1.0
+    assert rows[0]["bits_delivered_up"] == 8 * 20_000
 
 
 def test_a_round_loop_over_the_cell_writes_radio_columns_report_and_late_rows(tmp_path: Path) -> None:

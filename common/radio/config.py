@@ -48,11 +48,17 @@ RADIO_SCHEMA: dict[str, Field] = {
     "p0_dbm": Field(float, -90.0, min=-130.0, max=0.0, doc="uplink open-loop power control: target rx power per PRB (dBm)"),
     "alpha": Field(float, 1.0, min=0.0, max=1.0, doc="uplink open-loop power control: path-loss compensation"),
     "shadowing_db": Field(float, -1.0, max=20.0, doc="shadow-fading std (dB; -1: the scenario's 38.901 NLoS value)"),
-    "interference_db": Field(float, 0.0, min=0.0, max=40.0, doc="interference over thermal from neighbour cells (dB), both links"),
+    "interference_db": Field(float, 0.0, min=0.0, max=40.0, doc="without the neighbour topology: interference over thermal (dB), both links"),
+    "neighbour_rings": Field(int, 0, min=0, max=2, doc="neighbour cells of Sionna's 38.901 hexagonal grid: 1 ring (6) or 2 rings (18); 0: none (interference_db)"),
+    "neighbour_load": Field(float, 0.5, min=0.0, max=1.0, doc="probability that a neighbour cell uses a PRB (uplink: one UE on it; downlink: its BS)"),
+    "isd_m": Field(float, 0.0, min=0.0, max=10000.0, doc="inter-site distance of the grid (m; 0: 38.901 Table 7.2-1, 200 UMi / 500 UMa)"),
+    "neighbour_ue_power_dbm": Field(float, 23.0, min=-10.0, max=33.0, doc="neighbour cells' UE maximum transmit power (dBm)"),
+    "fading": Field(str, "task", choices=("task", "rayleigh"), doc="per-PRB small-scale fading: 'task' (each device's own channel task) or 'rayleigh' (i.i.d.)"),
     "bler_target": Field(float, 0.1, min=0.001, max=0.5, doc="outer-loop link adaptation BLER target"),
     "scheduler": Field(str, "pf", choices=("pf",), doc="'pf': Sionna PFSchedulerSUMIMO"),
     "pf_beta": Field(float, 0.98, min=0.01, max=0.999, doc="PF throughput discount factor"),
     "unit_downlink": Field(str, "unicast", choices=("unicast", "broadcast"), doc="learngene unit: unicast per device or broadcast once at the weakest receiver's MCS"),
+    "hold_slots": Field(int, 64, min=1, max=100_000, doc="most slots an allocation is kept while every ready device is scheduled and none finishes (1: the scheduler decides every slot)"),
     "max_slots": Field(int, 2_000_000, min=1, doc="give up a transfer phase after this many slots (its devices: not delivered)"),
 }
 
@@ -63,6 +69,7 @@ RADIO_CLASS_SCHEMA: dict[str, Field] = {
     "energy_per_flop_j": Field(float, 1e-11, min=0.0, max=1e-6, doc="compute energy per FLOP (J)"),
     "distance_m": Field(float, 0.0, min=0.0, max=5000.0, doc="BS distance (m) along the task's bearing (0: where the task puts the device)"),
     "body_loss_db": Field(float, 0.0, min=0.0, max=40.0, doc="extra loss: body, wrist, indoor penetration (dB)"),
+    "rx_power_w": Field(float, 0.5, min=0.0, max=10.0, doc="power the device draws while receiving on the downlink (W): energy = this x downlink airtime"),
 }
 
 
@@ -141,6 +148,10 @@ def validate_radio(radio: dict[str, Any], key: str = "radio") -> dict[str, Any]:
             f"{key}.n_prb",
             f"{radio['n_prb']} PRBs at {scs / 1e3:g} kHz spacing cannot fit {radio['bandwidth_hz'] / 1e6:g} MHz (1..{limit})",
         )
+    if radio["neighbour_rings"] > 0 and radio["interference_db"] > 0:
+        raise ScenarioError(f"{key}.interference_db", "give either neighbour_rings (the topology) or interference_db (a rise over thermal), not both")
+    if 0 < radio["isd_m"] < 50.0:
+        raise ScenarioError(f"{key}.isd_m", f"{radio['isd_m']} m is below 50 m (0: the scenario's default)")
     if radio["ue_height_m"] >= radio["bs_height_m"]:
         raise ScenarioError(f"{key}.ue_height_m", f"{radio['ue_height_m']} m is not below the BS ({radio['bs_height_m']} m)")
     return radio
