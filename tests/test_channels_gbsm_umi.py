@@ -260,6 +260,27 @@ def test_correlation_falls_over_the_correlation_distance() -> None:
     assert r[0] > 0.9 and r[0] > r[1] > r[2] and r[2] < 0.3, r
 
 
+def test_bs_covariance_changes_over_the_cluster_correlation_distance() -> None:
+    """Large-scale consistency: the BS-side covariance of a small neighbourhood stays nearly
+    the same 1 m away (same clusters) and changes 30 m away (other drops: born clusters)."""
+    def cov(task: ChannelTask, centre: np.ndarray) -> torch.Tensor:
+        ring = np.stack([np.cos(np.arange(24) * 0.26), np.sin(np.arange(24) * 0.26), np.zeros(24)], axis=-1)
+        H = channels_along_track(task, centre + 0.4 * ring * np.linspace(0.2, 1.0, 24)[:, None]).to(torch.complex128)
+        return (H @ H.conj().transpose(-1, -2)).sum(0)
+
+    def similarity(a: torch.Tensor, b: torch.Tensor) -> float:
+        return (torch.trace(a @ b).real / (torch.linalg.norm(a) * torch.linalg.norm(b))).item()
+
+    near, far = [], []
+    for tid in range(4):
+        task = _task(tid)
+        x0 = gbsm_environment(task).drop_position_m(0, 0)
+        r0 = cov(task, x0)
+        near.append(similarity(r0, cov(task, x0 + np.array([1.0, 0.0, 0.0]))))
+        far.append(similarity(r0, cov(task, x0 + np.array([30.0, 0.0, 0.0]))))
+    assert np.mean(near) > 0.85 and np.mean(far) < np.mean(near) - 0.15, (near, far)
+
+
 def test_bad_options_name_the_key() -> None:
     with pytest.raises(ValueError, match="'model'"):
         sample_channels(ChannelTask.make("gbsm", 32, 8, model="qd"), 2, seed=0)

@@ -7,12 +7,13 @@ at ``x`` sees each through a fixed path whose UE side follows the geometry
 as a UE moves (spatial consistency), and the delays make the response frequency
 selective. Two geometries, chosen by the task option ``model``:
 
-- ``"38.901"`` (default): calibrated to TR 38.901 UMi street canyon NLoS: 19 clusters x
+- ``"38.901"``: calibrated to TR 38.901 UMi street canyon NLoS: 19 clusters x
   20 rays with the standard's delay / angle spreads, cluster powers and cluster spreads,
   and cluster birth and death over the 15 m correlation distance along a track
   (``common.channels.gbsm_umi``; calibration in ``docs/channel_model.md``);
 - ``"legacy"``: the first built-in geometry, single-bounce scatterer clusters (below),
-  kept because studies and tests pin numbers on it.
+  the default (``DEFAULT_MODEL``) because studies and the CSI pipeline use its options
+  (``delay_decay_ns``, ``los``) and pin numbers on it.
 
 Normalisation: path gains satisfy ``sum_p |g_p|^2 = 1`` so ``E[|h_ij|^2] = 1`` over UE
 positions (ensemble, not per sample); with ``los=True`` (legacy) the direct path
