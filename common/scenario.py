@@ -295,6 +295,7 @@ def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>", check_sources
             raise ScenarioError("channels.n_pilots", f"{ch['n_pilots']} pilots cannot be orthogonal for {ch['n_tx']} UE antennas")
         if check_sources:
             _check_source(ch["source"], "channels.source")
+            _check_channel_options(ch)
         m = data["manufacturer"]
         if m["unit_layers"] > m["n_conv"]:
             raise ScenarioError("manufacturer.unit_layers", f"{m['unit_layers']} exceeds n_conv = {m['n_conv']}")
@@ -336,6 +337,20 @@ def _check_source(name: str, key: str) -> None:
 
     if name not in available_sources():
         raise ScenarioError(key, f"unknown channel source {name!r}; expected one of {available_sources()}")
+
+
+def _check_channel_options(ch: dict[str, Any]) -> None:
+    """The built-in model's options, checked by building one task's environment (ms), so a
+    bad ``[channels] options`` fails at validation, not in every device."""
+    if ch["source"] != "gbsm":
+        return
+    from common.channels import ChannelTask
+    from common.channels.gbsm import gbsm_environment
+
+    try:
+        gbsm_environment(ChannelTask.make("gbsm", ch["n_rx"], ch["n_tx"], 0, 0, **dict(ch["options"])))
+    except (TypeError, ValueError) as e:
+        raise ScenarioError("channels.options", str(e)) from None
 
 
 def read_scenario_file(path: str | Path) -> dict[str, Any]:

@@ -31,6 +31,8 @@ CASES: list[tuple[str, bytes | str, str, str]] = [
     ("broken-toml", "name = \n", "", "not valid TOML"),
     ("channels-int", "channels = 5\n" + ONE_CLASS, "channels", "expected a table"),
     ("channels-str", 'channels = "gbsm"\n' + ONE_CLASS, "channels", "expected a table"),
+    ("gbsm-model-unknown", '[channels]\nsource = "gbsm"\noptions = {model = "qd"}\n' + ONE_CLASS, "channels.options", "model"),
+    ("gbsm-38901-los", '[channels]\nsource = "gbsm"\noptions = {model = "38.901", los = true}\n' + ONE_CLASS, "channels.options", "legacy"),
     ("server-list", "server = [1]\n" + ONE_CLASS, "server", "expected a table"),
     ("fleet-int", "fleet = 3\n", "fleet", "array of tables"),
     ("fleet-list-of-int", "fleet = [1]\n", "fleet[0]", "expected a table"),
