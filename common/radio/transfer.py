@@ -152,11 +152,10 @@ def eesm_db(sinr: np.ndarray, used: np.ndarray, mcs: np.ndarray) -> np.ndarray:
     np.ndarray
         ``float64 [k]`` effective SINR in dB.
     """
-    beta = eesm_beta()[np.clip(mcs, 0, None)]
-    with np.errstate(divide="ignore"):
-        mean = np.where(used, np.exp(-sinr / beta[None, :]), 0.0).sum(axis=0) / used.sum(axis=0)
-        eff = -beta * np.log(mean)
-    return 10.0 * np.log10(np.clip(eff, 1e-3, 1e3))
+    beta = eesm_beta()[np.maximum(mcs, 0)]
+    mean = np.where(used, np.exp(-sinr / beta[None, :]), 0.0).sum(axis=0) / used.sum(axis=0)
+    eff = -beta * np.log(np.maximum(mean, 1e-300))  # exp underflow: above the clamp anyway
+    return 10.0 * np.log10(np.minimum(np.maximum(eff, 1e-3), 1e3))
 
 
 @dataclass
@@ -346,7 +345,7 @@ def simulate_transfers(
     lo, step = tab.snr_lo_db, tab.snr_step_db
 
     def snr_idx(db: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint((db - lo) / step).astype(np.int64), 0, n_snr - 1)
+        return np.minimum(np.maximum(np.rint((db - lo) / step).astype(np.int64), 0), n_snr - 1)
 
     delta_down = OLLA_DELTA_UP_DB * bler_target / (1.0 - bler_target)
     rng = np.random.Generator(np.random.PCG64(int(seed) % (2**63)))
@@ -369,7 +368,7 @@ def simulate_transfers(
     tx = _np(tx_w).astype(np.float64) if tx_w is not None else np.ones((n, n_prb + 1))
     conc_db = 10.0 * np.log10(tx / tx[:, -1:])  # [n, n_prb + 1]: dB gain of an M-PRB allocation
     conc_lin = tx / tx[:, -1:]
-    rate_prb = np.log2(1.0 + sinr)  # [n, n_prb] achievable bit/RE: the PF input
+    rate_t = np.ascontiguousarray(np.log2(1.0 + sinr).T)  # [n_prb, n] achievable bit/RE: the PF input
     sinr_t = np.ascontiguousarray(sinr.T)  # [n_prb, n]
     # CQI before the first transport block: the mean SINR over the band, in dB
     sinr_eff_db = 10.0 * np.log10(np.maximum(sinr.mean(axis=1), 1e-6))
@@ -381,7 +380,7 @@ def simulate_transfers(
     hold_max = int(cell["hold_slots"])
     past = np.ones(n)
     rate_last = np.zeros(n)
-    prb_idx = np.arange(n_prb)
+    off_lo, off_hi = OLLA_OFFSET_DB
     t = 0
     max_slots = int(cell["max_slots"])
     while t < max_slots:
@@ -396,7 +395,7 @@ def simulate_transfers(
         # PF metric exactly as Sionna's PFSchedulerSUMIMO: past <- beta past + (1 - beta) last
         past = beta_pf * past + (1.0 - beta_pf) * rate_last
         cand_users = np.flatnonzero(ready)
-        m_all = rate_prb[cand_users].T / past[cand_users][None, :]  # [n_prb, r]
+        m_all = rate_t * (ready / past)  # [n_prb, n]: not ready -> 0, as Sionna's rate x ready input
         owner = np.full(n_prb, -1, np.int64)
         for _ in range(REFILL_PASSES):
             free = np.flatnonzero(owner < 0)
@@ -408,8 +407,8 @@ def simulate_transfers(
             if not ok.any():
                 break
             cand = np.full(n_prb, -1, np.int64)
-            cand[free[ok]] = cand_users[best[ok]]
-            users = np.unique(cand[cand >= 0])
+            cand[free[ok]] = best[ok]
+            users = np.flatnonzero(np.bincount(cand[cand >= 0], minlength=n))
             onehot = cand[:, None] == users[None, :]  # [n_prb, k]
             n_alloc = onehot.sum(axis=0)
             # provisional MCS at this allocation; trim each user to the PRBs its buffer needs
@@ -419,8 +418,8 @@ def simulate_transfers(
             rank = np.argsort(np.argsort(-g, axis=0, kind="stable"), axis=0, kind="stable")  # 0 = the user's best PRB
             keep = onehot & (rank < np.minimum(need, n_alloc)[None, :])
             owner = np.where(keep.any(axis=1), users[keep.argmax(axis=1)], owner)
-            m_all[:, np.isin(cand_users, users)] = -1.0
-        users = np.unique(owner[owner >= 0])
+            m_all[:, users] = -1.0
+        users = np.flatnonzero(np.bincount(owner[owner >= 0], minlength=n))
         onehot = owner[:, None] == users[None, :]  # [n_prb, k]
         n_alloc = onehot.sum(axis=0)
         mcs_u = t_mcs[n_alloc, snr_idx(sinr_eff_db[users] - offset[users] + conc_db[users, n_alloc])]
@@ -430,7 +429,7 @@ def simulate_transfers(
         ack = rng.random(users.size) >= tbler  # PHYAbstraction's HARQ draw
         decoded = np.where(ack, t_tb[mcs_u, n_alloc], 0)
         # OLLA offset update and the new effective-SINR report of the scheduled devices
-        offset[users] = np.clip(np.where(ack, offset[users] - delta_down, offset[users] + OLLA_DELTA_UP_DB), *OLLA_OFFSET_DB)
+        offset[users] = np.minimum(np.maximum(np.where(ack, offset[users] - delta_down, offset[users] + OLLA_DELTA_UP_DB), off_lo), off_hi)
         sinr_eff_db[users] = eff_db - conc_db[users, n_alloc]  # the report, normalised to a full-band allocation
         res.tx_energy_j[users] += tx[users, n_alloc] * n_alloc * slot_s
         nacks[users] = np.where(ack, 0, nacks[users] + 1)
@@ -440,7 +439,7 @@ def simulate_transfers(
         res.slots[users] += 1
         res.prb_slots[users] += n_alloc
         res.mcs_sum[users] += mcs_u
-        res.mcs_counts[users, np.clip(mcs_u, 0, 31)] += 1
+        res.mcs_counts[users, mcs_u] += 1
         res.retx[users] += ~ack
         done = users[remaining[users] <= 0]
         res.finish_s[done] = (t + 1) * slot_s
