@@ -127,6 +127,12 @@ def pathloss_db(cell: CellConfig, ue_xy_m: np.ndarray) -> np.ndarray:
     return np.interp(np.log(d), np.log(_PL_GRID_M), table)
 
 
+@lru_cache(maxsize=65536)
+def _unit_shadow(seed: int, device_id: int) -> float:
+    """A device's standard-normal shadowing draw (fixed across rounds)."""
+    return float(np.random.default_rng(derive_seed(seed, "radio-shadowing", device_id)).standard_normal())
+
+
 def shadowing_std_db(cell: CellConfig) -> float:
     """Shadow-fading std (dB): ``shadowing_db``, or the scenario's 38.901 NLoS value."""
     return SHADOWING_STD_DB[str(cell["scenario"])] if cell["shadowing_db"] < 0 else float(cell["shadowing_db"])
@@ -150,7 +156,7 @@ def device_links(cell: CellConfig, profiles: list[Any], seed: int, position_m: n
     std = shadowing_std_db(cell)
     out = []
     for i, p in enumerate(profiles):
-        shadow = std * np.random.default_rng(derive_seed(seed, "radio-shadowing", p.device_id)).standard_normal()
+        shadow = std * _unit_shadow(seed, p.device_id)
         out.append(
             DeviceLink(
                 p.device_id,
