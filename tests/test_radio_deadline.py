@@ -115,3 +115,34 @@ def test_a_round_loop_over_the_cell_writes_radio_columns_report_and_late_rows(tm
     assert {("a", "unit"), ("b", "unit"), ("a", "reply")} <= kinds
     assert [d["late"] for d in summary["late_per_round"]] == [2, 2]
     assert (run_dir / "radio_airtime_cdf.png").is_file() and (run_dir / "radio_late.png").is_file()
+
+
+def test_base_station_stages_ignore_out_of_coverage_replies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real round loop (loopback Grid): class b's uplink cannot reach the BS (1 km,
+    -10 dBm); its replies are recorded out of coverage and never ingested."""
+    import pyarrow.parquet as pq
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from common.scenario import load_scenario
+    from server.results import init_run_dir
+    from tests.fleet_scenarios import tiny_fleet
+    from tests.test_byte_accounting import LoopbackGrid
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    path = tiny_fleet(tmp_path / "tiny.toml", tmp_path / "cache", counts=(2, 2), rounds=1, crash_b=False)
+    text = path.read_text().replace('name = "b"', 'name = "b"\ndistance_m = 1000.0\nue_power_dbm = -10.0')
+    path.write_text(text + '\n[radio]\nbandwidth_hz = 5e6\nnumerology = 0\nshadowing_db = 0.0\nfading = "rayleigh"\n')
+    scenario = load_scenario(path)
+    run_dir = tmp_path / "run"
+    init_run_dir(run_dir, scenario)
+    ingested: list[int] = []
+    monkeypatch.setattr(FleetServer, "_ingest", lambda self, did, row: ingested.append(did))
+    summary = FleetServer(LoopbackGrid(scenario.num_devices), scenario, run_dir, quiet=True).run()
+    rows = pq.read_table(run_dir / "rounds.parquet").to_pylist()
+    status = {r["device_id"]: (r["device_class"], r["status"]) for r in rows}
+    assert sorted(st for _, st in status.values()) == ["ok", "ok", "out_of_coverage", "out_of_coverage"]
+    assert all(cls == ("a" if st == "ok" else "b") for cls, st in status.values())
+    assert sorted(ingested) == sorted(d for d, (_, st) in status.items() if st == "ok")
+    for r in rows:
+        assert r["emulated_s"] < 10.0 and (r["status"] == "ok" or r["energy_tx_j"] > 0)
+    assert summary["late_per_round"][0]["out_of_coverage"] == 2
