@@ -111,10 +111,32 @@ def test_tm_starts_at_no_ft_and_counts_only_latent_bits(tmp_path: Path) -> None:
     assert out0["latent_bits"] == 8 * len(data)
     assert out0["nmse_db"] == pytest.approx(nmse_db(m.decompress(data), H_ev, reduction="mean"), abs=1e-9)
     tm = train_translation(m, H_ft, {**cfg, "steps": 40, "lr": 1e-2}, seed=1)
-    assert np.mean(tm.losses[-5:]) < np.mean(tm.losses[:5])
+    assert len(tm.losses) == 40
+
+    def objective(res: object) -> float:  # eq. (9) on the training window, rounded latents
+        o = evaluate_translation(m, res, H_ft)
+        return 64.0 * o["mse"] + o["bits_per_dim_total"]
+
+    assert objective(tm) < objective(untrained)
     out = evaluate_translation(m, tm, H_ev)
     assert out["bits_per_dim_update"] == 0.0
     assert out["bits_per_dim_total"] == out["bits_per_dim_latent"] == pytest.approx(out["latent_bits"] / (8 * 64))
     # the caller's backbone is left as it was
     for p, q in zip(m.state_dict().values(), pretrained_compressor(cfg).state_dict().values()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_a_small_decoder_step_keeps_the_fm_update_inside_the_zero_bin(tmp_path: Path) -> None:
+    # Adam moves a weight by at most about its step per iteration: 4 steps of 1e-9 stay far
+    # inside the zero bin (|delta| < t / 2 = 2.5e-3), while the encoder still trains at lr
+    cfg = _cfg(tmp_path, scheme="fm", regularize_update=False)
+    m = pretrained_compressor(cfg)
+    H = torch.randn(10, 8, 8, dtype=torch.complex64)
+    same = finetune(m, H, cfg, seed=3)
+    assert same.n_nonzero > 0  # lr 2e-2 = 4 t: the decoder moves
+    small = finetune(m, H, {**cfg, "decoder_lr": 1e-9}, seed=3)
+    assert small.n_nonzero == 0
+    assert any(not np.array_equal(a, b) for a, b in zip(small.device_model.encoder_arrays(), m.encoder_arrays()))
+    # decoder_lr = lr is the single-step-size run, bit for bit
+    again = finetune(m, H, {**cfg, "decoder_lr": float(cfg["lr"])}, seed=3)
+    assert again.update_bytes == same.update_bytes and again.losses == same.losses

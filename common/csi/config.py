@@ -77,6 +77,7 @@ STAGE_SCHEMA: dict[str, Field] = {
     "epochs": Field(int, 0, min=0, doc="fine-tuning passes over the n_finetune window, ceil(n_finetune / batch) steps each (the paper: 1,000); 0 counts steps instead"),
     "batch": Field(int, 32, min=1),
     "lr": Field(float, 5e-4, min=0.0, max=1.0),
+    "decoder_lr": Field(float, 0.0, min=0.0, max=1.0, doc="Adam step of the decoder and its density (fm, ga); 0: lr. Adam moves a weight by about its step whatever the gradient's size, so at a step near t every decoder weight can cross an update bin each step"),
     "t": Field(float, 1e-3, min=1e-8, max=1.0, doc="update quantization bin width, eq. (12); ~1/30 of the decoder weights' std (van Rozendaal's 5e-3 is 1/6 of it here and erases most of the fine-tuning gain)"),
     "n_bins": Field(int, 256, min=2, max=65535, doc="update quantization bins, eq. (13): updates clip at +-t * n_bins / 2"),
     "sigma": Field(float, 5e-2, min=1e-8, doc="slab standard deviation, eq. (17)"),

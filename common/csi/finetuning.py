@@ -133,7 +133,11 @@ def finetune(
         p.requires_grad_(False)
     for p in trainable:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(trainable, lr=float(cfg["lr"]))
+    lr, dec_lr = float(cfg["lr"]), float(cfg.get("decoder_lr", 0.0) or 0.0)
+    if scheme == "eo" or dec_lr <= 0.0:
+        opt = torch.optim.Adam(trainable, lr=lr)
+    else:
+        opt = torch.optim.Adam([{"params": enc, "lr": lr}, {"params": [p for _, p in dec_named], "lr": dec_lr}])
     losses: list[float] = []
     flops = 0
     with torch_threads(1), seeded_rng(dev, derive_seed(seed, "csi-ft-noise")):
