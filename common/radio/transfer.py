@@ -197,8 +197,37 @@ def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+class _Tally:
+    """Per-device counts of a phase, logged per step and summed once at its end (one
+    list append per step instead of seven scattered array updates)."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]] = []
+
+    def add(self, users: np.ndarray, n_alloc: np.ndarray, mcs: np.ndarray, nacks: np.ndarray, energy_j: np.ndarray, slots: int = 1) -> None:
+        """``slots`` slots of ``users`` on ``n_alloc`` PRBs at ``mcs``, with ``nacks`` NACKed
+        blocks and ``energy_j`` radiated energy in all."""
+        self.log.append((users, n_alloc, mcs, np.stack([nacks.astype(np.float64), energy_j]), slots))
+
+    def into(self, res: TransferResult, n: int) -> None:
+        if not self.log:
+            return
+        users = np.concatenate([e[0] for e in self.log])
+        w = np.concatenate([np.full(e[0].size, e[4], np.int64) for e in self.log])
+        alloc = np.concatenate([e[1] for e in self.log])
+        mcs = np.concatenate([e[2] for e in self.log])
+        extra = np.concatenate([e[3] for e in self.log], axis=1)
+        res.slots[:] = np.bincount(users, weights=w, minlength=n).astype(np.int64)
+        res.prb_slots[:] = np.bincount(users, weights=w * alloc, minlength=n).astype(np.int64)
+        res.mcs_sum[:] = np.bincount(users, weights=w * mcs, minlength=n).astype(np.int64)
+        res.mcs_counts[:] = np.bincount(users * 32 + mcs, weights=w, minlength=n * 32).astype(np.int64).reshape(n, 32)
+        res.retx[:] = np.rint(np.bincount(users, weights=extra[0], minlength=n)).astype(np.int64)
+        res.tx_energy_j[:] = np.bincount(users, weights=extra[1], minlength=n)
+
+
 def _hold(
     res: TransferResult,
+    tally: _Tally,
     t: int,
     past: np.ndarray,
     users: np.ndarray,
@@ -274,13 +303,7 @@ def _hold(
     offset[users] = np.clip(off[:, h - 1] + step[:, h - 1], *OLLA_OFFSET_DB)
     nacks[users] = streak[:, h - 1]
     remaining[users] -= got
-    res.delivered_bits[users] += got
-    res.tx_energy_j[users] += h * tx[users, n_alloc] * n_alloc * slot_s
-    res.slots[users] += h
-    res.prb_slots[users] += h * n_alloc
-    res.mcs_sum[users] += h * mcs_u
-    res.mcs_counts[users, np.clip(mcs_u, 0, 31)] += h
-    res.retx[users] += h - n_ack
+    tally.add(users, n_alloc, mcs_u, h - n_ack, h * tx[users, n_alloc] * n_alloc * slot_s, h)
     # PF: the past rate is updated at the start of each held slot with the previous slot's bits
     w = beta_pf ** np.arange(h - 1, -1, -1.0)  # weights of r_0 (rate_last) .. r_(h-1)
     past = beta_pf**h * past + (1.0 - beta_pf) * w[0] * rate_last
@@ -381,6 +404,8 @@ def simulate_transfers(
     past = np.ones(n)
     rate_last = np.zeros(n)
     off_lo, off_hi = OLLA_OFFSET_DB
+    tally = _Tally()
+    bits0 = remaining.copy()
     t = 0
     max_slots = int(cell["max_slots"])
     while t < max_slots:
@@ -414,6 +439,9 @@ def simulate_transfers(
             # provisional MCS at this allocation; trim each user to the PRBs its buffer needs
             mcs_u = t_mcs[n_alloc, snr_idx(sinr_eff_db[users] - offset[users] + conc_db[users, n_alloc])]
             need = (t_tb[mcs_u, 1:] < remaining[users][:, None]).sum(axis=1) + 1
+            if (need >= n_alloc).all():  # nobody is trimmed: every candidate keeps its PRBs
+                owner = np.where(cand >= 0, cand, owner)
+                break
             g = np.where(onehot, sinr_t[:, users], -1.0)
             rank = np.argsort(np.argsort(-g, axis=0, kind="stable"), axis=0, kind="stable")  # 0 = the user's best PRB
             keep = onehot & (rank < np.minimum(need, n_alloc)[None, :])
@@ -431,16 +459,10 @@ def simulate_transfers(
         # OLLA offset update and the new effective-SINR report of the scheduled devices
         offset[users] = np.minimum(np.maximum(np.where(ack, offset[users] - delta_down, offset[users] + OLLA_DELTA_UP_DB), off_lo), off_hi)
         sinr_eff_db[users] = eff_db - conc_db[users, n_alloc]  # the report, normalised to a full-band allocation
-        res.tx_energy_j[users] += tx[users, n_alloc] * n_alloc * slot_s
         nacks[users] = np.where(ack, 0, nacks[users] + 1)
         got = np.minimum(decoded, remaining[users])
         remaining[users] -= got
-        res.delivered_bits[users] += got
-        res.slots[users] += 1
-        res.prb_slots[users] += n_alloc
-        res.mcs_sum[users] += mcs_u
-        res.mcs_counts[users, mcs_u] += 1
-        res.retx[users] += ~ack
+        tally.add(users, n_alloc, mcs_u, ~ack, tx[users, n_alloc] * n_alloc * slot_s)
         done = users[remaining[users] <= 0]
         res.finish_s[done] = (t + 1) * slot_s
         alive[done] = False
@@ -457,8 +479,10 @@ def simulate_transfers(
         t += 1
         if hold_max > 1 and users.size == cand_users.size and not done.size and not lost.size:
             t, past = _hold(
-                res, t, past, users, n_alloc, mcs_u, tbler, eff_db, rate_last, remaining, offset, nacks, alive, start_slot, tx, rng, tab, snr_idx, hold_max, max_slots, slot_s, delta_down, beta_pf, trace
+                res, tally, t, past, users, n_alloc, mcs_u, tbler, eff_db, rate_last, remaining, offset, nacks, alive, start_slot, tx, rng, tab, snr_idx, hold_max, max_slots, slot_s, delta_down, beta_pf, trace
             )
+    tally.into(res, n)
+    res.delivered_bits[:] = bits0 - remaining
     stuck = alive & (remaining > 0)  # max_slots reached
     res.gave_up_s[stuck] = max(t, int(start_slot[stuck].max(initial=0))) * slot_s
     return res
