@@ -7,8 +7,9 @@ never shifts the draws of an existing one (unlike consuming a shared generator).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["derive_seed", "numpy_rng", "torch_generator"]
+__all__ = ["derive_seed", "numpy_rng", "sionna_seeded", "torch_generator"]
 
 
 def derive_seed(root: int, *path: str | int) -> int:
@@ -54,3 +55,18 @@ def torch_generator(root: int, *path: str | int) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(derive_seed(root, *path))
     return g
+
+
+@contextlib.contextmanager
+def sionna_seeded(seed: int) -> Iterator[None]:
+    """Seed Sionna's generators for the block; restore torch's global CPU RNG, which
+    setting Sionna's seed reseeds too."""
+    import torch
+    from sionna.phy import config
+
+    state = torch.get_rng_state()
+    config.seed = int(seed) % (1 << 63)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)

@@ -53,9 +53,7 @@ Output (all sources): ``complex64 [n, n_rx, n_tx]`` or ``[n, n_subcarriers, n_rx
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -66,26 +64,13 @@ from common.channels.arrays import default_upa_rows, steering_vectors_torch
 from common.channels.base import ChannelTask, register_source
 from common.channels.gbsm import subcarrier_offsets_hz
 from common.channels.layout import bs_position_m, ue_positions_m
-from common.seeding import derive_seed
+from common.seeding import derive_seed, sionna_seeded
 
 __all__ = ["SYSTEM_LEVEL_SOURCES", "umi", "uma", "rma", "cdl", "system_level_channels", "system_model"]
 
 SYSTEM_LEVEL_SOURCES = ("umi", "uma", "rma")
 _SUB_CLUSTER_RAYS = ((0, 1, 2, 3, 4, 5, 6, 7, 18, 19), (8, 9, 10, 11, 16, 17), (12, 13, 14, 15))  # Table 7.5-5
 _SUB_CLUSTER_OFFSETS = (0.0, 1.28, 2.56)  # in units of c_DS
-
-
-@contextlib.contextmanager
-def _sionna_seed(seed: int) -> Iterator[None]:
-    """Seed Sionna's generators; restore torch's global CPU RNG, which Sionna reseeds too."""
-    from sionna.phy import config
-
-    state = torch.get_rng_state()
-    config.seed = int(seed) % (1 << 63)
-    try:
-        yield
-    finally:
-        torch.set_rng_state(state)
 
 
 def _panel(task: ChannelTask, prefix: str, n: int, default_kind: str, carrier: float) -> Any:
@@ -309,7 +294,7 @@ def system_level_channels(task: ChannelTask, n: int, seed: int, n_subcarriers: i
     freqs = _frequencies(n_subcarriers, float(task.option("subcarrier_spacing_hz", 30e3)))
     out = []
     for i, s in enumerate(range(0, n, chunk)):
-        with _sionna_seed(derive_seed(seed, "sionna-38901", task.source, task.seed, task.task_id, i)):
+        with sionna_seeded(derive_seed(seed, "sionna-38901", task.source, task.seed, task.task_id, i)):
             _set_topology(model, pos[s : s + chunk], bs, los)
             nlos = not bool(model._scenario.los.any())
             out.append(_from_rays(model, freqs) if method == "rays" and nlos else _direct(model, freqs))
@@ -358,7 +343,7 @@ def cdl(task: ChannelTask, n: int, seed: int, n_subcarriers: int | None = None) 
     spread = float(task.option("orientation_spread_deg", 60.0))
     yaw = math.radians(spread) * (2 * np.random.default_rng(derive_seed(task.seed, "cdl-orientation", task.task_id)).random() - 1)
     freqs = _frequencies(n_subcarriers, float(task.option("subcarrier_spacing_hz", 30e3)))
-    with _sionna_seed(derive_seed(seed, "sionna-cdl", task.seed, task.task_id)):
+    with sionna_seeded(derive_seed(seed, "sionna-cdl", task.seed, task.task_id)):
         model = CDL(
             profile,
             ds,

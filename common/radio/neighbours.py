@@ -33,10 +33,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from common.channels.sionna_38901 import _sionna_seed  # seeds Sionna's generators, keeps torch's
 from common.radio.cell import pathloss_db, shadowing_std_db
 from common.radio.config import CellConfig
-from common.seeding import derive_seed
+from common.seeding import derive_seed, sionna_seeded
 
 __all__ = ["neighbour_sites", "uplink_interference_w", "downlink_interference_w", "DEFAULT_ISD_M"]
 
@@ -84,7 +83,7 @@ def uplink_interference_w(cell: CellConfig, seed: int, round_: int) -> np.ndarra
     active = rng.random((n_prb, c)) < load
     grid = _grid(int(cell["neighbour_rings"]), isd_m(cell), float(cell["bs_height_m"]))
     h = float(cell["ue_height_m"])
-    with _sionna_seed(derive_seed(seed, "radio-neighbours", round_, "drop")):
+    with sionna_seeded(derive_seed(seed, "radio-neighbours", round_, "drop")):
         ut, _, _ = grid(n_prb, 1, _MIN_DIST_M, None, h, h)  # [n_prb, cells, 3 sectors, 1, 3]
     sector = rng.integers(0, 3, (n_prb, c))
     xy = ut[:, 1:, :, 0, :2].double().numpy()[np.arange(n_prb)[:, None], np.arange(c)[None, :], sector]  # [n_prb, c, 2]
