@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.radio.config import RADIO_CLASS_SCHEMA, RADIO_SCHEMA, validate_radio
+from common.radio.config import RADIO_CLASS_SCHEMA, RADIO_SCHEMA, validate_radio, validate_radio_class
 from common.schema import Field, ScenarioError, section_json_schema, validate_section
 from common.runtime import DEVICE_CHOICES, cache_root
 from common.stage import stage_names, stage_spec
@@ -259,6 +259,7 @@ def _validate_class(raw: Any, key: str, channels: Mapping[str, Any]) -> dict[str
         raise ScenarioError(f"{key}.tasks", "needs at least one channel task id")
     if c["n_tx"] > c["n_rx"]:
         raise ScenarioError(f"{key}.n_tx", f"{c['n_tx']} UE antennas exceed {c['n_rx']} BS antennas (need n_rx >= n_tx)")
+    validate_radio_class(c, key)
     for stage in stages:
         if stage in stage_raw:
             c[stage] = stage_spec(stage).validate(stage_raw[stage], f"{key}.{stage}")

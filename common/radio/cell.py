@@ -4,7 +4,8 @@
   (``common.radio.channel``: its UE position in its task's circle for the geometric
   sources), else the centre of its task region (``common.channels.layout``); with the
   class's ``distance_m``, the point at that distance on the same bearing (path loss only:
-  the channel's small-scale shape stays the task's).
+  the channel's small-scale shape stays the task's). A moving class (``speed_mps > 0``,
+  ``common.radio.mobility``) is at its track position of the round, with either fading.
 - Path loss: TR 38.901 Table 7.4.1-1 basic path loss of the scenario (UMi / UMa street
   canyon / macro, NLoS, Sec. 7.4.1), computed by Sionna's ``UMiScenario`` /
   ``UMaScenario`` for the device-BS geometry; plus log-normal shadow fading (std of

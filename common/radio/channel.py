@@ -22,6 +22,11 @@ realisation per PRB and round.
 The gain of a PRB is the largest eigenvalue of ``H^H H`` (one layer on the dominant
 eigenmode, SVD precoding + MRC combining), with the source's normalisation
 ``E[|h_ij|^2] = 1``; path loss is applied separately (``common.radio.cell``).
+Mobility (class ``speed_mps > 0``, ``common.radio.mobility``): the device is on its
+straight track instead of a fresh drop; for ``gbsm`` its channel is the environment's
+response at the track position (spatially consistent: a short step between rounds keeps
+the channel correlated); for the other sources only its position (path loss) moves, its
+small-scale draw is as above.
 A task option ``ue_rotation = "random"`` of ``gbsm`` is not applied here (unrotated UE
 array).
 """
@@ -36,6 +41,7 @@ import torch
 
 from common.channels import ChannelTask, sample_channels
 from common.channels.layout import ue_positions_m
+from common.radio.mobility import is_moving, moving_positions_m, track_position_m
 from common.seeding import derive_seed
 
 __all__ = ["RoundChannels", "round_channels", "dominant_gain", "prb_task", "GEOMETRIC_SOURCES"]
@@ -105,7 +111,7 @@ def round_channels(profiles: list[Any], n_prb: int, prb_hz: float, seed: int, ro
         if task.source == "gbsm":
             from common.channels.gbsm import channels_at, gbsm_environment
 
-            xyz = np.concatenate([ue_positions_m(task, 1, derive_seed(seed, "radio-channel", round_, profiles[i].device_id)) for i in idx])
+            xyz = np.stack([_gbsm_position_m(profiles[i], seed, round_) for i in idx])
             H = channels_at(gbsm_environment(task), xyz, n_prb, prb_hz)
         else:
             s = derive_seed(seed, "radio-channel", round_, task.task_id)
@@ -116,4 +122,15 @@ def round_channels(profiles: list[Any], n_prb: int, prb_hz: float, seed: int, ro
             xyz = ue_positions_m(task, len(idx), s) if task.source in GEOMETRIC_SOURCES else np.full((len(idx), 3), np.nan)
         gains[idx] = dominant_gain(H)
         pos[idx] = xyz
+    moving = moving_positions_m(profiles, seed, round_)
+    rows = np.isfinite(moving[:, 0])
+    pos[rows] = moving[rows]
     return RoundChannels(gains, pos)
+
+
+def _gbsm_position_m(profile: Any, seed: int, round_: int) -> np.ndarray:
+    """A ``gbsm`` device's UE position in a round, ``float64 [3]`` (m): its track when its
+    class moves (``common.radio.mobility``), else a fresh drop in its task circle."""
+    if is_moving(profile.cfg):
+        return track_position_m(profile, seed, round_)
+    return ue_positions_m(profile.task, 1, derive_seed(seed, "radio-channel", round_, profile.device_id))[0]

@@ -20,7 +20,7 @@ from typing import Any
 
 from common.schema import Field, ScenarioError
 
-__all__ = ["RADIO_SCHEMA", "RADIO_CLASS_SCHEMA", "CellConfig", "validate_radio", "max_prbs", "SHADOWING_STD_DB"]
+__all__ = ["RADIO_SCHEMA", "RADIO_CLASS_SCHEMA", "CellConfig", "validate_radio", "validate_radio_class", "max_prbs", "SHADOWING_STD_DB"]
 
 #: TS 38.101-1 Table 5.3.2-1: (bandwidth MHz, SCS kHz) -> maximum N_RB
 _NRB_TABLE: dict[tuple[int, int], int] = {
@@ -70,6 +70,9 @@ RADIO_CLASS_SCHEMA: dict[str, Field] = {
     "distance_m": Field(float, 0.0, min=0.0, max=5000.0, doc="BS distance (m) along the task's bearing (0: where the task puts the device)"),
     "body_loss_db": Field(float, 0.0, min=0.0, max=40.0, doc="extra loss: body, wrist, indoor penetration (dB)"),
     "rx_power_w": Field(float, 0.5, min=0.0, max=10.0, doc="power the device draws while receiving on the downlink (W): energy = this x downlink airtime"),
+    "speed_mps": Field(float, 0.0, min=0.0, max=500.0, doc="mobility: speed along a straight track (m/s; 0: a fresh drop in the task circle every round), common.radio.mobility"),
+    "heading": Field(str, "random", choices=("random", "away"), doc="mobility: direction of the track, 'random' (seeded per device) or 'away' (radially from the BS)"),
+    "round_interval_s": Field(float, 1.0, min=0.0, max=1e6, doc="mobility clock: emulated seconds between the starts of consecutive rounds"),
 }
 
 
@@ -123,6 +126,19 @@ class CellConfig:
     def from_data(cls, data: dict[str, Any]) -> CellConfig:
         scs = 15e3 * 2 ** int(data["numerology"])
         return cls(dict(data), int(data["n_prb"]), scs, 1e-3 / 2 ** int(data["numerology"]))
+
+
+def validate_radio_class(c: dict[str, Any], key: str) -> dict[str, Any]:
+    """Checks across the radio keys of a section-validated ``[[fleet]]`` class.
+
+    Raises
+    ------
+    ScenarioError
+        Naming ``<key>.speed_mps``.
+    """
+    if c["speed_mps"] > 0 and c["distance_m"] > 0:
+        raise ScenarioError(f"{key}.speed_mps", "a moving class starts in its task circle: give either speed_mps or distance_m, not both")
+    return c
 
 
 def validate_radio(radio: dict[str, Any], key: str = "radio") -> dict[str, Any]:

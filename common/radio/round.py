@@ -41,6 +41,7 @@ import numpy as np
 
 from common.radio.cell import DeviceLink, device_links, link_sinr, prb_gains
 from common.radio.config import CellConfig
+from common.radio.mobility import moving_positions_m
 from common.radio.transfer import PDSCH, PUSCH, TransferResult, simulate_transfers
 from common.runtime import torch_threads
 from common.seeding import derive_seed
@@ -111,7 +112,7 @@ def price_round(cell: CellConfig, profiles: list[Any], rows: list[dict[str, Any]
             links = device_links(cell, profiles, seed, ch.position_m)
             gains: np.ndarray | None = ch.gains
         else:
-            links, gains = device_links(cell, profiles, seed), None
+            links, gains = device_links(cell, profiles, seed, moving_positions_m(profiles, seed, round_)), None
         devices = [
             DeviceRound(
                 link,
