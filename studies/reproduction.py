@@ -478,7 +478,8 @@ def render(runs: dict[str, list[RunOutput]]) -> str:
     lines += [
         "",
         "Scale: `quick` is each study's CPU default (minutes on two cores); `paper` is the papers'",
-        "own sizes, a GPU job. With runs of several seeds (`seed = ...` in a copy of the scenario),",
+        "own sizes, a GPU job; `default` is a study without a scale switch, at its scenario file's",
+        "sizes (stated in the file's header). With runs of several seeds (`seed = ...` in a copy of the scenario),",
         "each figure lists every seed's value and the verdict says how many seeds agree.",
         "",
     ]
