@@ -223,7 +223,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduction(args: argparse.Namespace) -> int:
-    from studies.reproduction import RunOutput, find_runs, render
+    from studies.reproduction import STUDY_SCENARIOS, RunOutput, find_runs, render
 
     runs = find_runs(Path(args.runs_dir))
     for d in args.run_dirs:
@@ -231,6 +231,9 @@ def _cmd_reproduction(args: argparse.Namespace) -> int:
             run = RunOutput.load(Path(d))
         except (OSError, ValueError) as e:
             print(f"error: {d}: not a study run directory ({e})", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if run.kind not in STUDY_SCENARIOS:
+            print(f"error: {d}: not a study run directory (its summary names no study of {sorted(STUDY_SCENARIOS)})", file=sys.stderr)
             return EXIT_BAD_INPUT
         runs[run.kind] = [r for r in runs.get(run.kind, []) if r.seed != run.seed] + [run]
     return _write_or_print(render(runs), args.output)

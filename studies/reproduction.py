@@ -242,11 +242,15 @@ def _table4_complexity(run: RunOutput) -> Measured:
 
 
 # ----------------------------------------------------------------------------- CSI feedback
+def _rd_rows(run: RunOutput) -> list[dict[str, Any]]:
+    """The CSI study's RD rows: ``rd.parquet``, else the summary's copy of them."""
+    return run.table("rd") or run.summary.get("rd", [])
+
+
 def _rd_points(run: RunOutput, experiment: str = "schemes") -> dict[str, list[tuple[float, float]]]:
     """Per scheme: (total bits/dim, NMSE dB) points."""
-    rows = run.table("rd") or [dict(r, experiment=r.get("experiment")) for r in run.summary.get("rd", [])]
     out: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
+    for r in _rd_rows(run):
         if r.get("experiment") == experiment:
             out.setdefault(str(r["scheme"]), []).append((float(r["bits_per_dim_total"]), float(r["nmse_db"])))
     return out
@@ -285,7 +289,7 @@ def _fig7_schemes(run: RunOutput) -> Measured:
 
 
 def _update_bits(run: RunOutput) -> dict[tuple[str, float], float]:
-    rows = run.table("rd") or run.summary.get("rd", [])
+    rows = _rd_rows(run)
     return {(str(r["scheme"]), float(r["lmbda"])): float(r["bits_per_dim_update"]) for r in rows if r.get("experiment") == "schemes"}
 
 

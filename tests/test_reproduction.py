@@ -114,3 +114,9 @@ def test_cli_writes_the_page_and_rejects_a_broken_run_dir(tmp_path: Path, capsys
     assert main(["reproduction", "--runs-dir", str(tmp_path / "nothing"), str(tmp_path / "broken")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken" in err[0]
+    fleet = tmp_path / "fleet-run"  # a fleet run's summary names no study
+    fleet.mkdir()
+    (fleet / "summary.json").write_text(json.dumps({"classes": []}))
+    assert main(["reproduction", "--runs-dir", str(tmp_path / "nothing"), str(fleet)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fleet-run" in err[0]
