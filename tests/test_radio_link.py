@@ -194,3 +194,29 @@ def test_broadcast_unit_sent_once_at_the_weakest_mcs() -> None:
     assert sum(r["radio_prb_slots_down"] for r in bc) < sum(r["radio_prb_slots_down"] for r in uni)
     assert all(r["bits_delivered_down"] == 8 * 12_000 for r in bc)
     assert math.isclose(bc[0]["radio_prb_slots_down"] - bc[2]["radio_prb_slots_down"], 0.0, abs_tol=1e-9) or bc[0]["radio_slots_down"] > 0
+
+
+def test_pf_state_holds_over_a_long_phase() -> None:
+    """The slot loop keeps the PF past rate as a common factor times a per-device one and
+    folds the factor back in before it underflows (after ~22,800 slots at beta 0.98):
+    past rates and allocations stay Sionna's PFSchedulerSUMIMO's across the fold, with
+    more devices than PRBs (most devices wait in any slot)."""
+    from sionna.sys import PFSchedulerSUMIMO
+
+    n = 40
+    cell = _cell(bandwidth_hz=5e6, numerology=0, max_slots=23_200, hold_slots=1)
+    g = torch.Generator().manual_seed(11)
+    sinr = 10 ** ((torch.rand(n, 1, generator=g, dtype=torch.float64) * 20 + torch.rand(n, cell.n_prb, generator=g, dtype=torch.float64) * 6) / 10)
+    res = simulate_transfers(cell, sinr, _bits(*[10**10] * n), torch.zeros(n, dtype=torch.float64), PUSCH, 7, trace=True)
+    assert len(res.trace) == 23_200
+    pf = PFSchedulerSUMIMO(n, cell.n_prb, 1, beta=float(cell["pf_beta"]))
+    rate = torch.log2(1 + sinr).float().T[None].contiguous()
+    last = torch.zeros(n)
+    for i, tr in enumerate(res.trace):
+        chosen = pf(last, rate)[0, :, :, 0]
+        if i % 1000 == 0 or i > 22_700:
+            np.testing.assert_allclose(tr["pf_past"], pf.rate_achieved_past.double().numpy(), rtol=1e-4)
+            per_user = chosen.sum(dim=0).numpy()
+            assert {int(u): int(k) for u, k in zip(tr["users"], tr["n_prb"])} == {u: int(per_user[u]) for u in range(n) if per_user[u] > 0}
+        last = torch.zeros(n)
+        last[torch.from_numpy(tr["users"])] = torch.from_numpy(tr["bits"]).float()

@@ -11,12 +11,14 @@ Task options (defaults): ``bs_height_m`` (15.0), ``ue_height_m`` (1.5), ``radius
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from common.channels.base import ChannelTask
 from common.seeding import numpy_rng
 
-__all__ = ["bs_position_m", "task_centre_m", "ue_positions_m"]
+__all__ = ["bs_position_m", "task_centre_m", "ue_positions_m", "ue_position_per_seed_m"]
 
 
 def bs_position_m(task: ChannelTask) -> np.ndarray:
@@ -25,6 +27,12 @@ def bs_position_m(task: ChannelTask) -> np.ndarray:
 
 
 def task_centre_m(task: ChannelTask) -> np.ndarray:
+    """Centre of the task's UE circle, ``float64 [3]`` in metres (see :func:`_task_centre_m`)."""
+    return np.array(_task_centre_m(task))
+
+
+@lru_cache(maxsize=4096)
+def _task_centre_m(task: ChannelTask) -> tuple[float, float, float]:
     """Centre of the task's UE circle, ``float64 [3]`` in metres.
 
     Uniform (by area) in the annulus ``min_distance_m < r < max_distance_m`` around
@@ -40,7 +48,7 @@ def task_centre_m(task: ChannelTask) -> np.ndarray:
     r = np.sqrt(r_min**2 + u * (r_max**2 - r_min**2))
     # keep the centre strictly inside the open annulus
     r = float(np.clip(r, np.nextafter(r_min, r_max), np.nextafter(r_max, r_min)))
-    return np.array([r * np.cos(2 * np.pi * phi), r * np.sin(2 * np.pi * phi), float(task.option("ue_height_m", 1.5))])
+    return (r * float(np.cos(2 * np.pi * phi)), r * float(np.sin(2 * np.pi * phi)), float(task.option("ue_height_m", 1.5)))
 
 
 def ue_positions_m(task: ChannelTask, n: int, seed: int) -> np.ndarray:
@@ -64,6 +72,21 @@ def ue_positions_m(task: ChannelTask, n: int, seed: int) -> np.ndarray:
     r = radius * np.sqrt(u[:, 0])
     phi = 2 * np.pi * u[:, 1]
     pos = np.repeat(centre[None, :], n, axis=0)
+    pos[:, 0] += r * np.cos(phi)
+    pos[:, 1] += r * np.sin(phi)
+    return pos
+
+
+def ue_position_per_seed_m(task: ChannelTask, seeds: list[int]) -> np.ndarray:
+    """One UE per seed: row ``i`` is ``ue_positions_m(task, 1, seeds[i])[0]``, ``float64
+    [len(seeds), 3]`` in metres (one generator per seed, the geometry vectorised)."""
+    radius = float(task.option("radius_m", 5.0))
+    if radius < 0:
+        raise ValueError(f"radius_m must be >= 0, got {radius}")
+    u = np.array([numpy_rng(s, "ue-positions", task.seed, task.task_id).random(2) for s in seeds], dtype=np.float64).reshape(-1, 2)
+    r = radius * np.sqrt(u[:, 0])
+    phi = 2 * np.pi * u[:, 1]
+    pos = np.repeat(task_centre_m(task)[None, :], len(seeds), axis=0)
     pos[:, 0] += r * np.cos(phi)
     pos[:, 1] += r * np.sin(phi)
     return pos

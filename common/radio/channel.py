@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from common.channels import ChannelTask, sample_channels
-from common.channels.layout import ue_positions_m
+from common.channels.layout import ue_position_per_seed_m, ue_positions_m
 from common.radio.mobility import is_moving, moving_positions_m, track_position_m
 from common.seeding import derive_seed
 
@@ -111,7 +111,7 @@ def round_channels(profiles: list[Any], n_prb: int, prb_hz: float, seed: int, ro
         if task.source == "gbsm":
             from common.channels.gbsm import channels_at, gbsm_environment
 
-            xyz = np.stack([_gbsm_position_m(profiles[i], seed, round_) for i in idx])
+            xyz = _gbsm_positions_m([profiles[i] for i in idx], seed, round_)
             H = channels_at(gbsm_environment(task), xyz, n_prb, prb_hz)
         else:
             s = derive_seed(seed, "radio-channel", round_, task.task_id)
@@ -128,9 +128,13 @@ def round_channels(profiles: list[Any], n_prb: int, prb_hz: float, seed: int, ro
     return RoundChannels(gains, pos)
 
 
-def _gbsm_position_m(profile: Any, seed: int, round_: int) -> np.ndarray:
-    """A ``gbsm`` device's UE position in a round, ``float64 [3]`` (m): its track when its
-    class moves (``common.radio.mobility``), else a fresh drop in its task circle."""
-    if is_moving(profile.cfg):
-        return track_position_m(profile, seed, round_)
-    return ue_positions_m(profile.task, 1, derive_seed(seed, "radio-channel", round_, profile.device_id))[0]
+def _gbsm_positions_m(profiles: list[Any], seed: int, round_: int) -> np.ndarray:
+    """``gbsm`` devices' UE positions in a round (one task), ``float64 [n, 3]`` (m): each
+    one's track when its class moves (``common.radio.mobility``), else a fresh drop in its
+    task circle from ``derive_seed(seed, "radio-channel", round_, device_id)``."""
+    seeds = [derive_seed(seed, "radio-channel", round_, p.device_id) for p in profiles]
+    xyz = ue_position_per_seed_m(profiles[0].task, seeds)
+    for i, p in enumerate(profiles):
+        if is_moving(p.cfg):
+            xyz[i] = track_position_m(p, seed, round_)
+    return xyz

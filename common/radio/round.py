@@ -81,7 +81,7 @@ class DeviceRound:
 
 
 def _util(res: TransferResult, n_prb: int) -> float:
-    return sum(res.prbs_used) / (len(res.prbs_used) * n_prb) if res.prbs_used else math.nan
+    return float(res.prbs_used.sum()) / (res.prbs_used.size * n_prb) if res.prbs_used.size else math.nan
 
 
 def price_round(cell: CellConfig, profiles: list[Any], rows: list[dict[str, Any]], seed: int, round_: int) -> list[dict[str, Any]]:
@@ -172,7 +172,7 @@ def _radio_round(cell: CellConfig, devices: list[DeviceRound], seed: int, round_
     share = np.zeros(n)  # broadcast PRB·slots charged to each receiver
     start_dl = zeros.copy()
     bc_slots = np.zeros(n, dtype=np.int64)
-    bc_util: list[int] = []
+    bc_util = np.zeros(0, np.int64)
     bc_ok = False
     if str(cell["unit_downlink"]) == "broadcast" and (unit_bits > 0).any():
         rx = unit_bits > 0
@@ -187,7 +187,7 @@ def _radio_round(cell: CellConfig, devices: list[DeviceRound], seed: int, round_
     dl = simulate_transfers(cell, sinr_dl, bits_down, start_dl, PDSCH, derive_seed(seed, "radio-harq-down", round_))
     finish_dl = np.where(bits_down > 0, dl.finish_s, start_dl)
     lost_dl = dl.out_of_coverage
-    dl.prbs_used = bc_util + dl.prbs_used
+    dl.prbs_used = np.concatenate([bc_util, dl.prbs_used])
 
     # -- compute, then uplink --------------------------------------------------------
     compute_s = np.array([d.flops / d.flops_per_s for d in devices], dtype=np.float64)
