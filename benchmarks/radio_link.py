@@ -70,9 +70,7 @@ def main() -> None:
     raw = tomllib.loads((ROOT / "scenarios" / "radio_cost.toml").read_text())
 
     t0 = time.perf_counter()
-    from common.radio.transfer import link_tables, phy_abstraction
-
-    phy_abstraction()
+    from common.radio.transfer import link_tables
     out: dict = {"sizes_bytes": {k: list(v) for k, v in sizes.items()}, "cases": []}
     out["cell"] = {"bandwidth_hz": args.bandwidth_hz or raw["radio"]["bandwidth_hz"], "numerology": raw["radio"]["numerology"] if args.numerology is None else args.numerology}
     for n in args.n:

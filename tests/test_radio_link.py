@@ -220,3 +220,24 @@ def test_pf_state_holds_over_a_long_phase() -> None:
             assert {int(u): int(k) for u, k in zip(tr["users"], tr["n_prb"])} == {u: int(per_user[u]) for u in range(n) if per_user[u] > 0}
         last = torch.zeros(n)
         last[torch.from_numpy(tr["users"])] = torch.from_numpy(tr["bits"]).float()
+
+
+def test_link_tables_come_back_from_the_cache_and_a_torn_file_is_rebuilt() -> None:
+    from common.radio.transfer import _link_tables_path, link_tables
+
+    args = (25, 144, PDSCH, 0.1)
+    fields = ("mcs", "tb_bits", "tbler", "snr_lo_db", "snr_step_db")
+    link_tables.cache_clear()
+    first = link_tables(*args)
+    path = _link_tables_path(*args)
+    assert path.is_file()
+    path.write_bytes(b"PK\x03\x04 torn")  # a half-written or foreign file: rebuilt from Sionna
+    link_tables.cache_clear()
+    rebuilt = link_tables(*args)
+    link_tables.cache_clear()
+    loaded = link_tables(*args)
+    for f in fields:
+        for other in (rebuilt, loaded):
+            a, b = getattr(first, f), getattr(other, f)
+            assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, f
+    assert int(loaded.mcs[25, -1]) > int(loaded.mcs[25, 60])  # a real table: higher SINR, higher MCS

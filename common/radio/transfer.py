@@ -38,16 +38,23 @@ among the scheduled devices; 1 = decide every slot).
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import math
+import os
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from numba import njit
 
+from common.fingerprint import code_fingerprint
 from common.radio.config import CellConfig
+from common.runtime import cache_root
 
 __all__ = ["TransferResult", "simulate_transfers", "phy_abstraction", "eesm_db", "PUSCH", "PDSCH"]
 
@@ -98,9 +105,38 @@ class LinkTables:
         return idx.clamp(0, self.tbler.shape[-1] - 1)
 
 
+def _link_tables_path(n_prb: int, re_per_prb: int, category: int, bler_target: float) -> Path:
+    """Where :func:`link_tables` keeps a table set: keyed by its arguments, the MCS table,
+    the Sionna release and this module's source (``common.fingerprint``)."""
+    key = f"{n_prb}/{re_per_prb}/{category}/{float(bler_target)!r}/{MCS_TABLE}/{importlib.metadata.version('sionna-no-rt')}/{code_fingerprint('common.radio.transfer')}"
+    return cache_root() / "radio" / f"link_tables_{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}.npz"
+
+
 @lru_cache(maxsize=8)
 def link_tables(n_prb: int, re_per_prb: int, category: int, bler_target: float) -> LinkTables:
-    """The :class:`LinkTables` of a numerology and link direction (built once per process)."""
+    """The :class:`LinkTables` of a numerology and link direction: from the artifact cache
+    (``<cache_root>/radio/``) when there, else built from Sionna (building
+    ``PHYAbstraction`` takes 7-40 s on 2 cores) and cached; once per process either way."""
+    path = _link_tables_path(n_prb, re_per_prb, category, bler_target)
+    try:
+        with np.load(path) as z:
+            return LinkTables(torch.from_numpy(z["mcs"]), torch.from_numpy(z["tb_bits"]), torch.from_numpy(z["tbler"]), float(z["snr_lo_db"]), float(z["snr_step_db"]))
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # not cached yet, or a torn / foreign file: rebuild
+        pass
+    tab = _build_link_tables(n_prb, re_per_prb, category, bler_target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, mcs=tab.mcs.numpy(), tb_bits=tab.tb_bits.numpy(), tbler=tab.tbler.numpy(), snr_lo_db=tab.snr_lo_db, snr_step_db=tab.snr_step_db)
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old state or the whole file
+    except OSError:  # a read-only cache: keep the tables in memory only
+        pass
+    return tab
+
+
+def _build_link_tables(n_prb: int, re_per_prb: int, category: int, bler_target: float) -> LinkTables:
+    """:class:`LinkTables` from Sionna's blocks (see there)."""
     phy, _, illa_cls = phy_abstraction()
     lo, _, step = phy.snr_db_interp_min_max_delta
     n_snr = len(phy._snr_dbs_interp)
@@ -130,8 +166,9 @@ def link_tables(n_prb: int, re_per_prb: int, category: int, bler_target: float) 
 @lru_cache(maxsize=1)
 def eesm_beta() -> np.ndarray:
     """Sionna's EESM calibration ``beta`` per MCS index of ``MCS_TABLE``, ``float64 [n_mcs]``."""
-    _, eesm, _ = phy_abstraction()
-    return eesm.beta_tensor[MCS_TABLE - 1].double().numpy()
+    from sionna.sys import EESM
+
+    return EESM().beta_tensor[MCS_TABLE - 1].double().numpy()
 
 
 @dataclass
