@@ -220,6 +220,7 @@ def run_device_round(
         train=train,
         val=val,
         instructions=dict(instructions or {}),
+        torch_device=str(cfg["device"]),
     )
     for stage, half in DEVICE_STAGES.items():
         stage_cfg = cfg.get(stage)

@@ -66,7 +66,8 @@ def torch_threads(n: int) -> Iterator[None]:
 
 def resolve_device(setting: str = "cpu") -> torch.device:
     """The torch device of a ``device`` setting: ``"cpu"``, ``"cuda"``, or ``"auto"`` (CUDA
-    when ``torch.cuda.is_available()``, else the CPU).
+    when ``torch.cuda.is_available()``, else the CPU). A stage table's ``"class"`` (the
+    device class's setting, which ``clients`` substitutes) means the CPU anywhere else.
 
     Raises
     ------
@@ -75,6 +76,8 @@ def resolve_device(setting: str = "cpu") -> torch.device:
     """
     import torch
 
+    if setting == "class":  # a stage table's "the class's device", read outside a fleet
+        setting = "cpu"
     if setting not in DEVICE_CHOICES:
         raise ValueError(f"device must be one of {list(DEVICE_CHOICES)}, got {setting!r}")
     if setting == "auto":

@@ -138,6 +138,9 @@ class DeviceContext:
     instructions : dict[str, Any]
         The server's instructions for this round (its ConfigRecord: ``round``,
         ``device-id``, ``unit-version`` and the keys base-station halves add).
+    torch_device : str
+        The class's ``device`` setting (``cpu``, ``cuda`` or ``auto``): where the device
+        computes, and its stages too unless their own table says otherwise.
     """
 
     device_id: int
@@ -151,6 +154,7 @@ class DeviceContext:
     val: Any = None
     state: dict[str, np.ndarray] = field(default_factory=dict)
     instructions: dict[str, Any] = field(default_factory=dict)
+    torch_device: str = "cpu"
 
 
 @dataclass

@@ -97,7 +97,7 @@ SCHEMA: dict[str, Field] = {
     "steps": Field(int, 300, min=0, doc="fine-tuning Adam steps of the scheme comparison and the resolution sweep (when epochs = 0)"),
     "epochs": Field(int, 0, min=0, doc="fine-tuning passes over the n_finetune window (paper scale: 1,000, the paper's); 0 counts steps instead"),
     "lr": Field(float, 1e-3, min=0.0, max=1.0, doc="Adam step: with bins much narrower than it no weight stays in the zero bin (Table IV at 1024 bins)"),
-    "decoder_lr": Field(float, 0.0, min=0.0, max=1.0, doc="Adam step of the decoder in FM and GA (0: lr); at lr = 1e-3 = t FM's decoder random-walks across update bins and FM ends below EO at equal rate"),
+    "decoder_lr": Field(float, 1e-4, min=0.0, max=1.0, doc="Adam step of the decoder in FM and GA, default t/10 (the paper's lr; 0: lr); at lr = 1e-3 = t FM's decoder random-walks across update bins and FM ends below EO at equal rate"),
     "shift_env": Field(str, "same", choices=("same", "new"), doc="same: the pre-training scatterers, UE outside its circle; new: another environment"),
     "shift_offset_m": Field(float, 10.0, min=0.0, doc="where the track starts, m from the environment's centre"),
     "t": Field(float, 1e-3, min=1e-8, doc="update bin width, eq. (12): ~1/30 of the decoder weights' std"),

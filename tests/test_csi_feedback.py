@@ -35,9 +35,9 @@ def _cfg(tmp: Path, **kw: object) -> dict:
     base = dict(
         n_ant=8, n_sc=8, width=4, kernel=3, lmbda=64.0,
         pretrain_samples=48, pretrain_tasks=1, pretrain_steps=6, pretrain_batch=16,
-        n_finetune=16, n_eval=8, steps=4, batch=8, lr=2e-2, t=5e-3, n_bins=64,
+        n_finetune=16, n_eval=8, steps=4, batch=8, lr=2e-2, decoder_lr=0.0, t=5e-3, n_bins=64,
         cache_dir=str(tmp),
-    )
+    )  # decoder_lr 0: the decoder takes lr's step too, so four steps give a real update
     base.update(kw)
     return base
 

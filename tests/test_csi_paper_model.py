@@ -59,7 +59,7 @@ def test_epochs_visit_every_sample_once_per_pass() -> None:
 def _cfg(tmp: Path, **kw: object) -> dict:
     base = dict(
         n_ant=8, n_sc=8, width=4, kernel=3, lmbda=64.0, pretrain_samples=48, pretrain_steps=6, pretrain_batch=16,
-        n_finetune=10, n_eval=8, steps=4, batch=4, lr=2e-2, t=5e-3, n_bins=64, cache_dir=str(tmp),
+        n_finetune=10, n_eval=8, steps=4, batch=4, lr=2e-2, decoder_lr=0.0, t=5e-3, n_bins=64, cache_dir=str(tmp),  # decoder_lr 0: one step for both
     )
     base.update(kw)
     return resolve_cfg(base)

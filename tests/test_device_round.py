@@ -125,8 +125,8 @@ def test_csi_device_goes_back_to_the_decoder_the_base_station_kept(tmp_path: Pat
 
     cfg = resolve_cfg({
         "n_ant": 16, "n_sc": 16, "width": 8, "pretrain_samples": 64, "pretrain_steps": 5, "n_finetune": 16,
-        "n_eval": 8, "steps": 4, "batch": 8, "lr": 2e-2, "cache_dir": str(tmp_path / "csi-cache"),
-    })
+        "n_eval": 8, "steps": 4, "batch": 8, "lr": 2e-2, "decoder_lr": 0.0, "cache_dir": str(tmp_path / "csi-cache"),
+    })  # decoder_lr 0: the decoder takes lr's large step, so each round's update moves it
     bs = FeedbackServer({"dev": cfg}, seed=3)
     task = ChannelTask.make("gbsm", 16, 1, 100, 3)
 
@@ -160,3 +160,24 @@ def test_csi_device_goes_back_to_the_decoder_the_base_station_kept(tmp_path: Pat
     assert device_round(4, r3.state, fresh.decoder_tag(0, "dev")).metrics["resync"] == 2
     with pytest.raises(ValueError, match="matches neither"):
         device_round(4, r3.state, kept ^ 0x5A5A)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the class's device through the error a CPU-only machine gives for cuda")
+def test_csi_stage_fine_tunes_on_the_class_device_unless_its_table_names_one(tmp_path: Path) -> None:
+    """``csi_feedback.device = "class"`` (the default) takes the class's ``device``; an
+    explicit ``cpu`` in the stage table wins over the class's ``cuda``."""
+    from clients.stages.csi_feedback import CsiFeedbackDevice
+    from common.csi import resolve_cfg
+    from common.stage import DeviceContext
+
+    base = {
+        "n_ant": 16, "n_sc": 16, "width": 8, "pretrain_samples": 64, "pretrain_steps": 5, "n_finetune": 16,
+        "n_eval": 8, "steps": 2, "batch": 8, "cache_dir": str(tmp_path / "csi-cache"),
+    }
+    task = ChannelTask.make("gbsm", 16, 1, 100, 3)
+    ctx = DeviceContext(0, "dev", 1, 11, task, 20.0, torch_device="cuda")
+    assert resolve_cfg(base)["device"] == "class"
+    with pytest.raises(ValueError, match="cuda"):
+        CsiFeedbackDevice().run_device(ctx, resolve_cfg(base))
+    r = CsiFeedbackDevice().run_device(ctx, resolve_cfg({**base, "device": "cpu"}))
+    assert r.payloads

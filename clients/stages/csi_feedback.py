@@ -23,9 +23,12 @@ class CsiFeedbackDevice:
         """The device's round (``common.stage.DeviceStage``).
 
         ``ctx.instructions`` may carry the base station's decoder tag
-        (:data:`common.csi.config.DECODER_TAG_KEY`); payloads, side channel, state and
+        (:data:`common.csi.config.DECODER_TAG_KEY`); the table's ``device = "class"``
+        (default) fine-tunes where the class computes (``ctx.torch_device``); payloads, side channel, state and
         metrics are those of :class:`common.csi.device.DeviceRound`.
         """
         tag = ctx.instructions.get(DECODER_TAG_KEY)
+        if cfg.get("device", "class") == "class":
+            cfg = {**cfg, "device": ctx.torch_device}
         r = device_round(cfg, ctx.task, ctx.device_id, ctx.round, ctx.seed, ctx.state, None if tag is None else int(tag))
         return StageResult(metrics=r.metrics, flops=r.flops, payloads=r.payloads, side=r.side, state=r.state)

@@ -77,7 +77,7 @@ STAGE_SCHEMA: dict[str, Field] = {
     "epochs": Field(int, 0, min=0, doc="fine-tuning passes over the n_finetune window, ceil(n_finetune / batch) steps each (the paper: 1,000); 0 counts steps instead"),
     "batch": Field(int, 32, min=1),
     "lr": Field(float, 5e-4, min=0.0, max=1.0),
-    "decoder_lr": Field(float, 0.0, min=0.0, max=1.0, doc="Adam step of the decoder and its density (fm, ga); 0: lr. Adam moves a weight by about its step whatever the gradient's size, so at a step near t every decoder weight can cross an update bin each step"),
+    "decoder_lr": Field(float, 1e-4, min=0.0, max=1.0, doc="Adam step of the decoder and its density (fm, ga), default t/10 (the paper's lr); 0: lr. Adam moves a weight by about its step whatever the gradient's size, so at a step near t every decoder weight crosses an update bin each step and FM's quantized decoder random-walks"),
     "t": Field(float, 1e-3, min=1e-8, max=1.0, doc="update quantization bin width, eq. (12); ~1/30 of the decoder weights' std (van Rozendaal's 5e-3 is 1/6 of it here and erases most of the fine-tuning gain)"),
     "n_bins": Field(int, 256, min=2, max=65535, doc="update quantization bins, eq. (13): updates clip at +-t * n_bins / 2"),
     "sigma": Field(float, 5e-2, min=1e-8, doc="slab standard deviation, eq. (17)"),
@@ -85,7 +85,7 @@ STAGE_SCHEMA: dict[str, Field] = {
     "prior": Field(str, "spike_slab", choices=("spike_slab", "uniform"), doc="prior coding the update"),
     "regularize_update": Field(bool, True, doc="add the update's rate to the loss, eq. (21)"),
     "update_weight": Field(float, 1.0, min=0.0, doc="weight of the update rate in eq. (21)"),
-    "device": Field(str, "cpu", choices=DEVICE_CHOICES, doc="torch device of fine-tuning: cpu, cuda, or auto (CUDA when present); the fleet pre-trains the shared backbone on the CPU so that both ends build the same weights"),
+    "device": Field(str, "class", choices=("class", *DEVICE_CHOICES), doc="torch device of fine-tuning: class (default: the device class's own device setting), cpu, cuda, or auto (CUDA when present); the fleet pre-trains the shared backbone on the CPU so that both ends build the same weights"),
     "cache_dir": Field(str, "", doc="pre-trained model cache ('' = $AIRFLEET_CACHE_DIR or ~/.cache/airfleet, sub-folder csi_pretrain/)"),
 }
 
