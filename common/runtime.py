@@ -39,7 +39,7 @@ def cache_root(configured: str | os.PathLike[str] | None = None) -> Path:
     Path
         ``configured`` (``~`` expanded) if given, else ``$AIRFLEET_CACHE_DIR`` if set, else
         ``~/.cache/airfleet``. Artifacts live in sub-folders: ``channels/``,
-        ``collective/``, ``csi_pretrain/``.
+        ``collective/``, ``csi_pretrain/``, ``radio/`` (link tables; always the environment/default root).
     """
     if configured:
         return Path(configured).expanduser()
