@@ -71,6 +71,23 @@ def test_layout_matches_table_ii() -> None:
     assert not np.allclose(task_centre_m(_task(0)), task_centre_m(_task(1)))
 
 
+def test_hashed_drops_are_uniform_in_the_circle() -> None:
+    """``ue_drops_m`` (one UE per derived seed, no generator): inside the circle, uniform by
+    area (E[r^2] = R^2 / 2, P(r < R/2) = 1/4) and in angle."""
+    from common.channels.layout import ue_drops_m
+    from common.seeding import derive_seed
+
+    task = _task(7)
+    c = task_centre_m(task)
+    pos = ue_drops_m(task, [derive_seed(13, "radio-channel", 1, d) for d in range(4000)])
+    rel = pos[:, :2] - c[:2]
+    r2 = (rel**2).sum(axis=1) / 25.0
+    assert np.all(r2 <= 1.0 + 1e-12) and np.allclose(pos[:, 2], c[2])
+    assert abs(r2.mean() - 0.5) < 0.02 and abs((r2 < 0.25).mean() - 0.25) < 0.03
+    counts = np.histogram(np.arctan2(rel[:, 1], rel[:, 0]), bins=8, range=(-np.pi, np.pi))[0]
+    assert counts.min() > 0.8 * 500 and counts.max() < 1.2 * 500
+
+
 def test_spatial_consistency() -> None:
     """Ensemble correlation of channels a distance d apart: high at 0.1 lambda, falls with d."""
     rhos = []

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.channels import ChannelTask, sample_channels
+from common.channels.gbsm import channels_at, gbsm_environment
 from common.channels.layout import task_centre_m
 from common.profiles import device_profile
 from common.radio.cell import _scenario, device_links, pathloss_db
@@ -41,11 +43,16 @@ def test_gbsm_gain_per_prb_is_the_centre_subcarrier_of_the_devices_own_channel()
     ch = round_channels(profiles, cell.n_prb, cell.prb_bandwidth_hz, sc.seed, 2)
     assert ch.gains.shape == (4, 25)
     for i, p in enumerate(profiles):
-        # oracle: the task's source on the full 15 kHz grid (300 subcarriers) for the same
-        # draw; PRB k's centre is subcarrier 12 k + 6
+        # the drop: 63 hashed bits of the device's round seed, low 31 the radius, next 32
+        # the angle (plain Python here)
         s = derive_seed(sc.seed, "radio-channel", 2, p.device_id)
-        fine = ChannelTask.make(p.task.source, p.task.n_rx, p.task.n_tx, p.task.task_id, p.task.seed, **{**dict(p.task.params), "subcarrier_spacing_hz": cell.scs_hz})
-        H = sample_channels(fine, 1, s, 12 * cell.n_prb)[0, 6::12].numpy()
+        r, phi = 5.0 * math.sqrt((s % 2**31) / 2**31), 2 * math.pi * ((s >> 31) / 2**32)
+        c = task_centre_m(p.task)
+        pos = np.array([[c[0] + r * math.cos(phi), c[1] + r * math.sin(phi), c[2]]])
+        np.testing.assert_allclose(ch.position_m[i], pos[0], rtol=0, atol=1e-9)
+        # oracle: the task's environment on the full 15 kHz grid (300 subcarriers) at that
+        # position; PRB k's centre is subcarrier 12 k + 6
+        H = channels_at(gbsm_environment(p.task), pos, 12 * cell.n_prb, cell.scs_hz)[0, 6::12].numpy()
         np.testing.assert_allclose(ch.gains[i], _oracle_gain(H), rtol=2e-3)
         # inside the device's own task circle (radius 5 m)
         assert np.linalg.norm(ch.position_m[i, :2] - task_centre_m(p.task)[:2]) <= 5.0 + 1e-9

@@ -4,13 +4,15 @@ speed 0 as the fresh drop every round."""
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
 import pytest
 
 from common.channels.gbsm import channels_at, gbsm_environment
-from common.channels.layout import task_centre_m, ue_positions_m
+from common.channels.layout import task_centre_m
 from common.profiles import device_profile
 from common.radio.cell import device_links
 from common.radio.channel import round_channels
@@ -36,8 +38,13 @@ def _rows(n: int) -> list[dict[str, Any]]:
 
 
 def _drop(p: Any, seed: int, round_: int) -> np.ndarray:
-    """The static device's position: a fresh drop in its task circle, seeded per round."""
-    return ue_positions_m(p.task, 1, derive_seed(seed, "radio-channel", round_, p.device_id))[0]
+    """The static device's position: a fresh drop in its task circle, from the 63 bits of
+    its round's seed (low 31: radius, next 32: angle), computed here in plain Python."""
+    s = derive_seed(seed, "radio-channel", round_, p.device_id)
+    r = float(p.task.option("radius_m", 5.0)) * math.sqrt((s % 2**31) / 2**31)
+    phi = 2 * math.pi * ((s >> 31) / 2**32)
+    c = task_centre_m(p.task)
+    return np.array([c[0] + r * math.cos(phi), c[1] + r * math.sin(phi), c[2]])
 
 
 def _oracle_gain(H: np.ndarray) -> np.ndarray:
@@ -49,7 +56,7 @@ def test_speed_zero_is_a_fresh_drop_every_round_whatever_the_other_mobility_keys
     _, _, still = _fleet("gbsm", speed_mps=0.0, heading="away", round_interval_s=7.0)
     for r in (1, 2):
         ch = round_channels(profiles, cell.n_prb, cell.prb_bandwidth_hz, sc.seed, r)
-        np.testing.assert_array_equal(ch.position_m, np.stack([_drop(p, sc.seed, r) for p in profiles]))
+        np.testing.assert_allclose(ch.position_m, np.stack([_drop(p, sc.seed, r) for p in profiles]), rtol=0, atol=1e-9)
         assert price_round(cell, profiles, _rows(3), sc.seed, r) == price_round(cell, still, _rows(3), sc.seed, r)
 
 
@@ -58,7 +65,7 @@ def test_track_is_a_straight_line_spaced_speed_times_interval() -> None:
     sc, cell, profiles = _fleet("gbsm", speed_mps=speed, round_interval_s=dt)
     pos = np.stack([round_channels(profiles, cell.n_prb, cell.prb_bandwidth_hz, sc.seed, r).position_m for r in range(1, 6)])  # [round, device, 3]
     for i, p in enumerate(profiles):
-        np.testing.assert_array_equal(pos[0, i], _drop(p, sc.seed, 1))  # starts where a static device is in round 1
+        np.testing.assert_allclose(pos[0, i], _drop(p, sc.seed, 1), rtol=0, atol=1e-9)  # starts where a static device is in round 1
         step = np.diff(pos[:, i], axis=0)
         np.testing.assert_allclose(np.linalg.norm(step, axis=1), speed * dt, rtol=1e-12)
         np.testing.assert_allclose(step, np.repeat(step[:1], 4, axis=0), atol=1e-9)  # one direction: a line

@@ -18,7 +18,7 @@ import numpy as np
 from common.channels.base import ChannelTask
 from common.seeding import numpy_rng
 
-__all__ = ["bs_position_m", "task_centre_m", "ue_positions_m", "ue_position_per_seed_m"]
+__all__ = ["bs_position_m", "task_centre_m", "ue_drops_m", "ue_positions_m"]
 
 
 def bs_position_m(task: ChannelTask) -> np.ndarray:
@@ -77,16 +77,23 @@ def ue_positions_m(task: ChannelTask, n: int, seed: int) -> np.ndarray:
     return pos
 
 
-def ue_position_per_seed_m(task: ChannelTask, seeds: list[int]) -> np.ndarray:
-    """One UE per seed: row ``i`` is ``ue_positions_m(task, 1, seeds[i])[0]``, ``float64
-    [len(seeds), 3]`` in metres (one generator per seed, the geometry vectorised)."""
+def ue_drops_m(task: ChannelTask, seeds: list[int]) -> np.ndarray:
+    """One UE per seed, uniform in the task's circle: ``float64 [len(seeds), 3]`` (m).
+
+    Each drop is a stateless function of its own seed (a ``derive_seed`` value: 63 hashed
+    bits): the low 31 bits give ``u`` and the next 32 bits ``v``, ``r = radius_m sqrt(u)``,
+    ``phi = 2 pi v``. No generator per UE, so a fleet of drops costs one hash each (a
+    generator's seeding alone is ~10 us).
+    """
     radius = float(task.option("radius_m", 5.0))
     if radius < 0:
         raise ValueError(f"radius_m must be >= 0, got {radius}")
-    u = np.array([numpy_rng(s, "ue-positions", task.seed, task.task_id).random(2) for s in seeds], dtype=np.float64).reshape(-1, 2)
-    r = radius * np.sqrt(u[:, 0])
-    phi = 2 * np.pi * u[:, 1]
-    pos = np.repeat(task_centre_m(task)[None, :], len(seeds), axis=0)
+    s = np.asarray(seeds, dtype=np.uint64).reshape(-1)
+    u = (s & np.uint64(0x7FFFFFFF)).astype(np.float64) / 2.0**31
+    v = (s >> np.uint64(31)).astype(np.float64) / 2.0**32
+    r = radius * np.sqrt(u)
+    phi = 2 * np.pi * v
+    pos = np.repeat(task_centre_m(task)[None, :], s.size, axis=0)
     pos[:, 0] += r * np.cos(phi)
     pos[:, 1] += r * np.sin(phi)
     return pos

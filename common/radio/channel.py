@@ -8,7 +8,8 @@ centre of every PRB: the task's frequency response at the baseband offsets
 realisation per PRB and round.
 
 - ``gbsm``: the UE is dropped uniformly in the task's circle
-  (``layout.ue_positions_m`` seeded by ``derive_seed(seed, "radio-channel", r, d)``) and
+  (``layout.ue_drops_m`` of ``derive_seed(seed, "radio-channel", r, d)``: the seed's own
+  hashed bits, no generator per device) and
   its channel is the environment's response there (``gbsm.channels_at``, one vectorised
   call per task); frequency selective through the path delays.
 - ``umi`` / ``uma`` / ``rma`` / ``cdl`` / ``rayleigh``: the round's devices of one task are
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 from common.channels import ChannelTask, sample_channels
-from common.channels.layout import ue_position_per_seed_m, ue_positions_m
+from common.channels.layout import ue_drops_m, ue_positions_m
 from common.radio.mobility import is_moving, moving_positions_m, track_position_m
 from common.seeding import derive_seed
 
@@ -131,9 +132,10 @@ def round_channels(profiles: list[Any], n_prb: int, prb_hz: float, seed: int, ro
 def _gbsm_positions_m(profiles: list[Any], seed: int, round_: int) -> np.ndarray:
     """``gbsm`` devices' UE positions in a round (one task), ``float64 [n, 3]`` (m): each
     one's track when its class moves (``common.radio.mobility``), else a fresh drop in its
-    task circle from ``derive_seed(seed, "radio-channel", round_, device_id)``."""
+    task circle, ``layout.ue_drops_m`` of ``derive_seed(seed, "radio-channel", round_,
+    device_id)``."""
     seeds = [derive_seed(seed, "radio-channel", round_, p.device_id) for p in profiles]
-    xyz = ue_position_per_seed_m(profiles[0].task, seeds)
+    xyz = ue_drops_m(profiles[0].task, seeds)
     for i, p in enumerate(profiles):
         if is_moving(p.cfg):
             xyz[i] = track_position_m(p, seed, round_)

@@ -4,9 +4,9 @@ A device class with ``speed_mps > 0`` (``[[fleet]]``, ``RADIO_CLASS_SCHEMA``) mo
 the default 0 it is dropped afresh in its task circle every round (``common.radio.channel``).
 
 - Start (round 1): for the geometric sources (``gbsm``, ``umi``, ``uma``, ``rma``) the
-  device's own drop in its task circle, ``layout.ue_positions_m(task, 1,
-  derive_seed(seed, "radio-channel", 1, device_id))`` (for ``gbsm``: the position a static
-  device has in round 1); for the others (``rayleigh``, ``cdl``, ``imported``) the task
+  device's own drop in its task circle from ``derive_seed(seed, "radio-channel", 1,
+  device_id)``: for ``gbsm`` ``layout.ue_drops_m``, the position a static device has in
+  round 1, for the others ``layout.ue_positions_m(task, 1, ...)``; for the others (``rayleigh``, ``cdl``, ``imported``) the task
   centre, where their path loss is taken when static.
 - Heading: ``"random"``, a horizontal direction uniform in [0, 2 pi) drawn once per device
   from ``derive_seed(seed, "radio-heading", device_id)``; ``"away"``, radially away from
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from common.channels.layout import task_centre_m, ue_positions_m
+from common.channels.layout import task_centre_m, ue_drops_m, ue_positions_m
 from common.seeding import derive_seed, numpy_rng
 
 __all__ = ["is_moving", "start_position_m", "heading_xy", "track_position_m", "moving_positions_m", "TRACK_SOURCES"]
@@ -44,6 +44,8 @@ def is_moving(cfg: Any) -> bool:
 
 def start_position_m(task: Any, seed: int, device_id: int) -> np.ndarray:
     """Round-1 position of a moving device, ``float64 [3]`` (m, BS at the origin)."""
+    if task.source == "gbsm":  # where a static gbsm device is in round 1
+        return ue_drops_m(task, [derive_seed(seed, "radio-channel", 1, device_id)])[0]
     if task.source in TRACK_SOURCES:
         return ue_positions_m(task, 1, derive_seed(seed, "radio-channel", 1, device_id))[0]
     return task_centre_m(task)

@@ -259,30 +259,44 @@ def eesm_db(sinr: np.ndarray, used: np.ndarray, mcs: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _pf_choices(rate: np.ndarray, w: np.ndarray, best: np.ndarray, choice: np.ndarray) -> None:
-    """Each PRB's device with the largest PF metric ``rate[u, p] * w[u]`` (the first of
+def _pf_choices(rate: np.ndarray, rate_max: np.ndarray, w: np.ndarray, free: np.ndarray, best: np.ndarray, choice: np.ndarray) -> None:
+    """Each free PRB's device with the largest PF metric ``rate[u, p] * w[u]`` (the first of
     equals, as ``argmax``; -1 when no metric is positive), in one sweep over the devices.
 
-    ``rate``: ``float64 [n, n_prb]``; ``w``: ``float64 [n]`` (<= 0: not a candidate);
-    writes ``best: float64 [n_prb]`` and ``choice: int64 [n_prb]``.
+    A device whose best metric on any PRB, ``rate_max[u] * w[u]``, does not exceed the
+    lowest best-so-far of the free PRBs cannot win one (rounding is monotone), so it is
+    skipped without reading its row.
+
+    ``rate``: ``float64 [n, n_prb]``; ``rate_max``: ``float64 [n]``, its row maxima;
+    ``w``: ``float64 [n]`` (<= 0: not a candidate); ``free``: ``bool [n_prb]``; writes
+    ``best: float64 [n_prb]`` and ``choice: int64 [n_prb]`` (-1 on PRBs not free).
     """
     n, n_prb = rate.shape
     best[:] = 0.0
     choice[:] = -1
+    floor = 0.0  # the lowest best-so-far over the free PRBs
     for u in range(n):
         wu = w[u]
-        if wu <= 0.0:
+        if wu <= 0.0 or rate_max[u] * wu <= floor:
             continue
+        moved = False
         for p in range(n_prb):
-            v = rate[u, p] * wu
-            if v > best[p]:
-                best[p] = v
-                choice[p] = u
+            if free[p]:
+                v = rate[u, p] * wu
+                if v > best[p]:
+                    best[p] = v
+                    choice[p] = u
+                    moved = True
+        if moved:
+            floor = np.inf
+            for p in range(n_prb):
+                if free[p] and best[p] < floor:
+                    floor = best[p]
 
 
 @njit(cache=True)
 def _slot_loop(
-    sinr_t, rate, conc_db, conc_lin, tx, remaining, start_slot, order, sinr_eff_db,
+    sinr, rate, conc_db, conc_lin, tx, remaining, start_slot, order, sinr_eff_db,
     t_mcs, t_tb, t_tbler, beta_eesm, lo, step, bler_target, beta_pf, hold_max, max_slots, slot_s, rng,
     finish_s, gave_up_s, n_slots, prb_slots, mcs_sum, mcs_counts, retx, tx_energy, prbs_used,
     tr_bits, tr_nprb, tr_eff, tr_tbler, tr_mcs, tr_past, tr_held,
@@ -325,6 +339,10 @@ def _slot_loop(
     dec = np.empty(n_prb, np.int64)
     col = np.empty(n_prb, np.bool_)
     best = np.empty(n_prb)
+    free = np.empty(n_prb, np.bool_)
+    rate_max = np.empty(n)
+    for u in range(n):
+        rate_max[u] = rate[u].max()
     rank = np.empty(n_prb, np.int64)
     t_rows = tr_bits.shape[0]
     rows = 0
@@ -361,15 +379,12 @@ def _slot_loop(
             g = 1.0
         owner[:] = -1
         for _ in range(REFILL_PASSES):
-            if (owner >= 0).all():
-                break
-            _pf_choices(rate, w, best, cand)
-            any_ok = False
             for p in range(n_prb):
-                if owner[p] >= 0:
-                    cand[p] = -1
-                any_ok |= cand[p] >= 0
-            if not any_ok:
+                free[p] = owner[p] < 0
+            if not free.any():
+                break
+            _pf_choices(rate, rate_max, w, free, best, cand)
+            if (cand < 0).all():
                 break
             k = 0
             for p in range(n_prb):
@@ -407,7 +422,7 @@ def _slot_loop(
                 for a in range(1, c):  # insertion sort by SINR, descending, stable
                     p = rank[a]
                     b = a - 1
-                    while b >= 0 and sinr_t[rank[b], u] < sinr_t[p, u]:
+                    while b >= 0 and sinr[u, rank[b]] < sinr[u, p]:
                         rank[b + 1] = rank[b]
                         b -= 1
                     rank[b + 1] = p
@@ -434,7 +449,7 @@ def _slot_loop(
             mcs_u[j] = m
             for p in range(n_prb):
                 col[p] = owner[p] == u
-            e = _eesm_one_db(sinr_t[:, u], col, conc_lin[u, a], beta_eesm[max(m, 0)])
+            e = _eesm_one_db(sinr[u], col, conc_lin[u, a], beta_eesm[max(m, 0)])
             eff[j] = e
             tbl[j] = t_tbler[m, a, _snr_idx(e, lo, step, n_snr)]
         done_or_lost = False
@@ -665,7 +680,6 @@ def simulate_transfers(
     conc_db = 10.0 * np.log10(tx / tx[:, -1:])  # [n, n_prb + 1]: dB gain of an M-PRB allocation
     conc_lin = tx / tx[:, -1:]
     rate = np.log2(1.0 + sinr)  # [n, n_prb] achievable bit/RE: the PF input
-    sinr_t = np.ascontiguousarray(sinr.T)
     sinr_eff_db = 10.0 * np.log10(np.maximum(sinr.mean(axis=1), 1e-6))  # CQI before the first TB: the band's mean SINR
     max_slots = int(cell["max_slots"])
     rows = min(max_slots, TRACE_ROWS) if trace else 0
@@ -675,7 +689,7 @@ def simulate_transfers(
     bits0 = remaining.copy()
     rng = np.random.Generator(np.random.PCG64(int(seed) % (2**63)))
     t, k_used, n_rows = _slot_loop(
-        sinr_t, rate, conc_db, conc_lin, tx, remaining, start_slot, np.flatnonzero(remaining > 0)[np.argsort(start_slot[remaining > 0], kind="stable")], sinr_eff_db,
+        sinr, rate, conc_db, conc_lin, tx, remaining, start_slot, np.flatnonzero(remaining > 0)[np.argsort(start_slot[remaining > 0], kind="stable")], sinr_eff_db,
         tab.mcs.numpy(), tab.tb_bits.numpy(), tab.tbler.numpy().astype(np.float64), eesm_beta(), tab.snr_lo_db, tab.snr_step_db,
         bler_target, float(cell["pf_beta"]), int(cell["hold_slots"]), max_slots, slot_s, rng,
         res.finish_s, res.gave_up_s, res.slots, res.prb_slots, res.mcs_sum, res.mcs_counts, res.retx, res.tx_energy_j, prbs_used,
