@@ -106,6 +106,24 @@ def checked_positions(positions_m: np.ndarray) -> np.ndarray:
     return pos
 
 
+_BS_STEERING: dict[int, tuple[PathEnvironment, torch.Tensor]] = {}
+
+
+def _bs_steering(env: PathEnvironment) -> torch.Tensor:
+    """``complex64 [n_rx, P]``: the BS array's response to every path's departure direction
+    (fixed per environment), kept per environment object (environments are memoised, and
+    called once per round and task by the radio)."""
+    hit = _BS_STEERING.get(id(env))
+    if hit is not None and hit[0] is env:
+        return hit[1]
+    a_bs = steering_vectors(env.bs_directions, env.bs_antennas_m, env.wavelength_m)
+    out = torch.from_numpy(np.ascontiguousarray(a_bs.T)).to(torch.complex64)
+    if len(_BS_STEERING) >= 256:
+        _BS_STEERING.clear()
+    _BS_STEERING[id(env)] = (env, out)
+    return out
+
+
 def _phase_ramp(coef: np.ndarray, freqs: np.ndarray, tau: np.ndarray) -> np.ndarray:
     """``coef[:, None, :] * exp(-2j pi freqs[None, :, None] tau[:, None, :])``: ``complex128
     [m, K, P]`` from ``coef: complex [m, P]``, ``freqs: float [K]`` (Hz) and ``tau: float
@@ -157,9 +175,7 @@ def channels_at(
     n = pos.shape[0]
     freqs = None if n_subcarriers is None else subcarrier_offsets_hz(n_subcarriers, subcarrier_spacing_hz)
     n_rx, n_tx, n_paths = env.bs_antennas_m.shape[0], env.ue_antennas_m.shape[0], env.gains.shape[0]
-    # BS side is fixed: the departure directions
-    a_bs = steering_vectors(env.bs_directions, env.bs_antennas_m, env.wavelength_m)
-    a_bs_t = torch.from_numpy(np.ascontiguousarray(a_bs.T)).to(torch.complex64)  # [n_rx, P]
+    a_bs_t = _bs_steering(env)  # [n_rx, P]
     los_w = np.sqrt(env.los_power)
 
     per_sample = n_paths * n_tx * (1 if freqs is None else len(freqs))
