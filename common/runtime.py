@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CACHE_ENV", "DEVICE_CHOICES", "cache_root", "resolve_device", "torch_threads"]
+__all__ = ["CACHE_ENV", "DEVICE_CHOICES", "KERNEL_ENV", "cache_root", "numerics_environment", "resolve_device", "torch_threads"]
 
 #: the values of every ``device`` setting (studies, ``[server] device``)
 DEVICE_CHOICES: tuple[str, ...] = ("cpu", "cuda", "auto")
@@ -85,3 +85,33 @@ def resolve_device(setting: str = "cpu") -> torch.device:
     if setting == "cuda" and not torch.cuda.is_available():
         raise ValueError("device = 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
     return torch.device(setting)
+
+
+#: environment variables that cap the instruction set of torch's, oneDNN's and MKL's CPU kernels
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
+
+
+def numerics_environment() -> dict[str, str]:
+    """What decides a run's floating-point results besides the code and the seed.
+
+    torch, oneDNN and MKL pick CPU kernels by the instruction set (SSE / AVX2 / AVX-512),
+    each summing in its own order, and training amplifies the last-bit differences: a model
+    trained on an AVX2 and on an AVX-512 machine can differ by decibels of NMSE
+    (``benchmarks/cpu_isa_spread.py``). Returned: the torch / NumPy versions, torch's CPU
+    kernel set (``torch.backends.cpu.get_cpu_capability()``), and the kernel caps in
+    :data:`KERNEL_ENV` that are set. Written to each run directory as ``environment.json``.
+    """
+    import platform
+
+    import numpy as np
+    import torch
+
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "machine": platform.machine(),
+    }
+    out.update({k: os.environ[k] for k in KERNEL_ENV if k in os.environ})
+    return out

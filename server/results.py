@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.records import ROUND_CORE
+from common.runtime import numerics_environment
 from common.scenario import Scenario
 
 __all__ = [
@@ -60,12 +61,14 @@ def new_run_dir(root: str | Path, name: str) -> Path:
 
 
 def init_run_dir(run_dir: Path, scenario: Scenario) -> None:
-    """Store the scenario as given and as resolved."""
+    """Store the scenario as given and as resolved, and what decides the run's numerics
+    besides code and seed (``environment.json``: ``common.runtime.numerics_environment``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     src = Path(scenario.path)
     if src.is_file():
         shutil.copyfile(src, run_dir / "scenario.toml")
     write_json(run_dir / "scenario.resolved.json", scenario.data)
+    write_json(run_dir / "environment.json", numerics_environment())
 
 
 def _atomic(path: Path, write: Any) -> None:

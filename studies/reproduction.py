@@ -66,6 +66,15 @@ class RunOutput:
     def scale(self) -> str:
         return str(self.summary.get("scale") or self.study.get("scale") or "default")
 
+    @property
+    def cpu_kernels(self) -> str:
+        """torch's CPU kernel set the run used (``environment.json``), ``-`` when unknown."""
+        p = self.run_dir / "environment.json"
+        try:
+            return str(json.loads(p.read_text()).get("cpu_capability") or "-")
+        except (OSError, ValueError):
+            return "-"
+
     def table(self, name: str) -> list[dict[str, Any]]:
         """Rows of ``<name>.parquet`` (empty when the run did not write it)."""
         p = self.run_dir / f"{name}.parquet"
@@ -471,20 +480,28 @@ def render(runs: dict[str, list[RunOutput]]) -> str:
         scale = run.scale if run else "-"
         cmd = f"`airfleet run {STUDY_SCENARIOS[c.study]}`"
         lines.append(f"| {c.paper} | {c.where} | {c.claim} | {c.paper_figure} | {m.figure} | {scale} | {cmd} | **{m.verdict}**: {m.why} |")
-    lines += ["", "## Runs", "", "| study | run directory | seed | scale | wall (s) | command |", "|---|---|---|---|---|---|"]
+    lines += ["", "## Runs", "", "| study | run directory | seed | scale | wall (s) | CPU kernels | command |", "|---|---|---|---|---|---|---|"]
     for kind, scen in STUDY_SCENARIOS.items():
         if not runs.get(kind):
-            lines.append(f"| {kind} | not run | - | - | - | `airfleet run {scen}` |")
+            lines.append(f"| {kind} | not run | - | - | - | - | `airfleet run {scen}` |")
         for run in runs.get(kind, []):
             wall = run.summary.get("wall_s")
             wall_s = f"{float(wall):.0f}" if wall is not None else "-"
-            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {wall_s} | `airfleet run {scen}` |")
+            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {wall_s} | {run.cpu_kernels} | `airfleet run {scen}` |")
     lines += [
         "",
         "Scale: `quick` is each study's CPU default (minutes on two cores); `paper` is the papers'",
         "own sizes, a GPU job; `default` is a study without a scale switch, at its scenario file's",
         "sizes (stated in the file's header). With runs of several seeds (`seed = ...` in a copy of the scenario),",
         "each figure lists every seed's value and the verdict says how many seeds agree.",
+        "",
+        "Across machines: torch, oneDNN and MKL pick CPU kernels by the instruction set, and",
+        "training amplifies their last-bit differences, so the same commit and seed can give",
+        "another trained figure on another CPU (`python benchmarks/cpu_isa_spread.py` measures it",
+        "on one machine by capping the kernels). Tell such a difference from noise with the seed",
+        "spread above; for like-for-like numbers run both machines with the same kernel set, e.g.",
+        "`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2` (column",
+        "`CPU kernels`, from each run's `environment.json`).",
         "",
     ]
     return "\n".join(lines)

@@ -120,3 +120,23 @@ def test_cli_writes_the_page_and_rejects_a_broken_run_dir(tmp_path: Path, capsys
     assert main(["reproduction", "--runs-dir", str(tmp_path / "nothing"), str(fleet)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fleet-run" in err[0]
+
+
+def test_run_dirs_record_their_cpu_kernels_and_the_page_shows_them(tmp_path: Path) -> None:
+    """A run directory keeps torch's CPU kernel set (environment.json, written with the
+    scenario); the Runs table shows it, '-' for a run that has none."""
+    import torch
+
+    from common.scenario import parse_scenario
+    from server.results import init_run_dir
+
+    d = tmp_path / "fleet"
+    init_run_dir(d, parse_scenario({"fleet": [{"name": "a", "count": 1}]}, "t.toml", check_sources=False))
+    env = json.loads((d / "environment.json").read_text())
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["torch"] == torch.__version__
+    runs = tmp_path / "runs"
+    a = _learngene(runs, "learngene_paper-20260101-000000", matched=0.01, bottom=0.02)
+    (a / "environment.json").write_text(json.dumps({"cpu_capability": "AVX2"}))
+    _learngene(runs, "learngene_paper-20260102-000000", matched=0.01, bottom=0.02, seed=2)
+    rows = [ln for ln in render(find_runs(runs)).splitlines() if "learngene_paper-2026" in ln]
+    assert "| AVX2 |" in rows[0] and "| - |" in rows[1]
