@@ -70,11 +70,10 @@ TRACE_ROWS = 50_000  # most slots a trace keeps
 @lru_cache(maxsize=1)
 def phy_abstraction() -> Any:
     """Sionna's ``PHYAbstraction`` with its default PUSCH/PDSCH BLER tables (built once,
-    a few seconds), and the ``InnerLoopLinkAdaptation`` and ``EESM`` blocks on it."""
-    from sionna.sys import EESM, InnerLoopLinkAdaptation, PHYAbstraction
+    7-40 s on 2 cores) and the ``InnerLoopLinkAdaptation`` class that runs on it."""
+    from sionna.sys import InnerLoopLinkAdaptation, PHYAbstraction
 
-    phy = PHYAbstraction()
-    return phy, EESM(), InnerLoopLinkAdaptation
+    return PHYAbstraction(), InnerLoopLinkAdaptation
 
 
 @dataclass(frozen=True)
@@ -98,11 +97,6 @@ class LinkTables:
     tbler: torch.Tensor
     snr_lo_db: float
     snr_step_db: float
-
-    def snr_index(self, sinr_db: torch.Tensor) -> torch.Tensor:
-        """Grid index of SINRs in dB (clamped to the grid), ``int64``."""
-        idx = torch.round((sinr_db - self.snr_lo_db) / self.snr_step_db).to(torch.int64)
-        return idx.clamp(0, self.tbler.shape[-1] - 1)
 
 
 def _link_tables_path(n_prb: int, re_per_prb: int, category: int, bler_target: float) -> Path:
@@ -137,7 +131,7 @@ def link_tables(n_prb: int, re_per_prb: int, category: int, bler_target: float) 
 
 def _build_link_tables(n_prb: int, re_per_prb: int, category: int, bler_target: float) -> LinkTables:
     """:class:`LinkTables` from Sionna's blocks (see there)."""
-    phy, _, illa_cls = phy_abstraction()
+    phy, illa_cls = phy_abstraction()
     lo, _, step = phy.snr_db_interp_min_max_delta
     n_snr = len(phy._snr_dbs_interp)
     snr_db = torch.arange(n_snr, dtype=torch.float32) * step + lo
@@ -334,6 +328,7 @@ def _slot_loop(
     alloc = np.zeros(n, np.int64)  # PRBs per device in the pass / slot
     users = np.empty(n_prb, np.int64)
     mcs_u = np.empty(n_prb, np.int64)
+    keep = np.empty(n_prb, np.int64)
     eff = np.empty(n_prb)
     tbl = np.empty(n_prb)
     dec = np.empty(n_prb, np.int64)
@@ -402,7 +397,7 @@ def _slot_loop(
                 for a in range(1, n_prb + 1):
                     if t_tb[m, a] < remaining[u]:
                         need += 1
-                mcs_u[j] = min(need, alloc[u])  # PRBs the device keeps
+                keep[j] = min(need, alloc[u])  # PRBs the device keeps
                 if need < alloc[u]:
                     trimmed = True
             if not trimmed:  # every candidate keeps its PRBs
@@ -426,7 +421,7 @@ def _slot_loop(
                         rank[b + 1] = rank[b]
                         b -= 1
                     rank[b + 1] = p
-                for a in range(mcs_u[j]):
+                for a in range(keep[j]):
                     owner[rank[a]] = u
                 w[u] = -1.0
                 alloc[u] = 0
