@@ -63,18 +63,8 @@ def ue_positions_m(task: ChannelTask, n: int, seed: int) -> np.ndarray:
     seed : int
         Picks the draw inside the circle (with ``task.seed`` and ``task.task_id``).
     """
-    radius = float(task.option("radius_m", 5.0))
-    if radius < 0:
-        raise ValueError(f"radius_m must be >= 0, got {radius}")
-    centre = task_centre_m(task)
     rng = numpy_rng(seed, "ue-positions", task.seed, task.task_id)
-    u = rng.random((n, 2))  # row by row: the first k of n draws equal a draw of k
-    r = radius * np.sqrt(u[:, 0])
-    phi = 2 * np.pi * u[:, 1]
-    pos = np.repeat(centre[None, :], n, axis=0)
-    pos[:, 0] += r * np.cos(phi)
-    pos[:, 1] += r * np.sin(phi)
-    return pos
+    return _in_circle(task, rng.random((n, 2)))  # row by row: the first k of n draws equal a draw of k
 
 
 def ue_drops_m(task: ChannelTask, seeds: list[int]) -> np.ndarray:
@@ -85,15 +75,21 @@ def ue_drops_m(task: ChannelTask, seeds: list[int]) -> np.ndarray:
     ``phi = 2 pi v``. No generator per UE, so a fleet of drops costs one hash each (a
     generator's seeding alone is ~10 us).
     """
-    radius = float(task.option("radius_m", 5.0))
-    if radius < 0:
-        raise ValueError(f"radius_m must be >= 0, got {radius}")
     s = np.asarray(seeds, dtype=np.uint64).reshape(-1)
     u = (s & np.uint64(0x7FFFFFFF)).astype(np.float64) / 2.0**31
     v = (s >> np.uint64(31)).astype(np.float64) / 2.0**32
-    r = radius * np.sqrt(u)
-    phi = 2 * np.pi * v
-    pos = np.repeat(task_centre_m(task)[None, :], s.size, axis=0)
+    return _in_circle(task, np.stack([u, v], axis=1))
+
+
+def _in_circle(task: ChannelTask, u: np.ndarray) -> np.ndarray:
+    """Points of the task's circle from uniforms ``u: float64 [n, 2]`` in [0, 1): radius
+    ``radius_m sqrt(u[:, 0])`` (uniform by area), angle ``2 pi u[:, 1]``; ``float64 [n, 3]``."""
+    radius = float(task.option("radius_m", 5.0))
+    if radius < 0:
+        raise ValueError(f"radius_m must be >= 0, got {radius}")
+    r = radius * np.sqrt(u[:, 0])
+    phi = 2 * np.pi * u[:, 1]
+    pos = np.repeat(task_centre_m(task)[None, :], u.shape[0], axis=0)
     pos[:, 0] += r * np.cos(phi)
     pos[:, 1] += r * np.sin(phi)
     return pos

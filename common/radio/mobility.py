@@ -5,9 +5,9 @@ the default 0 it is dropped afresh in its task circle every round (``common.radi
 
 - Start (round 1): for the geometric sources (``gbsm``, ``umi``, ``uma``, ``rma``) the
   device's own drop in its task circle from ``derive_seed(seed, "radio-channel", 1,
-  device_id)``: for ``gbsm`` ``layout.ue_drops_m``, the position a static device has in
-  round 1, for the others ``layout.ue_positions_m(task, 1, ...)``; for the others (``rayleigh``, ``cdl``, ``imported``) the task
-  centre, where their path loss is taken when static.
+  device_id)`` (``gbsm``: ``layout.ue_drops_m``, where a static device is in round 1;
+  ``umi`` / ``uma`` / ``rma``: ``layout.ue_positions_m(task, 1, ...)``); for ``rayleigh``,
+  ``cdl`` and ``imported`` the task centre, where their path loss is taken when static.
 - Heading: ``"random"``, a horizontal direction uniform in [0, 2 pi) drawn once per device
   from ``derive_seed(seed, "radio-heading", device_id)``; ``"away"``, radially away from
   the BS through the start.
