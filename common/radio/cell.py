@@ -129,7 +129,6 @@ def pathloss_db(cell: CellConfig, ue_xy_m: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=65536)
-@lru_cache(maxsize=65536)
 def _unit_shadow(seed: int, device_id: int) -> float:
     """A device's standard-normal shadowing draw (fixed across rounds: drawn once)."""
     return float(np.random.default_rng(derive_seed(seed, "radio-shadowing", device_id)).standard_normal())
