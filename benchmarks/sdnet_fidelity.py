@@ -61,7 +61,10 @@ class Case:
 
 
 def _task(c: Case) -> ChannelTask:
-    return ChannelTask.make(c.source, 32, 8, c.task_id, 0, **dict(c.task_options))
+    options = dict(c.task_options)
+    if c.source == "gbsm":
+        options.setdefault("model", "legacy")  # the experiments' figures were measured on it
+    return ChannelTask.make(c.source, 32, 8, c.task_id, 0, **options)
 
 
 def channel_stats(H: torch.Tensor, n: int = 400) -> dict[str, float]:

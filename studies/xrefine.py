@@ -61,8 +61,8 @@ SELECTIVITIES: tuple[str, ...] = ("low", "high")
 
 SCHEMA: dict[str, Field] = {
     "source": Field(str, "gbsm", doc="channel source (SISO, wideband)"),
-    "low_options": Field(dict, {"subcarrier_spacing_hz": 30e3, "delay_decay_ns": 100.0}, doc="source options, low frequency selectivity"),
-    "high_options": Field(dict, {"subcarrier_spacing_hz": 120e3, "delay_decay_ns": 200.0}, doc="source options, high frequency selectivity"),
+    "low_options": Field(dict, {"subcarrier_spacing_hz": 30e3, "delay_decay_ns": 100.0, "model": "legacy"}, doc="source options, low frequency selectivity"),
+    "high_options": Field(dict, {"subcarrier_spacing_hz": 120e3, "delay_decay_ns": 200.0, "model": "legacy"}, doc="source options, high frequency selectivity"),
     "n_subcarriers": Field(int, 64, min=8, max=1024, doc="K subcarriers"),
     "pilot_spacing": Field(int, 4, min=1, max=64, doc="comb pilot spacing, subcarriers"),
     "n_data_symbols": Field(int, 2, min=1, max=64, doc="data OFDM symbols per frame"),

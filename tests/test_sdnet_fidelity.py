@@ -18,7 +18,7 @@ from common.phy.metrics import ser
 
 
 def test_exact_ml_is_far_below_mmse_on_a_paper_setting_task() -> None:
-    task = ChannelTask.make("gbsm", 32, 8, 104, 0)
+    task = ChannelTask.make("gbsm", 32, 8, 104, 0, model="legacy")
     b = make_detection_batch(sample_channels(task, 150, 1000), 25.0, 16, torch.Generator().manual_seed(2000))
     s_zf = ser(hard_qpsk(zf(b.y, b.H_ls)), b.symbols)
     s_mmse = ser(hard_qpsk(mmse(b.y, b.H_ls, b.noise_var)), b.symbols)
@@ -53,7 +53,7 @@ def test_sdnet_beats_mmse_on_a_narrow_task() -> None:
     from common.learngene.training import evaluate_ser, finetune
     from common.models.sdnet import SDNet
 
-    task = ChannelTask.make("gbsm", 32, 8, 104, 0, radius_m=0.02)
+    task = ChannelTask.make("gbsm", 32, 8, 104, 0, radius_m=0.02, model="legacy")
     train = make_detection_batch(sample_channels(task, 2000, 0), 25.0, 16, torch.Generator().manual_seed(1))
     test = make_detection_batch(sample_channels(task, 1000, 1000), 25.0, 16, torch.Generator().manual_seed(2000))
     with torch.random.fork_rng(devices=[]):

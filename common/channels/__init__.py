@@ -6,8 +6,8 @@ Built-in sources (``available_sources()``), all ``(task, n, seed, n_subcarriers=
 - ``"rayleigh"``: i.i.d. / Kronecker-correlated Rayleigh (``base.py``);
 - ``"gbsm"``: built-in geometry-based stochastic model, spatially consistent
   (``gbsm.py``; ``gbsm.channels_along_track`` for a moving UE); option ``model``:
-  ``"legacy"`` (default) or ``"38.901"`` (UMi NLoS calibrated, ``gbsm_umi.py``,
-  ``docs/channel_model.md``);
+  ``"38.901"`` (default: UMi NLoS calibrated, ``gbsm_umi.py``, ``docs/channel_model.md``)
+  or ``"legacy"`` (the first geometry, ``gbsm.py``);
 - ``"umi"``, ``"uma"``, ``"rma"``, ``"cdl"``: Sionna TR 38.901 (``sionna_38901.py``,
   imported lazily);
 - ``"imported"``: files in the layout of ``docs/channel_import.md`` (``imported.py``).

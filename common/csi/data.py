@@ -39,7 +39,10 @@ __all__ = [
 
 
 def csi_task(cfg: dict[str, Any], family_seed: int, task_id: int, los: bool) -> ChannelTask:
-    """A ``"gbsm"`` environment: ``n_ant``-element ULA at the BS, single-antenna UE.
+    """A legacy ``"gbsm"`` environment: ``n_ant``-element ULA at the BS, single-antenna UE.
+
+    The legacy geometry because the pipeline's LoS pre-training needs ``los`` (the 38.901
+    model is NLoS only).
 
     ``n_sc`` subcarriers span ``bandwidth_hz``; the UE circle has radius ``radius_m``.
     """
@@ -47,7 +50,7 @@ def csi_task(cfg: dict[str, Any], family_seed: int, task_id: int, los: bool) -> 
         "gbsm", int(cfg["n_ant"]), 1, int(task_id), int(family_seed),
         bs_array="ula", carrier_hz=float(cfg["carrier_hz"]),
         subcarrier_spacing_hz=float(cfg["bandwidth_hz"]) / int(cfg["n_sc"]),
-        radius_m=float(cfg["radius_m"]), los=bool(los),
+        radius_m=float(cfg["radius_m"]), los=bool(los), model="legacy",
     )
 
 
