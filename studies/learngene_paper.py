@@ -43,6 +43,7 @@ import torch
 
 from common.learngene.training import evaluate_ser, finetune, predict_indices
 from common.channels import ChannelTask
+from common.channels.gbsm import model_of
 from common.learngene import STRATEGIES, LearngeneUnit, expand, individual_sdnet, segment_layer_ids, unit_source_layers
 from common.models.complexity import count_flops, count_parameters
 from common.models.sdnet import SDNet
@@ -322,6 +323,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     summary = {
         "scale": c["scale"],
         "config": {k: c[k] for k in ("source", "n_r", "n_t", "snr_db", "collective_tasks", "target_tasks", "collective_samples", "collective_epochs", "individual_samples", "individual_epochs", "batch_size")},
+        "channel_model": model_of(ccfg.tasks[0]) if c["source"] == "gbsm" else c["source"],
         "selected_layers": col.selected_layers,
         "unit_params": col.unit.n_params,
         "transfer_source_task": src_k,

@@ -75,6 +75,11 @@ class RunOutput:
         except (OSError, ValueError):
             return "-"
 
+    @property
+    def channels(self) -> str:
+        """The channel model the run's summary names (``gbsm``'s geometry), ``-`` when it names none."""
+        return str(self.summary.get("channel_model") or "-")
+
     def table(self, name: str) -> list[dict[str, Any]]:
         """Rows of ``<name>.parquet`` (empty when the run did not write it)."""
         p = self.run_dir / f"{name}.parquet"
@@ -480,14 +485,14 @@ def render(runs: dict[str, list[RunOutput]]) -> str:
         scale = run.scale if run else "-"
         cmd = f"`airfleet run {STUDY_SCENARIOS[c.study]}`"
         lines.append(f"| {c.paper} | {c.where} | {c.claim} | {c.paper_figure} | {m.figure} | {scale} | {cmd} | **{m.verdict}**: {m.why} |")
-    lines += ["", "## Runs", "", "| study | run directory | seed | scale | wall (s) | CPU kernels | command |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Runs", "", "| study | run directory | seed | scale | channels | wall (s) | CPU kernels | command |", "|---|---|---|---|---|---|---|---|"]
     for kind, scen in STUDY_SCENARIOS.items():
         if not runs.get(kind):
-            lines.append(f"| {kind} | not run | - | - | - | - | `airfleet run {scen}` |")
+            lines.append(f"| {kind} | not run | - | - | - | - | - | `airfleet run {scen}` |")
         for run in runs.get(kind, []):
             wall = run.summary.get("wall_s")
             wall_s = f"{float(wall):.0f}" if wall is not None else "-"
-            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {wall_s} | {run.cpu_kernels} | `airfleet run {scen}` |")
+            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {run.channels} | {wall_s} | {run.cpu_kernels} | `airfleet run {scen}` |")
     lines += [
         "",
         "Scale: `quick` is each study's CPU default (minutes on two cores); `paper` is the papers'",
