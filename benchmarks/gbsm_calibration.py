@@ -10,7 +10,8 @@ Prints one JSON object:
 - ``ser``: ZF / MMSE (eq. 9 / 11 with the LS estimate) and genie LMMSE SER, median
   condition number and UE correlation (``benchmarks/sdnet_fidelity.channel_stats``) of
   tasks 100-104 (the fidelity study's held-out tasks) at 32x8, 25 dB, 16 pilots, for
-  ``model = "38.901"`` (BS panel fixed, and facing the task: ``bs_facing = "task"``) and
+  ``model = "38.901"`` (the default: the panel of the serving sector of a three-sector
+  site, and ``bs_facing = "fixed"``: one panel facing +x for every task) and
   ``"legacy"``, next to the learngene paper's Table I range;
 - ``ser_spread``: quantiles of ZF / MMSE SER over tasks 0..``--ser-tasks``-1 and the
   share of tasks in Table I's ZF range, for both 38.901 variants;
@@ -53,7 +54,7 @@ SER_TASKS = (100, 101, 102, 103, 104)
 #: the variants whose SERs are reported: label -> task options
 VARIANTS = {
     "38.901": {"model": "38.901"},
-    "38.901, bs_facing=task": {"model": "38.901", "bs_facing": "task"},
+    "38.901, bs_facing=fixed": {"model": "38.901", "bs_facing": "fixed"},
     "legacy": {"model": "legacy"},
 }
 
@@ -192,7 +193,7 @@ def main() -> None:
     q = (10, 25, 50, 75, 90)
     lo, hi = PAPER_TABLE_I["ser_zf"]
     spreads = {}
-    for label in ("38.901", "38.901, bs_facing=task"):
+    for label in ("38.901", "38.901, bs_facing=fixed"):
         rows = [ser_row(ChannelTask.make("gbsm", 32, 8, t, 0, **VARIANTS[label]), args.ser_samples) for t in range(args.ser_tasks)]
         zf = np.array([r["ser_zf"] for r in rows])
         mm = np.array([r["ser_mmse"] for r in rows])

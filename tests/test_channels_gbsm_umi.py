@@ -294,13 +294,34 @@ def test_bad_options_name_the_key() -> None:
 
 def test_bs_facing_task_turns_the_panel_to_the_task() -> None:
     """The 4x8 panel lies in the plane normal to the BS -> task-centre azimuth (its boresight)."""
-    fixed, facing = UmiEnvironment(_task(5)), UmiEnvironment(_task(5, bs_facing="task"))
-    assert np.allclose(fixed.bs_antennas_m[:, 0], 0.0)  # default: panel in the yz plane, boresight +x
+    fixed, facing = UmiEnvironment(_task(5, bs_facing="fixed")), UmiEnvironment(_task(5, bs_facing="task"))
+    assert np.allclose(fixed.bs_antennas_m[:, 0], 0.0)  # panel in the yz plane, boresight +x
     c = facing.centre_m
     boresight = np.array([c[0], c[1], 0.0]) / np.hypot(c[0], c[1])
     assert np.allclose(facing.bs_antennas_m @ boresight, 0.0)
     assert np.allclose(np.linalg.norm(facing.bs_antennas_m, axis=1), np.linalg.norm(fixed.bs_antennas_m, axis=1))
-    assert not torch.allclose(sample_channels(_task(5), 3, seed=0), sample_channels(_task(5, bs_facing="task"), 3, seed=0))
+    assert not torch.allclose(sample_channels(_task(5, bs_facing="fixed"), 3, seed=0), sample_channels(_task(5, bs_facing="task"), 3, seed=0))
+
+
+def test_default_facing_is_the_serving_sector_of_a_three_sector_site() -> None:
+    """TR 38.901 Table 7.8-1: boresights at 30, 150, 270 deg; a task is served by the one
+    nearest its azimuth, so it lies within 60 deg of the panel's boresight (never end-fire)."""
+    seen = set()
+    for tid in range(40):
+        env = UmiEnvironment(_task(tid))
+        ant = env.bs_antennas_m
+        # the panel is planar and vertical: its horizontal normal is the boresight (up to sign)
+        centred = ant - ant.mean(0)
+        normal = np.linalg.svd(centred)[2][-1]
+        assert abs(normal[2]) < 1e-9
+        boresight_deg = math.degrees(math.atan2(normal[1], normal[0])) % 180.0
+        match = [b for b in (30.0, 150.0, 270.0) if math.isclose(b % 180.0, boresight_deg, abs_tol=1e-6)]
+        assert len(match) == 1, boresight_deg
+        seen.add(match[0])
+        azimuth = math.degrees(math.atan2(env.centre_m[1], env.centre_m[0]))
+        off = (azimuth - match[0] + 180.0) % 360.0 - 180.0
+        assert abs(off) <= 60.0 + 1e-9, (tid, azimuth, match[0])
+    assert seen == {30.0, 150.0, 270.0}
 
 
 def test_cache_key_holds_the_resolved_model(monkeypatch) -> None:

@@ -45,9 +45,12 @@ excess delays).
 
 Task options (defaults): carrier_hz (6e9), subcarrier_spacing_hz (30e3),
 cluster_spacing_m (15.0), transition_m (5.0), ue_rotation ("fixed"), bs_facing
-("fixed": the BS array as ``arrays.task_array_positions`` places it, panel normal +x;
-"task": rotated about z so that +x points at the task's centre, i.e. the 38.901 sector
-that serves the task, TR 38.901 Sec. 7.8 / Table 7.8-1: 3 sectors per site), the layout's
+("sector": the panel of the 38.901 site's sector that serves the task, TR 38.901
+Sec. 7.8 / Table 7.8-1: 3 sectors per site with boresights at 30, 150 and 270 deg, the
+task served by the one nearest its centre's azimuth, so the task is within 60 deg of
+boresight; "task": rotated about z so that boresight (+x) points at the task's centre;
+"fixed": the BS array as ``arrays.task_array_positions`` places it, boresight +x for
+every task, so tasks near +-y see an end-fire array), the layout's
 bs_height_m, ue_height_m, radius_m, min/max_distance_m and the arrays of
 ``arrays.task_array_positions``.
 """
@@ -68,7 +71,13 @@ from common.channels.tr38901_clusters import ClusterSet, LargeScaleParameters, L
 from common.channels.tr38901_umi import LSP_NAMES, UMI_NLOS, UMI_NLOS_CORRELATION_DISTANCE_M
 from common.seeding import numpy_rng
 
-__all__ = ["UmiEnvironment", "LEGACY_ONLY_OPTIONS"]
+__all__ = ["UmiEnvironment", "LEGACY_ONLY_OPTIONS", "BS_FACINGS", "SECTOR_BORESIGHTS_DEG", "bs_boresight_rad"]
+
+#: values of the ``bs_facing`` option, the default first
+BS_FACINGS = ("sector", "task", "fixed")
+
+#: boresight azimuths of a 38.901 site's three sectors, degrees (TR 38.901 Table 7.8-1)
+SECTOR_BORESIGHTS_DEG = (30.0, 150.0, 270.0)
 
 #: options of the legacy geometry that have no meaning in the calibrated model
 LEGACY_ONLY_OPTIONS = (
@@ -83,6 +92,23 @@ LEGACY_ONLY_OPTIONS = (
     "los",
     "k_factor_db",
 )
+
+
+def bs_boresight_rad(centre_m: np.ndarray, facing: str) -> float:
+    """Azimuth (rad) the BS panel's boresight points to for a task centred at ``centre_m``.
+
+    ``"task"``: the centre's azimuth; ``"sector"``: the boresight of
+    ``SECTOR_BORESIGHTS_DEG`` nearest to it (the sector that serves the task, at most
+    60 deg off); ``"fixed"``: 0 (+x).
+    """
+    if facing == "fixed":
+        return 0.0
+    azimuth = math.atan2(float(centre_m[1]), float(centre_m[0]))
+    if facing == "task":
+        return azimuth
+    boresights = np.radians(SECTOR_BORESIGHTS_DEG)
+    off = np.angle(np.exp(1j * (azimuth - boresights)))
+    return float(boresights[int(np.argmin(np.abs(off)))])
 
 
 class UmiEnvironment:
@@ -120,11 +146,11 @@ class UmiEnvironment:
         self.centre_m = task_centre_m(task)
         self.bs_position_m = bs_position_m(task)
         self.bs_antennas_m, self.ue_antennas_m = task_array_positions(task, self.wavelength_m)
-        facing = str(task.option("bs_facing", "fixed"))
-        if facing not in ("fixed", "task"):
-            raise ValueError(f"channels option 'bs_facing' must be 'fixed' or 'task', got {facing!r}")
-        if facing == "task":  # the sector that serves the task: boresight (+x) towards its centre
-            self.bs_antennas_m = rotate_z(self.bs_antennas_m, np.array([math.atan2(self.centre_m[1], self.centre_m[0])]))[0]
+        facing = str(task.option("bs_facing", "sector"))
+        if facing not in BS_FACINGS:
+            raise ValueError(f"channels option 'bs_facing' must be one of {BS_FACINGS}, got {facing!r}")
+        if facing != "fixed":
+            self.bs_antennas_m = rotate_z(self.bs_antennas_m, np.array([bs_boresight_rad(self.centre_m, facing)]))[0]
         # a drop is seen up to (D + T) / 2 along each axis: its scatterers stay beyond that
         self.min_scatterer_distance_m = math.sqrt(2.0) * (self.spacing_m + self.transition_m) / 2.0 + 1.0
         self.fields = tuple(
