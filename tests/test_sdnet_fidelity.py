@@ -17,8 +17,16 @@ from common.phy.detection import hard_qpsk, ml_detect, mmse, zf
 from common.phy.metrics import ser
 
 
-def test_exact_ml_is_far_below_mmse_on_a_paper_setting_task() -> None:
-    task = ChannelTask.make("gbsm", 32, 8, 104, 0, model="legacy")
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"model": "38.901", "bs_facing": "sector"},  # calibrated task 103: ZF 0.062, in Table I's range
+        {"model": "legacy"},  # the fidelity experiments' task 104
+    ],
+    ids=["38.901-task103", "legacy-task104"],
+)
+def test_exact_ml_is_far_below_mmse_on_a_paper_setting_task(options: dict[str, str]) -> None:
+    task = ChannelTask.make("gbsm", 32, 8, 103 if options["model"] == "38.901" else 104, 0, **options)
     b = make_detection_batch(sample_channels(task, 150, 1000), 25.0, 16, torch.Generator().manual_seed(2000))
     s_zf = ser(hard_qpsk(zf(b.y, b.H_ls)), b.symbols)
     s_mmse = ser(hard_qpsk(mmse(b.y, b.H_ls, b.noise_var)), b.symbols)
