@@ -171,6 +171,10 @@ EXPERIMENTS: dict[str, tuple[str, list[Case]]] = {
         "The ingredient with twice the steps: the five tasks at 2 cm, 8,100 samples, 3,240 Adam steps (batch 100).",
         [replace(B, label=f"task {t}, radius 0.02 m", task_id=t, n_train=8100, batch_size=100, epochs=40, task_options=(("radius_m", 0.02),)) for t in (100, 101, 102, 103, 104)],
     ),
+    "narrow_data": (
+        "Data, not steps, on narrow tasks? Task 101 (the hardest of `narrow_long`) at 2 cm with 4x the paper's samples (32,400) at `narrow_long`'s 3,240 Adam steps (batch 100, 10 epochs).",
+        [replace(B, label="task 101, radius 0.02 m, 32,400 samples", task_id=101, n_train=32400, batch_size=100, epochs=10, task_options=(("radius_m", 0.02),))],
+    ),
     "calibrated": (
         "The default channel model (38.901 UMi NLoS, `model = \"38.901\"`, serving sector): held-out tasks 100-103 (task 104 is error-free for ZF) at the paper's 5 m circle and at 2 cm, 8,100 samples, 1,620 Adam steps (batch 100), as `narrow`.",
         [
