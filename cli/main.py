@@ -1,7 +1,8 @@
 """``airfleet``: run, validate and report scenarios.
 
     airfleet validate FILE [FILE ...]      check scenario files; exit 2 on the first bad one
-    airfleet run FILE [--ray-address ADDR] [--runs-dir DIR] [--run-dir DIR] [--quiet]
+    airfleet run FILE [--ray-address ADDR] [--runs-dir DIR] [--run-dir DIR] [--quiet] [--debug]
+    airfleet run --resume RUN_DIR          continue a stopped fleet run after its last completed round
     airfleet report RUN_DIR                redraw every plot and the summary table
     airfleet bench [NAME ...]              run benchmarks/NAME.py (all if none) and print JSON
     airfleet devices FILE                  number of devices (supernodes) a fleet needs
@@ -13,24 +14,29 @@ first line (Taplo / Even Better TOML): ``#:schema ./airfleet.schema.json``.
 
 A fleet scenario runs as a Flower simulation on Ray (one supernode per device); a study
 scenario (``[study] kind = ...``) runs its paper experiment in-process. Exit codes: 0 ok,
-1 the run failed, 2 bad input (nothing created).
+1 the run failed (an internal error's traceback is in RUN_DIR/error.log), 2 bad input
+(nothing created), 130 interrupted (Ctrl-C or SIGTERM; resumable with ``--resume``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from common.scenario import Scenario, ScenarioError, parse_scenario, read_scenario_file
 
 __all__ = ["main", "run_fleet", "run_study", "load_any_scenario"]
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def run_fleet(
@@ -38,6 +44,7 @@ def run_fleet(
     run_dir: Path,
     ray_address: str | None = None,
     quiet: bool = False,
+    resume: bool = False,
 ) -> Path:
     """Run a fleet scenario as a Flower simulation (Ray backend); return the run dir.
 
@@ -52,6 +59,9 @@ def run_fleet(
         local Ray instance started for this run.
     quiet : bool
         No progress output.
+    resume : bool
+        Continue the run in ``run_dir`` after its last completed round (its checkpoint and
+        its devices' kept state); the tables end as an uninterrupted run's would.
     """
     from flwr.app import Context, RecordDict
     from flwr.simulation.run_simulation import _run_simulation
@@ -60,7 +70,26 @@ def run_fleet(
     from server.app import app as server_app
     from server.results import init_run_dir
 
-    init_run_dir(run_dir, scenario)
+    from clients.persistence import RESUME_ROUND_ENV, STATE_DIR_ENV
+    from server.results import load_checkpoint
+
+    if resume:
+        ck = load_checkpoint(run_dir)
+        done = ck[0]["round"] if ck else 0
+    else:
+        init_run_dir(run_dir, scenario)
+        done = 0
+    env = {
+        # each device keeps its state on its own "flash" under the run directory (resume)
+        STATE_DIR_ENV: str((run_dir / "device_state").resolve()),
+        RESUME_ROUND_ENV: str(done),
+        # Ray starts its workers at nice 15 by default: on a machine with other work running
+        # the simulated devices starve (issue #22); they run at the scenario's niceness
+        # unless RAY_worker_niceness is set in the environment
+        "RAY_worker_niceness": os.environ.get("RAY_worker_niceness", str(int(scenario.data["server"]["worker_niceness"]))),
+    }
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # read by Ray when it starts the workers, which inherit them
     gpus = float(scenario.data["server"]["gpus_per_device"])
     if gpus == 0:
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs are asked for; silence Ray's notice
@@ -80,22 +109,60 @@ def run_fleet(
         node_id=0,
         node_config={},
         state=RecordDict(),
-        run_config={"scenario": str(Path(scenario.path).resolve()), "run-dir": str(run_dir)},
+        run_config={"scenario": str(Path(scenario.path).resolve()), "run-dir": str(run_dir), "resume": "1" if resume else ""},
     )
     # The public run_simulation() takes no run config; this is the same call it makes,
     # with the ServerApp's context carrying the scenario path and run directory.
-    _run_simulation(
-        num_supernodes=scenario.num_devices,
-        exit_event=_exit_event(),
-        client_app=client_app,
-        server_app=server_app,
-        backend_name="ray",
-        backend_config=backend_config,
-        server_app_context=context,
-    )
+    from server.app import STOP
+
+    STOP.clear()
+    try:
+        with _stop_on_signals(STOP, quiet):
+            _run_simulation(
+                num_supernodes=scenario.num_devices,
+                exit_event=_exit_event(),
+                client_app=client_app,
+                server_app=server_app,
+                backend_name="ray",
+                backend_config=backend_config,
+                server_app_context=context,
+            )
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     if not (run_dir / "summary.json").is_file():
         raise RuntimeError(f"the simulation ended without results; see the log above (run dir {run_dir})")
     return run_dir
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, quiet: bool) -> Iterator[None]:
+    """SIGINT / SIGTERM set ``stop``: the server stops at its next poll, the simulation
+    engine shuts Ray down, and the run directory stays resumable. A second signal raises
+    ``KeyboardInterrupt`` at once. Only in the main thread (a signal handler can be set
+    nowhere else); elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen = {"n": 0}
+
+    def handler(signum: int, frame: object) -> None:
+        seen["n"] += 1
+        stop.set()
+        if seen["n"] > 1:
+            raise KeyboardInterrupt
+        if not quiet:
+            print(f"\n{signal.Signals(signum).name}: stopping at the next poll (again to force)", file=sys.stderr, flush=True)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _exit_event():  # noqa: ANN202 - flwr telemetry enum
@@ -159,12 +226,34 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    scenario = _load(args.scenario)
-    if scenario is None:
-        return EXIT_BAD_INPUT
-    from server.results import new_run_dir
+    from server.results import RunError, RunInterrupted, new_run_dir, write_error_log
 
-    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.runs_dir, scenario.name)
+    if args.resume:
+        if args.scenario is not None or args.run_dir is not None:
+            print("error: --resume RUN_DIR takes the run's own scenario.toml: give no scenario file and no --run-dir", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        run_dir = Path(args.resume)
+        if not (run_dir / "scenario.toml").is_file():
+            print(f"error: --resume {run_dir}: not a run directory of a scenario file (no scenario.toml)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        scenario = _load(str(run_dir / "scenario.toml"))
+        if scenario is None:
+            return EXIT_BAD_INPUT
+        if scenario.is_study:
+            print(f"error: --resume {run_dir}: a study run; run its scenario again (studies resume from their own checkpoints)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    else:
+        if args.scenario is None:
+            print("error: give a scenario file, or --resume RUN_DIR", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        scenario = _load(args.scenario)
+        if scenario is None:
+            return EXIT_BAD_INPUT
+        try:
+            run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.runs_dir, scenario.name)
+        except OSError as e:
+            print(f"error: cannot create a run directory under {args.run_dir or args.runs_dir}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_FAILED
     try:
         if scenario.is_study:
             summary = run_study(scenario, run_dir, quiet=args.quiet)
@@ -172,12 +261,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(json.dumps(summary, indent=2, default=str))
                 print(f"\nresults: {run_dir}")
         else:
-            run_fleet(scenario, run_dir, ray_address=args.ray_address, quiet=args.quiet)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; what was computed so far is in {run_dir}", file=sys.stderr)
+            run_fleet(scenario, run_dir, ray_address=args.ray_address, quiet=args.quiet, resume=bool(args.resume))
+    except (KeyboardInterrupt, RunInterrupted):
+        if args.debug:
+            raise
+        print(f"\ninterrupted; completed rounds are kept in {run_dir}; continue with: airfleet run --resume {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RunError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}\n(run directory kept: {run_dir})", file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - report, keep what was written
-        print(f"error: run failed: {type(e).__name__}: {e}\n(partial results kept in {run_dir})", file=sys.stderr)
+        if args.debug:
+            raise
+        log = write_error_log(run_dir, e)
+        where = f"traceback and versions in {log}" if log else "the run directory could not take error.log; rerun with --debug for the traceback"
+        print(f"error: run failed: {type(e).__name__}: {e}\n(partial results kept in {run_dir}; {where})", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -278,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("file")
     d.set_defaults(fn=_cmd_devices)
     r = sub.add_parser("run", help="run a scenario (fleet simulation or study)")
-    r.add_argument("scenario")
+    r.add_argument("scenario", nargs="?", default=None)
+    r.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a stopped fleet run after its last completed round")
+    r.add_argument("--debug", action="store_true", help="re-raise internal errors (full traceback) instead of one line")
     r.add_argument("--ray-address", default=None, help="existing Ray cluster to run the simulation on")
     r.add_argument("--runs-dir", default=os.environ.get("AIRFLEET_RUNS_DIR", "runs"), help="parent of new run directories")
     r.add_argument("--run-dir", default=None, help="exact run directory (default: RUNS_DIR/<name>-<timestamp>)")

@@ -24,6 +24,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from clients.device import run_device_round
+from clients.persistence import load_device_state, resume_round, save_device_state, state_dir
 from common.protocol import (
     CONFIG_KEY,
     DEVICE_CLASS,
@@ -83,6 +84,11 @@ def register(msg: Message, context: Context) -> Message:
     device_id = _device_id(context)
     profile = device_profile(scenario, device_id)
     context.state.config_records[STATE_CONFIG_KEY] = ConfigRecord({"scenario": text})
+    root, done = state_dir(), resume_round()
+    if root is not None and done > 0:  # a resumed run: the state this device had after round `done`
+        kept = load_device_state(root, device_id, done)
+        if kept:
+            context.state.array_records[STATE_ARRAYS_KEY] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in kept.items()})
     reply = ConfigRecord({DEVICE_ID: device_id, DEVICE_CLASS: profile.class_name, TASK_ID: profile.task.task_id})
     return Message(RecordDict({CONFIG_KEY: reply}), reply_to=msg)
 
@@ -107,6 +113,9 @@ def train(msg: Message, context: Context) -> Message:
             res = run_device_round(scenario, profile, int(cfg[ROUND]), unit_arrays, unit_meta, state, instructions=dict(cfg))
 
     context.state.array_records[STATE_ARRAYS_KEY] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in res.state.items()})
+    root = state_dir()
+    if root is not None and res.state:
+        save_device_state(root, profile.device_id, int(cfg[ROUND]), res.state)
     metrics = MetricRecord(
         {
             DEVICE_ID: profile.device_id,

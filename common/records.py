@@ -74,6 +74,8 @@ SETUP_SCHEMA = pa.schema(
         pa.field("node_id", pa.uint64()),
         pa.field("bytes_down", pa.int64()),
         pa.field("bytes_up", pa.int64()),
+        # "registered", or "missing": no node answered for it within register_timeout_s
+        pa.field("status", pa.string()),
     ]
 )
 

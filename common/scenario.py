@@ -125,6 +125,14 @@ SERVER_SCHEMA: dict[str, Field] = {
     "round_timeout_s": Field(float, 600.0, min=0.1, doc="per-round reply timeout"),
     "round_deadline_s": Field(float, 0.0, min=0.0, doc="emulated-time deadline of a round: a device whose compute + downlink + uplink ends later is 'late' (0: none)"),
     "register_timeout_s": Field(float, 120.0, min=0.1, doc="time to wait for every device to register"),
+    "min_registered_fraction": Field(
+        float, 1.0, min=0.0, max=1.0,
+        doc="fraction of the fleet that must register before round 1 (1.0: every device; below it the run goes on without the rest, listed as missing in setup.parquet and summary.json; at least one device is always needed)",
+    ),
+    "worker_niceness": Field(
+        int, 0, min=0, max=19,
+        doc="CPU niceness of the simulated devices' Ray workers (Ray's own default is 15, which starves them on a busy machine); 0 = the driver's priority. Ignored with --ray-address (the cluster's setting applies)",
+    ),
     "poll_interval_s": Field(float, 0.1, min=0.001, max=10.0, doc="how often the server pulls replies (Flower's default 0.1 s)"),
     "cpus_per_device": Field(float, 1.0, min=0.01, max=512.0, doc="Ray CPUs per simulated device"),
     "gpus_per_device": Field(float, 0.0, min=0.0, max=64.0, doc="Ray GPUs per simulated device (fractional: devices share a GPU); 0 = none"),

@@ -230,3 +230,13 @@ class BaseStationStage(ABC):
         device's row is recorded as failed and the stage's state must stay as it was.
         """
         return {}
+
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        """The stage's state after a completed round, as flat named arrays (written with the
+        round by the server; ``restore`` takes it back on ``airfleet run --resume``). A
+        stage whose later rounds depend on what it ingested must return all of it, so that
+        a resumed run's tables equal an uninterrupted one's."""
+        return {}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back what :meth:`checkpoint` returned (empty: nothing was kept)."""

@@ -16,8 +16,10 @@ The run config (``context.run_config``) needs ``scenario`` (a path) and may give
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,10 +59,27 @@ from server.flower_dispatch import install as install_dispatch
 from server.message_size import message_bytes, payload_bytes
 from server.radio_report import format_late_per_round, format_radio_cost_table, has_radio, late_per_round, radio_cost_table
 from server.report import class_summary, format_class_table, report_run, round_latency
-from server.results import consolidate_rounds, init_run_dir, new_run_dir, write_json, write_round_part, write_table
+from server.results import (
+    RunError,
+    RunInterrupted,
+    consolidate_rounds,
+    discard_rounds_after,
+    init_run_dir,
+    load_checkpoint,
+    new_run_dir,
+    save_checkpoint,
+    write_json,
+    write_round_part,
+    write_table,
+)
 from server.stages import BASE_STATION_STAGES
 
-__all__ = ["app", "FleetServer", "clean_error", "resolve_scenario_path"]
+__all__ = ["app", "FleetServer", "clean_error", "resolve_scenario_path", "STOP"]
+
+#: set (by ``airfleet run``'s SIGINT / SIGTERM handler) to stop the run at its next poll:
+#: the round in flight is dropped, completed rounds and the checkpoint stay
+STOP = threading.Event()
+
 
 app = ServerApp()
 install_dispatch()  # before any simulation engine starts: see server.flower_dispatch
@@ -104,10 +123,14 @@ class FleetServer:
     scenario: Scenario
     run_dir: Path
     quiet: bool = False
+    resume: bool = False
 
     def __post_init__(self) -> None:
         self.progress = ConsoleProgress(self.quiet or os.environ.get("AIRFLEET_QUIET") == "1")
         self.devices: dict[int, _Device] = {}
+        self.missing: list[int] = []  # device ids that did not register
+        self.done_round = 0  # the last completed round (from the checkpoint on resume)
+        self._restored: dict[str, Any] | None = None
         self.unit: Any = None
         self.unit_records: tuple[ArrayRecord, ConfigRecord] | None = None
         self.unit_nbytes = 0
@@ -195,9 +218,34 @@ class FleetServer:
                     "bytes_up": payload_bytes(reply),
                 }
             )
+        self.missing = sorted(set(range(want)) - set(self.devices))
+        for did in self.missing:  # who is missing: the device ids no node answered for
+            setup.append({"device_id": did, "device_class": device_profile(self.scenario, did).class_name, "node_id": None, "status": "missing"})
+        for row in setup:
+            row.setdefault("status", "registered")
         write_table(self.run_dir / "setup.parquet", rows_to_table(sorted(setup, key=lambda r: r["device_id"]), SETUP_SCHEMA))
-        missing = want - len(self.devices)
-        self.progress.update(f"registered {len(self.devices)}/{want} devices" + (f" ({missing} missing)" if missing else ""), final=True)
+        got = len(self.devices)
+        self.progress.update(f"registered {got}/{want} devices" + (f" ({len(self.missing)} missing)" if self.missing else ""), final=True)
+        timeout_s = float(self.scenario.data["server"]["register_timeout_s"])
+        if got == 0:
+            raise RunError(
+                f"no device registered within server.register_timeout_s = {timeout_s:g} s ({len(node_ids)}/{want} nodes connected): "
+                "raise [server] register_timeout_s, lower [server] cpus_per_device, or run on a less busy machine"
+            )
+        fraction = float(self.scenario.data["server"]["min_registered_fraction"])
+        need = max(1, math.ceil(fraction * want - 1e-9))
+        if got < need:
+            raise RunError(
+                f"{got}/{want} devices registered within server.register_timeout_s = {timeout_s:g} s, "
+                f"below server.min_registered_fraction = {fraction:g} ({need} needed); missing device ids: {_id_list(self.missing)}. "
+                "Raise register_timeout_s, or lower min_registered_fraction to go on without them"
+            )
+        if self.missing:
+            self.progress.update(
+                f"going on without {len(self.missing)} device(s) (server.min_registered_fraction = {fraction:g}): {_id_list(self.missing)}; "
+                "their rows are absent from rounds.parquet, setup.parquet lists them as missing",
+                final=True,
+            )
 
     # -- messaging ------------------------------------------------------------------
     def _exchange(self, msgs: list[Message], timeout: float, label: str, on_reply: Callable[[int, Message], None]) -> dict[int, int]:
@@ -224,6 +272,8 @@ class FleetServer:
         t0 = last_full = time.monotonic()
         end = t0 + timeout
         while pending:
+            if STOP.is_set():
+                raise RunInterrupted(f"interrupted during {label}")
             now = time.monotonic()
             full = now - last_full >= FULL_PULL_S or now >= end
             ask = list(pending) if full else list(itertools.islice(pending, window))
@@ -393,15 +443,72 @@ class FleetServer:
                 continue
             metrics.update({f"bs_{k}": float(v) for k, v in out.items()})
 
+    # -- checkpoint and resume --------------------------------------------------------------
+    def checkpoint(self, rnd: int) -> None:
+        """Everything the rounds after ``rnd`` depend on at the base station, atomically,
+        right after round ``rnd``'s rows: the unit version each device holds, and each
+        base-station stage's state (``BaseStationStage.checkpoint``). The devices keep
+        their own state (``clients.app``); availability, channels and training draws
+        derive from (seed, device, round), so nothing else carries over."""
+        arrays: dict[str, Any] = {}
+        for name, stage in self.stages.items():
+            arrays.update({f"stage/{name}/{k}": v for k, v in stage.checkpoint().items()})
+        meta = {
+            "round": rnd,
+            "seed": self.scenario.seed,
+            "scenario": self.scenario.to_json(),
+            "unit_version": self.unit_version,
+            "device_unit_version": {str(d): dev.unit_version for d, dev in self.devices.items()},
+        }
+        save_checkpoint(self.run_dir, meta, arrays)
+        self.done_round = rnd
+
+    def restore(self) -> None:
+        """Read the run directory's checkpoint (``--resume``): the last completed round, and
+        drop the rows of any round after it (the one in flight when the run stopped)."""
+        ck = load_checkpoint(self.run_dir)
+        if ck is None:
+            self.done_round = 0
+        else:
+            meta, arrays = ck
+            if json.loads(meta["scenario"]) != json.loads(self.scenario.to_json()):
+                raise RunError(f"{self.run_dir}: the checkpoint was written by another scenario than {self.scenario.path}; resume the run with its own scenario.toml")
+            self.done_round = int(meta["round"])
+            self._restored = {"meta": meta, "arrays": arrays}
+        gone = discard_rounds_after(self.run_dir, self.done_round)
+        self.progress.update(
+            f"resuming after round {self.done_round}/{self.scenario.rounds}" + (f" (round(s) {gone} in flight were dropped and run again)" if gone else ""),
+            final=True,
+        )
+
+    def _apply_restored(self) -> None:
+        meta, arrays = self._restored["meta"], self._restored["arrays"]  # type: ignore[index]
+        if meta["unit_version"] != self.unit_version:
+            raise RunError(f"{self.run_dir}: the checkpoint's learngene unit {meta['unit_version']} is not the one this run built ({self.unit_version})")
+        for d, version in meta["device_unit_version"].items():
+            if int(d) in self.devices:
+                self.devices[int(d)].unit_version = version
+        for name, stage in self.stages.items():
+            prefix = f"stage/{name}/"
+            stage.restore({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        self._restored = None
+
     # -- the run ---------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Build the unit, register devices, run every round; write tables, plots, summary."""
         t_start = time.perf_counter()
+        if self.resume:
+            self.restore()
         self.build_learngene()
         self.register()
-        for rnd in range(1, self.scenario.rounds + 1):
+        if self._restored is not None:
+            self._apply_restored()
+        for rnd in range(self.done_round + 1, self.scenario.rounds + 1):
+            if STOP.is_set():
+                raise RunInterrupted(f"interrupted before round {rnd}")
             rows = self.run_round(rnd)
             write_round_part(self.run_dir, rnd, rounds_table(rows))
+            self.checkpoint(rnd)
             ok = [r for r in rows if r["status"] == "ok"]
             sers = [r["metrics"].get("ser") for r in ok if r.get("metrics", {}).get("ser") is not None]
             ser = f", mean SER {sum(sers) / len(sers):.2e}" if sers else ""
@@ -410,7 +517,7 @@ class FleetServer:
             ooc = sum(r["status"] == "out_of_coverage" for r in rows)
             self.progress.update(
                 f"round {rnd}/{self.scenario.rounds}: {len(ok)} ok, {late} late, " + (f"{ooc} out of coverage, " if ooc else "") + f"{failed} failed{ser}, "
-                f"emulated latency {max((r['emulated_s'] for r in ok), default=0.0):.2f} s, wall {rows[0]['round_wall_s']:.1f} s",
+                f"emulated latency {max((r['emulated_s'] for r in ok), default=0.0):.2f} s, wall {max((r['round_wall_s'] for r in rows), default=0.0):.1f} s",
                 final=True,
             )
         table = consolidate_rounds(self.run_dir)
@@ -419,6 +526,7 @@ class FleetServer:
             "seed": self.scenario.seed,
             "rounds": self.scenario.rounds,
             "devices": len(self.devices),
+            "missing_devices": self.missing,
             "unit_version": self.unit_version,
             "unit_params": None if self.unit is None else self.unit.n_params,
             "classes": class_summary(table),
@@ -437,6 +545,12 @@ class FleetServer:
                 print("late devices per round: " + format_late_per_round(summary["late_per_round"]))
             print(f"\nresults: {self.run_dir}")
         return summary
+
+
+def _id_list(ids: list[int], most: int = 20) -> str:
+    """``[0, 3, 7]`` as "0, 3, 7", cut after ``most`` ids."""
+    head = ", ".join(str(i) for i in ids[:most])
+    return head + (f", ... ({len(ids) - most} more)" if len(ids) > most else "")
 
 
 def _finite(obj: Any) -> Any:
@@ -459,5 +573,7 @@ def main(grid: Grid, context: Context) -> None:
         run_dir = Path(run_dir_cfg)
     else:
         run_dir = new_run_dir(os.environ.get("AIRFLEET_RUNS_DIR", "runs"), scenario.name)
-    init_run_dir(run_dir, scenario)
-    FleetServer(grid, scenario, run_dir).run()
+    resume = str(context.run_config.get("resume", "") or "") == "1"
+    if not resume:
+        init_run_dir(run_dir, scenario)
+    FleetServer(grid, scenario, run_dir, resume=resume).run()

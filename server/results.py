@@ -41,7 +41,20 @@ __all__ = [
     "init_run_dir",
     "write_round_part",
     "consolidate_rounds",
+    "RunError",
+    "RunInterrupted",
+    "write_error_log",
+    "save_checkpoint",
+    "load_checkpoint",
+    "discard_rounds_after",
 ]
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on for a reason the user can act on (no device registered,
+    too few devices, an unwritable run directory). Its message is the one line shown;
+    no traceback is written for it."""
+
 
 _PARTS = "rounds.parts"
 
@@ -71,16 +84,101 @@ def init_run_dir(run_dir: Path, scenario: Scenario) -> None:
     write_json(run_dir / "environment.json", numerics_environment())
 
 
+class RunInterrupted(RunError):
+    """Ctrl-C or SIGTERM stopped the run between two polls; completed rounds are kept."""
+
+
 def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write ``path`` through a temporary file and a rename: a reader (or a run killed at any
+    instant) sees the old file or the new one, never half of one.
+
+    Raises
+    ------
+    RunError
+        The directory is unwritable or the disk is full (one line naming the file); what
+        was written before is untouched.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as e:
+        raise RunError(f"cannot write {path}: {e.strerror or e} (is the run directory writable, the disk full?); files already written are kept") from e
     os.close(fd)
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise RunError(f"cannot write {path}: {e.strerror or e} (is the run directory writable, the disk full?); files already written are kept") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: the base station's checkpoint: everything the next round depends on, one file
+CHECKPOINT = "checkpoint.npz"
+_CKPT_JSON = "__json__"
+
+
+def save_checkpoint(run_dir: Path, meta: dict[str, Any], arrays: dict[str, Any]) -> None:
+    """Atomically write the checkpoint of a completed round (``meta``: JSON-able,
+    must hold ``round``; ``arrays``: name -> numpy array). Written right after the round's
+    table part, so the checkpoint's round is always a round whose rows are on disk."""
+    import numpy as np
+
+    blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+
+    def w(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{_CKPT_JSON: blob}, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+
+    _atomic(Path(run_dir) / CHECKPOINT, w)
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(meta, arrays)`` of the run's checkpoint, or None if no round completed.
+
+    Raises
+    ------
+    RunError
+        The file exists but cannot be read (never unpickled).
+    """
+    import numpy as np
+
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop(_CKPT_JSON).tobytes().decode())
+    except Exception as e:  # noqa: BLE001 - any damage is one line
+        raise RunError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("round"), int):
+        raise RunError(f"{path}: checkpoint names no completed round")
+    return meta, arrays
+
+
+def discard_rounds_after(run_dir: Path, rnd: int) -> list[int]:
+    """Remove round parts (and rows of ``rounds.parquet``) after round ``rnd``: a round the
+    run was in when it stopped, to be run again on resume. Returns the rounds removed."""
+    run_dir = Path(run_dir)
+    gone: list[int] = []
+    parts_dir = run_dir / _PARTS
+    for p in sorted(parts_dir.glob("round-*.parquet")) if parts_dir.is_dir() else []:
+        r = int(p.stem.split("-")[1])
+        if r > rnd:
+            p.unlink()
+            gone.append(r)
+    target = run_dir / "rounds.parquet"
+    if target.is_file():
+        done = pq.read_table(target)
+        rounds = done.column("round").to_pylist()
+        keep = [i for i, r in enumerate(rounds) if r <= rnd]
+        if len(keep) < len(rounds):
+            gone.extend(sorted({r for r in rounds if r > rnd}))
+            write_table(target, done.take(keep))
+    return sorted(set(gone))
 
 
 def write_table(path: Path, table: pa.Table) -> None:
@@ -117,6 +215,35 @@ def consolidate_rounds(run_dir: Path) -> pa.Table:
         p.unlink()
     parts_dir.rmdir()
     return table
+
+
+def write_error_log(run_dir: Path, exc: BaseException) -> Path | None:
+    """Write ``exc``'s traceback, the versions and the command line to ``run_dir/error.log``.
+
+    Returns the path written, or None when the run directory cannot take it (then the
+    caller's one-line message is all there is).
+    """
+    import platform
+    import sys
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    env = {"argv": sys.argv, "python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("flwr", "ray", "torch", "numpy", "pyarrow", "sionna"):
+        try:
+            from importlib.metadata import version
+
+            env[mod] = version("sionna-no-rt" if mod == "sionna" else mod)
+        except Exception:  # noqa: BLE001 - a missing distribution is not an error here
+            env[mod] = "?"
+    path = Path(run_dir) / "error.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.write(f"== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n{json.dumps(env, indent=2)}\n{text}\n")
+    except OSError:
+        return None
+    return path
 
 
 def read_table(path: Path) -> pa.Table:

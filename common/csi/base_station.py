@@ -112,6 +112,36 @@ class FeedbackServer:
             self._tags[key] = self._model(device_class).tag_of(self._current(int(device_id), device_class))
         return self._tags[key]
 
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        """Every device's current decoder (``<device>/<i>``) and class (``class/<device>``,
+        UTF-8 bytes): what later rounds depend on. The pre-trained models and tags are
+        rebuilt from the configs."""
+        out: dict[str, np.ndarray] = {}
+        for did, arrays in self._decoders.items():
+            out.update({f"{did}/{i}": a for i, a in enumerate(arrays)})
+            out[f"class/{did}"] = np.frombuffer(self._class_of[did].encode(), dtype=np.uint8)
+        return out
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back what :meth:`checkpoint` returned (shapes checked against the class's decoder).
+
+        Raises
+        ------
+        ValueError
+            An array does not fit its class's decoder.
+        """
+        classes = {int(k.split("/", 1)[1]): bytes(v.astype(np.uint8)).decode() for k, v in arrays.items() if k.startswith("class/")}
+        decoders: dict[int, list[np.ndarray]] = {}
+        for did, cls in classes.items():
+            base = self._base.get(cls) or (self._model(cls), self._base[cls])[1]
+            got = [np.asarray(arrays[f"{did}/{i}"], dtype=np.float32).copy() for i in range(len(base))]
+            if any(g.shape != b.shape for g, b in zip(got, base)):
+                raise ValueError(f"checkpointed decoder of device {did} does not fit class {cls!r}")
+            decoders[did] = got
+        self._decoders.update(decoders)
+        self._class_of.update(classes)
+        self._tags.clear()
+
     # ----- decoding -----------------------------------------------------------------
     def _decoded_update(self, cfg: dict[str, Any], model: CSICompressor, base: list[np.ndarray], payloads: dict[str, bytes], side: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float, int]:
         data = payloads.get(UPDATE_KEY, b"")

@@ -18,7 +18,7 @@ from common.coding import UpdateQuantizer, make_prior
 from common.coding.spike_slab import UpdatePrior
 from common.models.csi_compressor import CompressorConfig
 from common.runtime import DEVICE_CHOICES
-from common.schema import Field
+from common.schema import Field, ScenarioError
 from common.stage import StageSpec
 
 __all__ = [
@@ -116,13 +116,30 @@ def make_prior_from_cfg(cfg: dict[str, Any]) -> UpdatePrior:
     return make_prior(str(cfg["prior"]), UpdateQuantizer(float(cfg["t"]), int(cfg["n_bins"])), float(cfg["sigma"]), float(cfg["alpha"]))
 
 
+#: the start of an update coder's ValueError -> the table key it is about
+_PRIOR_ERROR_KEYS = {"bin width t": "t", "n_bins": "n_bins", "slab sigma": "sigma", "alpha": "alpha"}
+
+
 def _check(cfg: dict[str, Any]) -> None:
-    """The compressor's and the update coder's own checks of a schema-valid table."""
+    """The compressor's and the update coder's own checks of a schema-valid table; a value
+    they refuse is named by its key (``ScenarioError``: the caller prefixes the table)."""
+    for key in ("n_ant", "n_sc"):
+        if int(cfg[key]) <= 0 or int(cfg[key]) % 4:
+            raise ScenarioError(key, f"the CSI compressor needs n_ant and n_sc positive multiples of 4, got {cfg[key]}")
+    if int(cfg["kernel"]) <= 0 or int(cfg["kernel"]) % 2 == 0:
+        raise ScenarioError("kernel", f"the CSI compressor needs a positive odd kernel, got {cfg['kernel']}")
     try:
         compressor_config(cfg)
-        make_prior_from_cfg(cfg)
     except ValueError as e:
         raise ValueError(f"the CSI compressor cannot take this table: {e}") from None
+    try:
+        make_prior_from_cfg(cfg)
+    except ValueError as e:
+        msg = str(e)
+        key = next((k for prefix, k in _PRIOR_ERROR_KEYS.items() if msg.startswith(prefix)), None)
+        if key is None:
+            raise ValueError(f"the CSI update coder cannot take this table: {msg}") from None
+        raise ScenarioError(key, f"the CSI update coder cannot take this value: {msg}") from None
 
 
 SPEC = StageSpec("csi_feedback", STAGE_SCHEMA, payload_keys=(UPDATE_KEY, LATENT_KEY), check=_check)

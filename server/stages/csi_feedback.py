@@ -41,3 +41,10 @@ class CsiFeedbackBaseStation(BaseStationStage):
 
     def ingest(self, device: DeviceProfile, payloads: dict[str, bytes], side: dict[str, np.ndarray]) -> dict[str, float]:
         return self.server.ingest(device.device_id, device.class_name, payloads, side)
+
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        return self.server.checkpoint() if self._server is not None else {}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        if arrays:
+            self.server.restore(arrays)

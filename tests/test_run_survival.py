@@ -1,0 +1,178 @@
+"""Runs that survive (issue #22), without a simulation: registration that says what
+happened, internal errors that keep their evidence, atomic checkpoints, a device's kept
+state on disk, an unwritable run directory. The Flower runs are in
+``tests/test_run_survival_flower.py``."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clients.persistence import load_device_state, save_device_state
+from cli.main import main
+from server.results import RunError, discard_rounds_after, load_checkpoint, save_checkpoint, write_round_part, write_table
+from tests.fleet_scenarios import tiny_fleet
+
+
+# -- a device's kept state --------------------------------------------------------------
+def test_device_state_newest_at_or_before_the_round_and_later_ones_dropped(tmp_path: Path) -> None:
+    states = {r: {"model/w": np.full((2, 3), r, np.float32), "meta/json": np.frombuffer(b"{}", np.uint8)} for r in (1, 3, 4)}
+    for r, st in states.items():
+        save_device_state(tmp_path, 7, r, st)
+    kept = sorted(p.name for p in (tmp_path / "device-7").glob("round-*.npz"))
+    assert kept == ["round-00003.npz", "round-00004.npz"]  # the two newest
+    got = load_device_state(tmp_path, 7, 3)  # round 4 did not complete at the base station
+    assert set(got) == {"model/w", "meta/json"} and np.array_equal(got["model/w"], states[3]["model/w"])
+    assert not (tmp_path / "device-7" / "round-00004.npz").exists()
+    assert load_device_state(tmp_path, 8, 3) == {}  # a device that never took part starts empty
+
+
+def test_a_damaged_device_state_is_one_line_not_a_half_state(tmp_path: Path) -> None:
+    save_device_state(tmp_path, 1, 2, {"a": np.zeros(4, np.float32)})
+    (tmp_path / "device-1" / "round-00002.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match="damaged device state"):
+        load_device_state(tmp_path, 1, 2)
+
+
+# -- the base station's checkpoint ------------------------------------------------------------
+def test_checkpoint_round_trip_and_rounds_in_flight_dropped(tmp_path: Path) -> None:
+    assert load_checkpoint(tmp_path) is None
+    arrays = {"stage/csi_feedback/3/0": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    save_checkpoint(tmp_path, {"round": 2, "unit_version": "abc"}, arrays)
+    meta, got = load_checkpoint(tmp_path)  # type: ignore[misc]
+    assert meta == {"round": 2, "unit_version": "abc"}
+    assert np.array_equal(got["stage/csi_feedback/3/0"], arrays["stage/csi_feedback/3/0"])
+    for r in (1, 2, 3):
+        write_round_part(tmp_path, r, pa.table({"round": [r, r], "device_id": [0, 1]}))
+    assert discard_rounds_after(tmp_path, 2) == [3]
+    assert sorted(p.name for p in (tmp_path / "rounds.parts").iterdir()) == ["round-00001.parquet", "round-00002.parquet"]
+    (tmp_path / "checkpoint.npz").write_bytes(b"garbage")
+    with pytest.raises(RunError, match="unreadable checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_discard_rounds_after_also_trims_a_consolidated_table(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"round": [1, 1, 2, 3], "device_id": [0, 1, 0, 0]}), tmp_path / "rounds.parquet")
+    assert discard_rounds_after(tmp_path, 1) == [2, 3]
+    assert pq.read_table(tmp_path / "rounds.parquet").column("round").to_pylist() == [1, 1]
+
+
+def test_a_full_or_unwritable_run_directory_is_one_line_and_keeps_what_was_written(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    write_round_part(run_dir, 1, pa.table({"round": [1]}))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(RunError, match=r"cannot write .*file/x\.parquet.*files already written are kept"):
+        write_table(blocker / "x.parquet", pa.table({"a": [1]}))
+    assert pq.read_table(run_dir / "rounds.parts" / "round-00001.parquet").num_rows == 1
+
+
+# -- the CLI: user errors, internal errors ------------------------------------------------------
+def test_an_internal_error_keeps_its_traceback_in_error_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import cli.main as cli
+
+    def boom(*a: object, **k: object) -> None:
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(cli, "run_fleet", boom)
+    scenario = tiny_fleet(tmp_path / "s.toml", tmp_path / "cache")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(scenario), "--run-dir", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "error: run failed: IndexError: list index out of range" in err
+    assert str(run_dir / "error.log") in err and "Traceback" not in err  # one line, evidence on disk
+    log = (run_dir / "error.log").read_text()
+    assert "Traceback (most recent call last)" in log and "in boom" in log and '"torch"' in log
+    with pytest.raises(IndexError):  # --debug re-raises
+        main(["run", str(scenario), "--run-dir", str(run_dir), "--debug"])
+
+
+def test_unwritable_runs_dir_and_resume_misuse_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = tiny_fleet(tmp_path / "s.toml", tmp_path / "cache")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["run", str(scenario), "--runs-dir", str(blocker)]) == 1
+    assert "cannot create a run directory under" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no scenario.toml" in capsys.readouterr().err
+    assert main(["run", str(scenario), "--resume", str(tmp_path)]) == 2
+    assert "give no scenario file" in capsys.readouterr().err
+
+
+# -- registration ----------------------------------------------------------------------------------
+class _Answerer:
+    """Stands in for the simulation engine: the real ClientApp's ``register`` answers the
+    registration of the nodes in ``answering`` (the others never reply)."""
+
+    def __init__(self, state: object, nodes: dict[int, int], answering: set[int]) -> None:
+        self.state, self.nodes, self.answering = state, nodes, answering
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        from uuid import uuid4
+
+        from flwr.app import Context, RecordDict
+
+        import clients.app as device
+
+        while not self.stop.is_set():
+            for nid, pid in self.nodes.items():
+                if pid not in self.answering:
+                    continue
+                for msg in self.state.get_message_ins(node_id=nid, limit=1):  # type: ignore[attr-defined]
+                    ctx = Context(run_id=msg.metadata.run_id, node_id=nid, node_config={"partition-id": pid}, state=RecordDict(), run_config={})
+                    reply = device.register(msg, ctx)
+                    reply.metadata.__dict__["_message_id"] = str(uuid4())
+                    self.state.store_message_res(reply)  # type: ignore[attr-defined]
+            self.stop.wait(0.01)
+
+    def __enter__(self) -> _Answerer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _register(tmp_path: Path, answering: set[int], fraction: float = 1.0) -> tuple[object, Path]:
+    from common.scenario import load_scenario
+    from server.app import FleetServer
+    from server.flower_dispatch import standalone_link
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tiny_fleet(tmp_path / "s.toml", tmp_path / "cache", counts=(2, 2), crash_b=False)
+    path.write_text(path.read_text().replace("round_timeout_s = 600.0", f"round_timeout_s = 600.0\nregister_timeout_s = 3.0\nmin_registered_fraction = {fraction}"))
+    scenario = load_scenario(path)
+    grid, state, nodes = standalone_link(4)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    server = FleetServer(grid, scenario, run_dir, quiet=True)
+    with _Answerer(state, nodes, answering):
+        server.register()
+    return server, run_dir
+
+
+@pytest.mark.slow
+def test_no_device_registered_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match=r"no device registered within server.register_timeout_s = 3 s \(4/4 nodes connected\)"):
+        _register(tmp_path, set())
+    setup = pq.read_table(tmp_path / "run" / "setup.parquet").to_pylist()
+    assert [r["status"] for r in setup] == ["missing"] * 4
+
+
+@pytest.mark.slow
+def test_some_devices_missing_needs_the_scenario_to_allow_it(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match=r"3/4 devices registered .*min_registered_fraction = 1 \(4 needed\); missing device ids: 2"):
+        _register(tmp_path / "all", {0, 1, 3})
+    server, run_dir = _register(tmp_path / "some", {0, 1, 3}, fraction=0.75)
+    assert sorted(server.devices) == [0, 1, 3] and server.missing == [2]  # type: ignore[attr-defined]
+    setup = {r["device_id"]: r for r in pq.read_table(run_dir / "setup.parquet").to_pylist()}
+    assert setup[2]["status"] == "missing" and setup[2]["node_id"] is None
+    assert {setup[d]["status"] for d in (0, 1, 3)} == {"registered"}
