@@ -176,3 +176,53 @@ def test_some_devices_missing_needs_the_scenario_to_allow_it(tmp_path: Path) -> 
     setup = {r["device_id"]: r for r in pq.read_table(run_dir / "setup.parquet").to_pylist()}
     assert setup[2]["status"] == "missing" and setup[2]["node_id"] is None
     assert {setup[d]["status"] for d in (0, 1, 3)} == {"registered"}
+
+
+# -- a corrupted cache file is detected, logged, regenerated; never loaded -------------------------
+def _flip_middle_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) * 3 // 4] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_an_array_file_fails_its_checksum(tmp_path: Path) -> None:
+    from common.learngene.unit import read_array_file, write_array_file
+
+    write_array_file(tmp_path / "a.bin", {"w": np.arange(64, dtype=np.float32)}, {"k": 1})
+    assert read_array_file(tmp_path / "a.bin")[1] == {"k": 1}
+    _flip_middle_byte(tmp_path / "a.bin")
+    with pytest.raises(ValueError, match="checksum"):
+        read_array_file(tmp_path / "a.bin")
+
+
+def test_a_corrupted_collective_model_is_retrained_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import torch
+
+    from common.channels import ChannelTask
+    from common.learngene.collective import CollectiveConfig, load_or_train_collective
+
+    tasks = tuple(ChannelTask.make("gbsm", 8, 4, task_id=i, seed=2) for i in range(1))
+    cfg = CollectiveConfig(tasks=tasks, n_conv=5, samples_per_task=100, epochs_per_task=1, batch_size=50, unit_layers=2, val_samples=50, seed=3)
+    first = load_or_train_collective(cfg, tmp_path)
+    (model_bin,) = tmp_path.glob("collective-*/model.bin")
+    _flip_middle_byte(model_bin)
+    with caplog.at_level("WARNING"):
+        again = load_or_train_collective(cfg, tmp_path)
+    assert not again.from_cache and "unreadable" in caplog.text and "checksum" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()))
+    assert load_or_train_collective(cfg, tmp_path).from_cache  # rewritten whole
+
+
+def test_a_corrupted_csi_backbone_is_retrained_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from common.csi import pretrain as csi_pretrain
+    from common.csi import pretrained_compressor
+
+    cfg = dict(n_ant=8, n_sc=8, width=4, kernel=3, lmbda=64.0, pretrain_samples=48, pretrain_tasks=1, pretrain_steps=4, pretrain_batch=16, cache_dir=str(tmp_path))
+    first = pretrained_compressor(cfg)
+    (npz,) = tmp_path.rglob("csi-*.npz")
+    _flip_middle_byte(npz)
+    csi_pretrain._MEMO.clear()  # a new process: only the file
+    with caplog.at_level("WARNING"):
+        again = pretrained_compressor(cfg)
+    assert "CSI backbone cache" in caplog.text
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(first.state_dict().values(), again.state_dict().values()))

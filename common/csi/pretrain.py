@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,8 @@ __all__ = [
     "pretrain_cache_dir",
     "pretrained_compressor",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: bump when pre-training changes meaning (invalidates the on-disk cache)
 PRETRAIN_VERSION = 3
@@ -147,8 +151,11 @@ def pretrained_compressor(cfg: dict[str, Any], device: torch.device | None = Non
                 loaded = {n: z[n] for n in names}
             if all(loaded[n].shape == tuple(v.shape) for n, v in model.state_dict().items()):
                 state = loaded
-        except (OSError, KeyError, ValueError):
-            state = None  # unreadable cache file: retrain
+            else:
+                _log.warning("CSI backbone cache %s holds other shapes; retraining", path)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:  # a zip member's CRC-32 catches a flipped bit
+            _log.warning("CSI backbone cache %s unreadable (%s); retraining", path, e)
+            state = None
     if state is None:
         trained = train_backbone(cfg, device)
         state = {n: v.detach().numpy().copy() for n, v in trained.state_dict().items()}

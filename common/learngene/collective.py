@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ __all__ = [
     "load_or_train_collective",
     "unit_for_strategy",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: bump when training or selection changes, so cached results are not reused
 COLLECTIVE_VERSION: int = 3
@@ -270,8 +273,8 @@ def load_or_train_collective(
     if d.exists():
         try:
             return _load(cfg, d)
-        except (OSError, ValueError, KeyError, RuntimeError, pa.ArrowException):
-            pass
+        except (OSError, ValueError, KeyError, RuntimeError, pa.ArrowException) as e:
+            _log.warning("collective model cache %s unreadable (%s); retraining", d, e)
     res = train_collective(cfg, progress, device, channel_cache)
     _save(res, cfg, d)
     return res

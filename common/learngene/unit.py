@@ -152,7 +152,8 @@ def write_array_file(path: str | Path, tensors: dict[str, np.ndarray], meta: dic
         entries[k] = {"dtype": name, "shape": list(a.shape), "offset": off, "nbytes": len(b)}
         chunks.append(b)
         off += len(b)
-    header = json.dumps({"meta": meta, "tensors": entries}, sort_keys=True).encode()
+    digest = hashlib.blake2b(b"".join(chunks), digest_size=16).hexdigest()  # caught on read: a flipped bit is never loaded
+    header = json.dumps({"meta": meta, "tensors": entries, "blake2b": digest}, sort_keys=True).encode()
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -187,6 +188,9 @@ def read_array_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     payload = memoryview(data)[16 + hlen :]
     if len(payload) > _MAX_PAYLOAD:
         raise ValueError(f"{path}: payload of {len(payload)} bytes exceeds {_MAX_PAYLOAD}")
+    digest = header.get("blake2b")
+    if digest is not None and hashlib.blake2b(payload, digest_size=16).hexdigest() != digest:
+        raise ValueError(f"{path}: tensor bytes fail their BLAKE2b checksum (corrupted file)")
     out: dict[str, np.ndarray] = {}
     end = 0
     for k, e in entries.items():
