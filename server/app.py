@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -94,6 +95,9 @@ def clean_error(reason: str) -> str:
     """The device's own exception message out of a Flower/Ray error reason."""
     marker = "Message: "
     text = reason[reason.rindex(marker) + len(marker):] if marker in reason else reason
+    engine = re.match(r"<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)", text, re.S)  # the engine's own "<class 'X'>:<'msg'>"
+    if engine and marker not in reason:
+        text = f"{engine.group(1)}: {engine.group(2)}"
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     first = lines[0] if lines else reason.strip()
     return first.rstrip("'\">")[:2000]  # Flower wraps the text as "<class ...>:<'...'>"

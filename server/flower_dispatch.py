@@ -105,13 +105,63 @@ def dispatch_new_messages(state: object, queue: Queue[Message], nodes_mapping: M
         f_stop.wait(TICK_S)
 
 
+#: the actor each engine thread submitted its current message to (see _replace_dead_workers)
+_submitted = threading.local()
+
+
+def _replace_dead_workers() -> None:
+    """Make Flower's Ray actor pool replace a worker that died instead of reusing it.
+
+    Flower 1.41's ``RayBackend.process_message`` puts the actor back into the pool when
+    its job raised, whatever the cause; a worker process that was killed (OOM killer, a
+    fault injected on purpose) is then handed every later message, and each fails with
+    ``ActorDiedError``: one dead worker fails its share of every round that follows. Here
+    the pool's ``submit`` notes which actor took the thread's message, and when
+    ``process_message`` fails with ``RayActorError`` that actor is swapped for a fresh one
+    (``create_actor_fn``, the pool's own constructor); the failing message stays failed.
+
+    Upstream fix: ``process_message`` returns an actor to the pool only when its error was
+    raised by the ClientApp, and recreates it otherwise.
+    """
+    import ray
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+    if getattr(RayBackend.process_message, "_airfleet", False):
+        return
+    flower_submit, flower_process = BasicActorPool.submit, RayBackend.process_message
+
+    def submit(self: BasicActorPool, actor_fn: object, job: tuple) -> object:  # type: ignore[type-arg]
+        _submitted.actor = self.pool[-1] if self.pool else None  # what flower_submit pops
+        return flower_submit(self, actor_fn, job)
+
+    def process_message(self: RayBackend, message: Message, context: object) -> object:
+        _submitted.actor = None
+        try:
+            return flower_process(self, message, context)
+        except ray.exceptions.RayActorError:
+            dead, pool = _submitted.actor, self.pool
+            if dead is not None and pool is not None:
+                for i, a in enumerate(pool.pool):
+                    if a is dead:
+                        pool.pool[i] = pool.create_actor_fn()
+                        break
+            raise
+
+    process_message._airfleet = True  # type: ignore[attr-defined]
+    BasicActorPool.submit = submit  # type: ignore[method-assign]
+    RayBackend.process_message = process_message  # type: ignore[method-assign]
+
+
 def install() -> None:
-    """Make Flower's simulation engine use :func:`dispatch_new_messages` (idempotent).
+    """Make Flower's simulation engine use :func:`dispatch_new_messages` and replace Ray
+    workers that die (:func:`_replace_dead_workers`); idempotent.
 
     Must run before the engine starts (``run_simulation`` looks the function up when it
     starts its dispatch thread); ``server.app`` calls it on import.
     """
     vce_api.add_messages_to_queue = dispatch_new_messages  # type: ignore[assignment]
+    _replace_dead_workers()
 
 
 def standalone_link(n_nodes: int, run_id: int = 77) -> tuple[Grid, InMemoryLinkState, dict[int, int]]:
