@@ -133,6 +133,7 @@ class FleetServer:
         self.progress = ConsoleProgress(self.quiet or os.environ.get("AIRFLEET_QUIET") == "1")
         self.devices: dict[int, _Device] = {}
         self.missing: list[int] = []  # device ids that did not register
+        self._stale_nodes: set[int] = set()  # node ids that left or never answered (adopt_new_nodes)
         self.done_round = 0  # the last completed round (from the checkpoint on resume)
         self._restored: dict[str, Any] | None = None
         self.unit: Any = None
@@ -250,6 +251,40 @@ class FleetServer:
                 "their rows are absent from rounds.parquet, setup.parquet lists them as missing",
                 final=True,
             )
+
+    def adopt_new_nodes(self) -> None:
+        """Register nodes that joined after registration, before a round.
+
+        A SuperNode restarted after a crash comes back with a new node id and an empty
+        device: its device id moves to the new node and it gets the unit again (its kept
+        state went with the old process). A device that was missing at registration joins
+        the fleet now. Nodes that do not answer within the registration timeout are asked
+        again never (a dead node can stay listed for a while: it must not cost every round a
+        timeout).
+        """
+        known = {dev.node_id for dev in self.devices.values()} | self._stale_nodes
+        new = [nid for nid in self.grid.get_node_ids() if nid not in known]
+        if not new:
+            return
+        text = self.scenario.to_json()
+        msgs = [Message(RecordDict({SCENARIO_KEY: ConfigRecord({"json": text})}), dst_node_id=nid, message_type=REGISTER, group_id="register") for nid in new]
+        replies: dict[int, Message] = {}
+        timeout = min(float(self.scenario.data["server"]["register_timeout_s"]), float(self.scenario.data["server"]["round_timeout_s"]))
+        self._exchange(msgs, timeout, "registering new nodes", replies.__setitem__)
+        self._stale_nodes.update(nid for nid in new if nid not in replies)
+        for nid, reply in replies.items():
+            if reply.has_error():
+                continue
+            did = int(reply.content.config_records[CONFIG_KEY][DEVICE_ID])
+            if did in self.devices:
+                old = self.devices[did].node_id
+                self._stale_nodes.add(old)
+                self.devices[did].node_id, self.devices[did].unit_version = nid, None
+                self.progress.update(f"device {did} is back on a new node ({old} -> {nid}); it gets the unit again", final=True)
+            elif 0 <= did < self.scenario.num_devices:
+                self.devices[did] = _Device(device_profile(self.scenario, did), nid)
+                self.missing = [d for d in self.missing if d != did]
+                self.progress.update(f"device {did} registered late (node {nid}); it takes part from the next round", final=True)
 
     # -- messaging ------------------------------------------------------------------
     def _exchange(self, msgs: list[Message], timeout: float, label: str, on_reply: Callable[[int, Message], None]) -> dict[int, int]:
@@ -510,6 +545,8 @@ class FleetServer:
         for rnd in range(self.done_round + 1, self.scenario.rounds + 1):
             if STOP.is_set():
                 raise RunInterrupted(f"interrupted before round {rnd}")
+            if rnd > 1:
+                self.adopt_new_nodes()
             rows = self.run_round(rnd)
             write_round_part(self.run_dir, rnd, rounds_table(rows))
             self.checkpoint(rnd)

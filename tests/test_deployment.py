@@ -111,3 +111,72 @@ def test_superlink_and_two_supernodes(tmp_path: Path) -> None:
         for f in logs:
             f.close()
     assert all(p.poll() is not None for p in procs)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("flower-superlink", path=str(BIN)) is None, reason="flower-superlink not installed")
+def test_a_supernode_killed_mid_round_and_restarted_takes_part_again(tmp_path: Path) -> None:
+    """Issue #22: a SuperNode killed in round 2 fails its device's row of that round; started
+    again, it comes back with a new node id, is registered before round 3 and takes part."""
+    import signal
+
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    port = _free_port()
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    scen = tiny_fleet(tmp_path / "tiny.toml", tmp_path / "cache", counts=(1, 1), rounds=3, crash_b=False)
+    scen.write_text(
+        scen.read_text()
+        .replace("round_timeout_s = 600.0", "round_timeout_s = 30.0")
+        .replace("train_samples = 100", "train_samples = 1000")
+        .replace("epochs = 1\n", "epochs = 4\n")
+    )
+    run_dir = tmp_path / "run"
+    procs: list[subprocess.Popen] = []
+
+    def supernode(i: int, tag: str) -> subprocess.Popen:
+        log = open(tmp_path / f"supernode{i}{tag}.log", "w")
+        p = subprocess.Popen(
+            [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}", "--port", str(_free_port()), "--node-config", f"partition-id={i} num-partitions=2"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,  # its own group: killed with its ClientApp process
+        )
+        procs.append(p)
+        return p
+
+    try:
+        procs.append(subprocess.Popen(
+            [str(BIN / "flower-superlink"), "--insecure", "--port", str(port), "--disable-runtime-dependency-installation", "--database", ":flwr-in-memory:"],
+            env=env, stdout=open(tmp_path / "superlink.log", "w"), stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
+        ))
+        _wait_port(port, 60)
+        victim = [supernode(0, ""), supernode(1, "")][1]
+        run = subprocess.Popen(
+            [str(BIN / "flwr"), "run", ".", "test", "--stream", "--run-config", f'scenario="{scen}" run-dir="{run_dir}"'],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        end = time.monotonic() + 600
+        while not (run_dir / "rounds.parts" / "round-00001.parquet").is_file():  # the event: round 1 done, round 2 under way
+            assert run.poll() is None and time.monotonic() < end, "round 1 never completed"
+            time.sleep(0.2)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        supernode(1, "-restarted")
+        out, _ = run.communicate(timeout=900)
+        assert run.returncode == 0, out[-3000:]
+        while not (run_dir / "summary.json").is_file() and time.monotonic() < end:
+            time.sleep(0.5)
+        rows = {(r["round"], r["device_id"]): r for r in pq.read_table(run_dir / "rounds.parquet").to_pylist()}
+        assert all(rows[(k, 0)]["status"] == "ok" for k in (1, 2, 3))
+        assert rows[(1, 1)]["status"] == "ok" and rows[(2, 1)]["status"] in ("timeout", "failed"), rows[(2, 1)]
+        back = rows[(3, 1)]
+        assert back["status"] == "ok" and back["node_id"] != rows[(1, 1)]["node_id"] and back["bytes_unit"] > 0, back
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
