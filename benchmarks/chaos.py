@@ -4,7 +4,7 @@ Runs a small two-class fleet (``tests/fleet_scenarios.tiny_fleet``, 3 rounds) on
 untouched, then once per fault, and prints one JSON object:
 
 - ``sigint``: Ctrl-C once round 1 is checkpointed; exit code, seconds to stop, Ray
-  processes left; then ``airfleet run --resume``: tables equal to the untouched run's?
+  processes still alive 30 s later; then ``airfleet run --resume``: tables equal to the untouched run's?
 - ``sigkill_driver``: SIGKILL of the driver once round 1 is checkpointed; Ray processes
   left behind, completed rounds readable; resume equal to the untouched run?
 - ``ray_worker_killed``: SIGKILL of a device worker in round 1; the run completes, rows
@@ -74,8 +74,11 @@ def stop_mid_run(path: Path, run_dir: Path, sig: int) -> dict:
     proc.send_signal(sig)
     proc.communicate(timeout=300)
     stop_s = time.monotonic() - t0
-    time.sleep(5.0)  # what outlives the driver by more than a few seconds is an orphan
+    end = time.monotonic() + 30.0  # what outlives the driver by 30 s is an orphan
+    while ray_pids() - before and time.monotonic() < end:
+        time.sleep(0.5)
     left = sorted(ray_pids() - before)
+    names = sorted({Path(f"/proc/{p}/cmdline").read_text(errors="replace").split("\0")[0][:40] for p in left if Path(f"/proc/{p}").exists()})
     for p in left:  # clean up for the next fault
         try:
             os.kill(p, signal.SIGKILL)
@@ -84,7 +87,7 @@ def stop_mid_run(path: Path, run_dir: Path, sig: int) -> dict:
     parts = sorted((run_dir / "rounds.parts").glob("round-*.parquet"))
     readable = sum(pq.read_table(p).num_rows for p in parts)
     resumed = run(["run", "--resume", str(run_dir), "--quiet"], timeout=900)
-    return {"exit_code": proc.returncode, "stop_s": round(stop_s, 2), "ray_processes_left": len(left), "rows_readable_after_stop": readable, "resume_exit_code": resumed.returncode}
+    return {"exit_code": proc.returncode, "stop_s": round(stop_s, 2), "ray_processes_left": len(left), "ray_processes_left_names": names, "rows_readable_after_stop": readable, "resume_exit_code": resumed.returncode}
 
 
 def worker_killed(path: Path, run_dir: Path) -> dict:

@@ -19,7 +19,6 @@ import itertools
 import json
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -57,7 +56,7 @@ from common.scenario import Scenario, load_scenario
 from common.stage import BaseStationStage
 from server.dispatch_order import WorkEstimates
 from server.flower_dispatch import install as install_dispatch
-from server.message_size import message_bytes, payload_bytes
+from server.message_size import clean_error, message_bytes, payload_bytes
 from server.radio_report import format_late_per_round, format_radio_cost_table, has_radio, late_per_round, radio_cost_table
 from server.report import class_summary, format_class_table, report_run, round_latency
 from server.results import (
@@ -89,18 +88,6 @@ install_dispatch()  # before any simulation engine starts: see server.flower_dis
 PULL_WINDOW = 64
 #: ... and about all of them this often (s), and at the deadline
 FULL_PULL_S = 1.0
-
-
-def clean_error(reason: str) -> str:
-    """The device's own exception message out of a Flower/Ray error reason."""
-    marker = "Message: "
-    text = reason[reason.rindex(marker) + len(marker):] if marker in reason else reason
-    engine = re.match(r"<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)", text, re.S)  # the engine's own "<class 'X'>:<'msg'>"
-    if engine and marker not in reason:
-        text = f"{engine.group(1)}: {engine.group(2)}"
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    first = lines[0] if lines else reason.strip()
-    return first.rstrip("'\">")[:2000]  # Flower wraps the text as "<class ...>:<'...'>"
 
 
 def resolve_scenario_path(path: str) -> Path:

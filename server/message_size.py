@@ -17,12 +17,13 @@ lengths. Anything holding arrays is sized exactly, object by object.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, no_object_id_recompute
 
-__all__ = ["message_bytes", "payload_bytes", "content_layout"]
+__all__ = ["message_bytes", "payload_bytes", "content_layout", "clean_error"]
 
 _INT64_MAX = 2**63 - 1
 _MASK64 = 2**64 - 1
@@ -95,11 +96,26 @@ def message_bytes(obj: Any) -> int:
 
 def payload_bytes(msg: Message) -> int:
     """Bytes a message carries: its serialized content records (ArrayRecords,
-    ConfigRecords, MetricRecords), or its error text for an error reply.
+    ConfigRecords, MetricRecords), or for an error reply the device's error text
+    (:func:`clean_error`).
 
     The Flower envelope (metadata: random node ids, timestamps, about 150 bytes) is left
     out on purpose: it is transport-specific and would make same-seed runs differ.
     """
     if msg.has_content():
         return message_bytes(msg.content)
-    return len(str(msg.error.reason).encode()) if msg.has_error() else 0
+    # the device's own error text: the engine's wrapping names process ids (Ray's pid=...)
+    # whose digit count would make same-seed runs differ by a byte or two
+    return len(clean_error(str(msg.error.reason)).encode()) if msg.has_error() else 0
+
+
+def clean_error(reason: str) -> str:
+    """The device's own exception message out of a Flower/Ray error reason."""
+    marker = "Message: "
+    text = reason[reason.rindex(marker) + len(marker):] if marker in reason else reason
+    engine = re.match(r"<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)", text, re.S)  # the engine's own "<class 'X'>:<'msg'>"
+    if engine and marker not in reason:
+        text = f"{engine.group(1)}: {engine.group(2)}"
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    first = lines[0] if lines else reason.strip()
+    return first.rstrip("'\">")[:2000]  # Flower wraps the text as "<class ...>:<'...'>"
