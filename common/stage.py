@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
     from common.channels import ChannelTask
+    from common.learngene.unit import LearngeneUnit
     from common.profiles import DeviceProfile
 
 __all__ = [
@@ -93,6 +94,7 @@ class StageSpec:
 #: stage name -> module whose ``SPEC`` is its StageSpec, in the order a device runs them
 STAGE_MODULES: dict[str, str] = {
     "influence": "common.influence.config",
+    "unit_update": "common.learngene.federation",  # codes the trained unit layers, before pruning reshapes them
     "prune": "common.xrefine.config",
     "csi_feedback": "common.csi.config",
 }
@@ -141,6 +143,10 @@ class DeviceContext:
     torch_device : str
         The class's ``device`` setting (``cpu``, ``cuda`` or ``auto``): where the device
         computes, and its stages too unless their own table says otherwise.
+    unit : LearngeneUnit | None
+        The learngene unit version the detector inherited this round (``Theta_lg``).
+    unit_params : dict[str, str]
+        Unit tensor name -> the detector's parameter name that inherited it.
     """
 
     device_id: int
@@ -155,6 +161,8 @@ class DeviceContext:
     state: dict[str, np.ndarray] = field(default_factory=dict)
     instructions: dict[str, Any] = field(default_factory=dict)
     torch_device: str = "cpu"
+    unit: LearngeneUnit | None = None
+    unit_params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,7 +198,12 @@ class StageResult:
 
 @runtime_checkable
 class DeviceStage(Protocol):
-    """The device half of a stage."""
+    """The device half of a stage.
+
+    A half may also define ``receive_unit(unit, instructions, cfg) -> (unit, metrics)``:
+    run before the device builds its detector, it returns the learngene unit to train
+    from (e.g. moved forward by coded steps the base station sent) and metrics.
+    """
 
     spec: StageSpec
 
@@ -218,6 +231,20 @@ class BaseStationStage(ABC):
     def __init__(self, cfg_by_class: dict[str, dict[str, Any]], seed: int) -> None:
         self.cfg_by_class = dict(cfg_by_class)
         self.seed = int(seed)
+
+    @classmethod
+    def from_scenario(cls, cfg_by_class: dict[str, dict[str, Any]], scenario: Any) -> BaseStationStage:
+        """The instance for a run, given the ``common.scenario.Scenario`` (not imported here:
+        the scenario imports this module); override to read fleet-level tables."""
+        return cls(cfg_by_class, scenario.seed)
+
+    def begin_round(self, rnd: int, unit: LearngeneUnit | None) -> None:
+        """Before round ``rnd``'s instructions: the manufacturer's learngene unit (or None)."""
+
+    def end_round(self, rnd: int) -> dict[str, list[dict[str, Any]]]:
+        """After round ``rnd``'s replies are ingested: rows to append to run tables
+        (``<name>.parquet``), e.g. the unit versions the stage published."""
+        return {}
 
     def instructions(self, device: DeviceProfile) -> dict[str, Any]:
         """Keys this stage adds to ``device``'s round instructions (ConfigRecord values)."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
@@ -116,7 +117,8 @@ class FleetServer:
         for name, half in BASE_STATION_STAGES.items():
             cfgs = {c["name"]: c[name] for c in self.scenario.classes if name in c}
             if cfgs:
-                self.stages[name] = half(cfgs, self.scenario.seed)
+                self.stages[name] = half.from_scenario(cfgs, self.scenario)
+        self.stage_tables: dict[str, list[dict[str, Any]]] = {}  # rows stages add to run tables (unit_versions)
 
     # -- manufacturer -------------------------------------------------------------
     def build_learngene(self) -> None:
@@ -256,6 +258,9 @@ class FleetServer:
         msgs: list[Message] = []
         unit_bytes: dict[int, int] = {}
         sent_unit: dict[int, bool] = {}
+        trains_from: dict[int, str] = {}  # the unit version each device is told to train from (a stage may move it on)
+        for stage in self.stages.values():
+            stage.begin_round(rnd, self.unit)
         for did, dev in sorted(self.devices.items()):
             base = {"round": rnd, "device_id": did, "device_class": dev.profile.class_name, "node_id": dev.node_id, "task_id": dev.profile.task.task_id}
             if not is_available(self.scenario, dev.profile, rnd):
@@ -265,6 +270,7 @@ class FleetServer:
             for name, stage in self.stages.items():
                 if name in dev.profile.cfg:
                     instructions.update(stage.instructions(dev.profile))
+            trains_from[did] = str(instructions[UNIT_VERSION])
             content = RecordDict({CONFIG_KEY: ConfigRecord(instructions)})
             send_unit = self.unit_records is not None and dev.unit_version != self.unit_version
             if send_unit:
@@ -301,7 +307,7 @@ class FleetServer:
             row = rows[by_node[nid]]
             row["bytes_down"] = size
             row["bytes_unit"] = unit_bytes.get(by_node[nid], 0)
-            row["unit_version"] = self.unit_version
+            row["unit_version"] = trains_from[by_node[nid]] or None  # the device checks it holds it
             row.setdefault("bytes_up", 0)
         self._emulate(rnd, rows)
         for did, row in rows.items():
@@ -314,6 +320,10 @@ class FleetServer:
             row.pop("_reply", None)
             if row["status"] in ("ok", "late") and sent_unit.get(did):
                 self.devices[did].unit_version = self.unit_version
+        for stage in self.stages.values():
+            for name, trows in stage.end_round(rnd).items():
+                self.stage_tables.setdefault(name, []).extend(trows)
+                write_table(self.run_dir / f"{name}.parquet", pa.Table.from_pylist(self.stage_tables[name]))
         wall = time.perf_counter() - t0
         for row in rows.values():
             row["round_wall_s"] = wall
