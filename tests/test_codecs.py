@@ -18,8 +18,9 @@ from common.coding.registry import Codec, available_codecs, check_codec_name, ma
 from common.coding.spike_slab import UpdateQuantizer, make_prior
 from common.coding.update_codec import pack_update
 
-BUILTIN = ("fp32", "fp16", "int8", "int4", "qsgd", "topk", "sign", "spike_slab")
-LOSSY_BOUNDED = ("fp16", "int8", "int4", "qsgd", "spike_slab")
+NNC = "nnc" in available_codecs()  # only where NNCodec's DeepCABAC core is installed
+BUILTIN = ("fp32", "fp16", "int8", "int4", "qsgd", "topk", "sign", "spike_slab") + (("nnc",) if NNC else ())
+LOSSY_BOUNDED = ("fp16", "int8", "int4", "qsgd", "spike_slab") + (("nnc",) if NNC else ())
 
 
 def _update(seed: int = 0, scale: float = 1e-2) -> dict[str, np.ndarray]:
@@ -80,7 +81,8 @@ def test_spike_slab_is_bit_exact_on_its_grid_and_wraps_the_csi_coder():
 @pytest.mark.parametrize("name", LOSSY_BOUNDED)
 @pytest.mark.parametrize("scale", [1e-4, 1e-2, 3.0])
 def test_lossy_codecs_stay_within_their_stated_bound(name: str, scale: float):
-    codec = make_codec(name, **({"step": scale / 4} if name == "spike_slab" else {}))
+    options = {"spike_slab": {"step": scale / 4}, "nnc": {"qp": round(4 * math.log2(scale)) - 20, "dq": False}}
+    codec = make_codec(name, **options.get(name, {}))
     for seed in range(3):
         arrays = _update(seed, scale)
         arrays["const"] = np.full(5, scale, np.float32)  # a tensor with hi == lo
