@@ -79,7 +79,7 @@ def test_streamed_mean_matches_stacked_mean() -> None:
         np.testing.assert_allclose(out[k], np.average(np.stack([u[k] for u in ups]), axis=0, weights=w), rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize("rule", ["fedmedian", "fedtrimmedavg", "fedavgm"])
+@pytest.mark.parametrize("rule", ["fedmedian", "fedtrimmedavg", "fedavgm", "krum"])
 def test_flower_rules_equal_their_oracles(rule: str) -> None:
     unit = _unit()
     opts = {"fedtrimmedavg": {"beta": 0.2}, "fedavgm": {"server_momentum": 0.0}}.get(rule, {})
@@ -96,8 +96,13 @@ def test_flower_rules_equal_their_oracles(rule: str) -> None:
             want = np.median(stack, axis=0)
         elif rule == "fedtrimmedavg":  # beta 0.2 of 5: drop the lowest and the highest per element
             want = np.sort(stack, axis=0)[1:4].mean(axis=0)
-        else:  # FedAvgM without momentum at server lr 1: the plain mean
+        elif rule == "fedavgm":  # without momentum at server lr 1: the plain mean
             want = stack.mean(axis=0)
+        else:  # Krum (f = 0): the update with the least summed squared distance to its n - 2 nearest
+            flat = np.stack([np.concatenate([(unit.tensors[j] + u[j]).ravel() for j in sorted(u)]) for u in ups]).astype(np.float64)
+            d = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1)
+            score = [np.sort(row)[1:4].sum() for row in d]
+            want = stack[int(np.argmin(score))]
         np.testing.assert_allclose(new[k], want, rtol=0, atol=2e-7)
 
 
