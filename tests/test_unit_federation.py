@@ -276,3 +276,50 @@ def test_device_rounds_close_the_loop(tmp_path: Path, unit6, monkeypatch: pytest
     # told a version it does not hold, the device refuses to train
     with pytest.raises(RuntimeError, match="told to train from unit"):
         run_device_round(s, p, 3, None, None, r1.state, instructions={UNIT_VERSION: v1.meta["content_hash"]})
+
+
+_PLUGIN = '''
+import numpy as np
+from common.coding.registry import Body, Codec
+
+
+class Bf16(Codec):
+    """bfloat16 by truncation: a researcher's codec, outside airfleet."""
+
+    name, lossless = "bf16", False
+
+    def encode_body(self, tensors):
+        flat = np.concatenate([t.ravel() for t in tensors]).astype("<f4")
+        return Body(b"", (flat.view("<u4") >> 16).astype("<u2").tobytes(), 16.0 * flat.size)
+
+    def decode_body(self, sizes, params, payload):
+        v = (np.frombuffer(payload, dtype="<u2").astype("<u4") << 16).view("<f4").astype(np.float32)
+        if v.size != sum(sizes):
+            raise ValueError("bf16 payload does not match the sizes")
+        return np.split(v, np.cumsum(sizes)[:-1])
+'''
+
+
+def test_a_plugin_codec_named_in_a_scenario_validates_and_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package registering ``bf16`` under the ``airfleet.codecs`` entry point group (an
+    installed distribution's metadata on sys.path) is named in [fleet.unit_update]."""
+    site = tmp_path / "site"
+    (site / "bf16_codec-0.1.dist-info").mkdir(parents=True)
+    (site / "bf16_codec.py").write_text(_PLUGIN)
+    (site / "bf16_codec-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: bf16-codec\nVersion: 0.1\n")
+    (site / "bf16_codec-0.1.dist-info" / "entry_points.txt").write_text("[airfleet.codecs]\nbf16 = bf16_codec:Bf16\n")
+    monkeypatch.syspath_prepend(str(site))
+    s = _scenario(tmp_path, {"codec": "bf16", "down_codec": "bf16"})
+    assert s.classes[0]["unit_update"]["codec"] == "bf16"
+    unit = _unit()
+    bs = UnitUpdateBaseStation.from_scenario({"dev": s.classes[0]["unit_update"]}, s)
+    bs.begin_round(1, unit)
+    up = _updates(unit, 1)[0]
+    data = make_codec("bf16").encode(up).data
+    assert len(data) < 4 * unit.n_params  # 16 bits a parameter and the frame
+    bs.ingest(_dev(0, "dev"), {UPDATE_KEY: data}, {})
+    bs.end_round(1)
+    got, _ = UnitUpdateDevice().receive_unit(unit, bs.instructions(_dev(1, "dev")), s.classes[0]["unit_update"])
+    assert got.meta["content_hash"] == bs.cohorts["fleet"].current.meta["content_hash"]
+    for k, base in unit.tensors.items():  # bf16 keeps 8 significant bits of the step
+        np.testing.assert_allclose(got.tensors[k] - base, up[k], rtol=2**-7, atol=1e-8)
