@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 from common.radio.config import RADIO_CLASS_SCHEMA, RADIO_SCHEMA, validate_radio, validate_radio_class
 from common.schema import Field, ScenarioError, section_json_schema, validate_section
 from common.runtime import DEVICE_CHOICES, cache_root
-from common.stage import stage_names, stage_spec
+from common.stage_spec import stage_names, stage_spec
 
 if TYPE_CHECKING:
     from common.channels import ChannelTask

@@ -3,7 +3,8 @@
 A stage (influence-guided fine-tuning, relevance pruning, CSI feedback, ...) is enabled
 per device class by a table ``[fleet.<name>]`` in the scenario. Both ends agree on its
 :class:`StageSpec` (name, schema, its own checks, the uplink payload keys it owns), which
-lives with the paper's method under ``common/<method>/``. Then:
+lives with the paper's method under ``common/<method>/`` (the spec and the registry of
+stages are in ``common.stage_spec``, below ``common.scenario``, and re-exported here). Then:
 
 - the **device half** (:class:`DeviceStage`, registered in ``clients/stages``) runs inside
   a device's round: ``run_device(ctx, cfg) -> StageResult`` with metrics, FLOPs, payloads
@@ -19,13 +20,12 @@ into an evaluation-only ArrayRecord, and persist ``state`` for the next round.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from common.schema import Field, ScenarioError, validate_section
+# the spec half lives below the scenario (which validates class tables with it); re-exported
+from common.stage_spec import STAGE_MODULES, StageSpec, stage_names, stage_spec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,72 +45,6 @@ __all__ = [
     "stage_spec",
     "stage_names",
 ]
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """What both halves of a stage agree on.
-
-    Parameters
-    ----------
-    name : str
-        The class table's key (``[fleet.<name>]``) and the prefix of its metrics and state.
-    schema : dict of str -> Field
-        Keys, defaults and ranges of the table.
-    payload_keys : tuple of str, default ()
-        The uplink payloads (ConfigRecord bytes fields) its device half sends; the base
-        station hands exactly these to the stage's base-station half.
-    check : callable or None, default None
-        The stage's own checks of a schema-valid table beyond types and ranges
-        (``check(cfg)`` raises ``ValueError`` with what is wrong, or ``ScenarioError`` with
-        the key inside the table), so that a table the stage would refuse fails at
-        validation, not in round 1.
-    """
-
-    name: str
-    schema: dict[str, Field]
-    payload_keys: tuple[str, ...] = ()
-    check: Callable[[dict[str, Any]], None] | None = None
-
-    def validate(self, raw: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
-        """Validate a class's table: schema, then the stage's own checks.
-
-        Raises
-        ------
-        ScenarioError
-            Naming ``key`` (the dotted path of the table) and what is wrong.
-        """
-        cfg = validate_section(raw, self.schema, key)
-        if self.check is not None:
-            try:
-                self.check(cfg)
-            except ScenarioError as e:
-                raise ScenarioError(f"{key}.{e.key}" if e.key else key, e.message) from None
-            except ValueError as e:
-                raise ScenarioError(key, str(e)) from None
-        return cfg
-
-
-#: stage name -> module whose ``SPEC`` is its StageSpec, in the order a device runs them
-STAGE_MODULES: dict[str, str] = {
-    "influence": "common.influence.config",
-    "unit_update": "common.learngene.federation",  # codes the trained unit layers, before pruning reshapes them
-    "prune": "common.xrefine.config",
-    "csi_feedback": "common.csi.config",
-}
-
-
-def stage_names() -> tuple[str, ...]:
-    """Registered stages, in the order a device runs them."""
-    return tuple(STAGE_MODULES)
-
-
-def stage_spec(name: str) -> StageSpec:
-    """The :class:`StageSpec` of stage ``name`` (``KeyError`` if none is registered)."""
-    spec = importlib.import_module(STAGE_MODULES[name]).SPEC
-    if spec.name != name:
-        raise RuntimeError(f"{STAGE_MODULES[name]}.SPEC is named {spec.name!r}, registered as {name!r}")
-    return spec
 
 
 @dataclass

@@ -13,16 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from server.plotting import pyplot as _plt
+
 __all__ = ["class_summary", "round_latency", "draw_fleet_plots", "draw_csi_rd", "report_run", "format_class_table", "sdnet_vs_mmse_note", "SDNET_NOTE"]
-
-
-def _plt():  # noqa: ANN202 - matplotlib pyplot module
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _mean(xs: list[float]) -> float:

@@ -19,7 +19,7 @@ from common.coding.spike_slab import UpdatePrior
 from common.models.csi_compressor import CompressorConfig
 from common.runtime import DEVICE_CHOICES
 from common.schema import Field
-from common.stage import StageSpec
+from common.stage_spec import StageSpec
 
 __all__ = [
     "SCHEMES",

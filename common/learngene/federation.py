@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from common.schema import Field, ScenarioError, validate_section
-from common.stage import StageSpec
+from common.stage_spec import StageSpec
 
 __all__ = [
     "STAGE_NAME",
