@@ -303,3 +303,73 @@ def test_empty_and_zero_updates_round_trip(name: str):
         assert list(d) == list(arrays) and all(d[k].shape == arrays[k].shape for k in arrays)
         if name not in ("sign",):
             assert all(not d[k].any() for k in d)
+
+
+# --- plugins ---------------------------------------------------------------------------------
+
+_PLUGIN = '''
+import numpy as np
+from common.coding.registry import Body, Codec
+
+
+class Half(Codec):
+    name, lossless = "my_half", False
+
+    def encode_body(self, tensors):
+        flat = np.concatenate(tensors) if tensors else np.zeros(0, np.float32)
+        return Body(b"", flat.astype("<f2").tobytes(), 16.0 * flat.size)
+
+    def decode_body(self, sizes, params, payload):
+        v = np.frombuffer(payload, dtype="<f2").astype(np.float32)
+        if params or v.size != sum(sizes) or len(payload) % 2:
+            raise ValueError("my_half payload does not match the sizes")
+        return np.split(v, np.cumsum(sizes)[:-1])
+
+
+def broken(**options):
+    raise RuntimeError("never")
+
+
+class Liar(Half):
+    name = "not_me"
+'''
+
+
+def _install_plugin(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """An installed distribution as importlib.metadata finds one: its module and a
+    ``*.dist-info`` with ``entry_points.txt`` on sys.path."""
+    site = tmp_path / "site"
+    dist = site / "my_half-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (site / "my_half_codec.py").write_text(_PLUGIN)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-half\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[airfleet.codecs]\nmy_half = my_half_codec:Half\nmy_broken = my_half_codec:broken\n"
+        "my_liar = my_half_codec:Liar\nmy_missing = my_half_codec:Nothing\nfp16 = my_half_codec:Liar\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+
+
+def test_a_plugin_codec_is_found_through_its_entry_point_and_round_trips(tmp_path, monkeypatch):  # noqa: ANN001
+    assert "my_half" not in available_codecs()
+    _install_plugin(tmp_path, monkeypatch)
+    names = available_codecs()
+    assert names[: len(BUILTIN)] == BUILTIN and "my_half" in names[len(BUILTIN) :]
+    assert check_codec_name("my_half") == "my_half"
+    codec = make_codec("my_half", max_params=10000)
+    x = _update(4)
+    d = codec.decode(codec.encode(x).data)
+    assert all(np.array_equal(d[k], x[k].astype(np.float16).astype(np.float32)) for k in x)
+    # the framing and its checks come with the base class
+    with pytest.raises(BitstreamError):
+        codec.decode(codec.encode(x).data[:-1])
+    with pytest.raises(BitstreamError, match="coded by"):
+        codec.decode(make_codec("fp16").encode(x).data)
+    # a plugin cannot shadow a built-in; broken ones say which and why
+    assert type(make_codec("fp16")).__module__ == "common.coding.codecs"
+    with pytest.raises(ValueError, match="my_broken.*RuntimeError|my_broken.*never"):
+        make_codec("my_broken")
+    with pytest.raises(ValueError, match="calls itself 'not_me'"):
+        make_codec("my_liar")
+    with pytest.raises(ValueError, match="my_missing.*does not load"):
+        make_codec("my_missing")

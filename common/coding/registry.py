@@ -125,6 +125,12 @@ def make_codec(name: str, **options: Any) -> Codec:
         codec = factory(**options)
     except TypeError as e:
         raise ValueError(f"codec {name!r} does not take options {sorted(options)}: {e}") from e
+    except ValueError:
+        raise
+    except Exception as e:  # a plugin's own failure: name it, in one line
+        if name in BUILTIN_CODECS:
+            raise
+        raise ValueError(f"codec plugin {name!r} failed to build: {type(e).__name__}: {e}") from e
     if not isinstance(codec, Codec):
         raise ValueError(f"codec {name!r} gave a {type(codec).__name__}, not a common.coding.registry.Codec")
     if codec.name != name:
