@@ -125,24 +125,11 @@ class FleetServer:
         """Train (or load) the collective model and extract the learngene unit."""
         if not any(c["workload"] == "sdnet" for c in self.scenario.classes):
             return
-        from common.learngene.collective import CollectiveConfig, load_or_train_collective, unit_for_strategy
+        from common.learngene.collective import collective_config, load_or_train_collective, unit_for_strategy
         from common.runtime import resolve_device
 
-        m, ch = self.scenario.data["manufacturer"], self.scenario.data["channels"]
-        tasks = tuple(self.scenario.channel_task(t, int(ch["n_rx"]), int(ch["n_tx"])) for t in range(int(m["tasks"])))
-        cfg = CollectiveConfig(
-            tasks=tasks,
-            n_conv=int(m["n_conv"]),
-            samples_per_task=int(m["samples_per_task"]),
-            epochs_per_task=int(m["epochs_per_task"]),
-            batch_size=int(m["batch_size"]),
-            lr=float(m["lr"]),
-            snr_db=float(ch["snr_db"]),
-            epsilon=float(m["epsilon"]),
-            unit_layers=int(m["unit_layers"]),
-            n_pilots=int(ch["n_pilots"]),
-            seed=self.scenario.seed,
-        )
+        m = self.scenario.data["manufacturer"]
+        cfg = collective_config(self.scenario)
         root = cache_root(self.scenario.data["server"]["cache_dir"])
         dev = resolve_device(str(self.scenario.data["server"]["device"]))
         res = load_or_train_collective(cfg, root / "collective", progress=self.progress, device=dev, channel_cache=root / "channels")

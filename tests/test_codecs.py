@@ -78,6 +78,26 @@ def test_spike_slab_is_bit_exact_on_its_grid_and_wraps_the_csi_coder():
     assert enc.data[start : start + len(csi)] == csi
 
 
+def test_the_csi_stage_update_is_selectable_through_the_registry():
+    """``common.csi.config.update_codec``: the registry codec of a csi_feedback table codes
+    an update into exactly the frame the stage sends, bound to the same decoder tag."""
+    from common.csi.config import make_prior_from_cfg, resolve_cfg, update_codec
+
+    cfg = resolve_cfg({"t": 2e-3, "n_bins": 64, "alpha": 300.0})
+    rng = np.random.default_rng(8)
+    k = (rng.integers(-32, 32, size=(2, 400)) * (rng.random((2, 400)) < 0.1)).astype(np.int32)
+    t32 = np.float32(cfg["t"])
+    arrays = {"dec.0": t32 * k[0].astype(np.float32), "dec.1": (t32 * k[1].astype(np.float32)).reshape(20, 20)}
+    codec = update_codec(cfg, base_tag=0xDEADBEEF)
+    enc = codec.encode(arrays)
+    csi = pack_update(k.ravel(), make_prior_from_cfg(cfg), 0xDEADBEEF)
+    start = enc.overhead_bytes - 4
+    assert enc.data[start : start + len(csi)] == csi and len(enc.data) == start + len(csi) + 4
+    assert all(codec.decode(enc.data)[n].tobytes() == arrays[n].tobytes() for n in arrays)
+    with pytest.raises(BitstreamError, match="against decoder"):
+        update_codec(cfg, base_tag=1).decode(enc.data)
+
+
 @pytest.mark.parametrize("name", LOSSY_BOUNDED)
 @pytest.mark.parametrize("scale", [1e-4, 1e-2, 3.0])
 def test_lossy_codecs_stay_within_their_stated_bound(name: str, scale: float):

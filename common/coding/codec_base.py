@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_MAX_PARAMS",
     "MAX_NAME_BYTES",
     "read_exact",
+    "split",
 ]
 
 #: default bound on the elements one stream may declare (64 MiB of float32)
@@ -107,6 +108,11 @@ class Body:
     payload: bytes
     ideal_bits: float
     decoded: list[np.ndarray] | None = None
+
+
+def split(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """``flat`` cut into consecutive vectors of ``sizes`` (none for no sizes)."""
+    return np.split(flat, np.cumsum(sizes)[:-1]) if len(sizes) else []
 
 
 def read_exact(buf: bytes, offset: int, n: int, what: str) -> bytes:

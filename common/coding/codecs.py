@@ -41,6 +41,7 @@ import numpy as np
 
 from common.coding.bitstream import BitstreamError, check_exact_coding
 from common.coding.codec_base import Body, Codec, read_exact
+from common.coding.codec_base import split as _split
 from common.coding.range_coder import RangeReader, RangeWriter, ideal_bits
 from common.coding.spike_slab import UpdateQuantizer, make_prior
 from common.coding.update_codec import apply_update, pack_update, unpack_update, update_ideal_bits
@@ -63,10 +64,6 @@ _FP16_MAX = 65504.0
 
 def _concat(tensors: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(tensors).astype(np.float32, copy=False) if tensors else np.zeros(0, np.float32)
-
-
-def _split(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    return np.split(flat, np.cumsum(sizes)[:-1]) if sizes else []
 
 
 def _words(payload: bytes, what: str) -> np.ndarray:
@@ -429,8 +426,9 @@ class SpikeSlabCodec(Codec):
 
     ``k = clip(round(x / t), k_min, k_max)`` over all tensors in order (eq. 13-14), range
     coded with the prior's push-forward PMF (eq. 15-18); the payload is exactly the frame
-    :func:`~common.coding.update_codec.pack_update` writes (base tag 0: the registry codes
-    a delta, not a state) and is parsed by :func:`~common.coding.update_codec.unpack_update`.
+    :func:`~common.coding.update_codec.pack_update` writes and is parsed by
+    :func:`~common.coding.update_codec.unpack_update` (``common.csi.config.update_codec``
+    builds the one a ``csi_feedback`` table and a decoder state call for).
     The receiver decodes ``float32(t) * k``: bit-exact for inputs on that grid.
 
     Parameters
@@ -444,16 +442,31 @@ class SpikeSlabCodec(Codec):
         Spike weight (eq. 16).
     prior : str, default "spike_slab"
         Or ``"uniform"`` (the FM-UP ablation).
+    base_tag : int, default 0
+        The CSI stage's binding of an update to the decoder it applies to (the CRC-32 of
+        that decoder, ``update_codec``): a stream made against another tag is refused.
+        0 for a plain delta.
     """
 
     name, lossless = "spike_slab", False
 
     def __init__(
-        self, *, step: float = 1e-3, n_bins: int = 256, sigma: float = 5e-2, alpha: float = 1000.0, prior: str = "spike_slab", **kw: int
+        self,
+        *,
+        step: float = 1e-3,
+        n_bins: int = 256,
+        sigma: float = 5e-2,
+        alpha: float = 1000.0,
+        prior: str = "spike_slab",
+        base_tag: int = 0,
+        **kw: int,
     ) -> None:
         super().__init__(**kw)
         self.prior = make_prior(prior, UpdateQuantizer(float(step), int(n_bins)), float(sigma), float(alpha))
         self.quantizer = self.prior.quantizer
+        if not 0 <= int(base_tag) <= 0xFFFFFFFF:
+            raise ValueError(f"base_tag must be a 32-bit unsigned integer, got {base_tag!r}")
+        self.base_tag = int(base_tag)
 
     def quantize(self, tensors: list[np.ndarray]) -> np.ndarray:
         """``int32 [n]``: ``k`` of eq. (13-14) over all tensors in order."""
@@ -462,13 +475,13 @@ class SpikeSlabCodec(Codec):
 
     def encode_body(self, tensors: list[np.ndarray]) -> Body:
         k = self.quantize(tensors)
-        return Body(b"", pack_update(k, self.prior, 0), update_ideal_bits(k, self.prior))
+        return Body(b"", pack_update(k, self.prior, self.base_tag), update_ideal_bits(k, self.prior))
 
     def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray]:
         if params:
             raise BitstreamError(f"spike_slab stream carries {len(params)} bytes of params, expected none")
         n = sum(sizes)
-        k = unpack_update(payload, self.prior, n, 0)
+        k = unpack_update(payload, self.prior, n, self.base_tag)
         (flat,) = apply_update([np.zeros(n, np.float32)], k, self.quantizer)
         return _split(flat, sizes)
 

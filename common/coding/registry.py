@@ -40,7 +40,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from common.coding.codec_base import Body, Codec, Encoded
+from common.coding.codec_base import Body, Codec, Encoded, split
 from common.coding.codecs import (
     Float16Codec,
     Float32Codec,
@@ -57,6 +57,7 @@ __all__ = [
     "Codec",
     "Encoded",
     "Body",
+    "split",
     "ENTRY_POINT_GROUP",
     "BUILTIN_CODECS",
     "make_codec",
