@@ -168,7 +168,7 @@ def draw_rate_accuracy(per_round: list[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(8.4, 4.4))
     for cls in dict.fromkeys(r["class"] for r in per_round):
         mine = [r for r in per_round if r["class"] == cls and math.isfinite(r["ser"]) and r["cum_up_bits"] > 0]
         if mine:
@@ -178,7 +178,7 @@ def draw_rate_accuracy(per_round: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("mean SER in the round")
     ax.set_title("Rate-accuracy of unit update codecs")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the lines fill the axes
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
