@@ -55,6 +55,7 @@ from common.scenario import Scenario, load_scenario
 from common.stage import BaseStationStage
 from server.dispatch_order import WorkEstimates
 from server.flower_dispatch import install as install_dispatch
+from server.codec_report import codec_tables_text
 from server.message_size import message_bytes, payload_bytes
 from server.radio_report import format_late_per_round, format_radio_cost_table, has_radio, late_per_round, radio_cost_table
 from server.report import class_summary, format_class_table, report_run, round_latency
@@ -432,6 +433,9 @@ class FleetServer:
             if "radio_cost" in summary:
                 print("\ncost of an update on the air (mean per transfer):\n" + format_radio_cost_table(summary["radio_cost"]))
                 print("late devices per round: " + format_late_per_round(summary["late_per_round"]))
+            codecs = codec_tables_text(self.run_dir)
+            if codecs:
+                print("\n" + codecs)
             print(f"\nresults: {self.run_dir}")
         return summary
 

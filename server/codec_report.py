@@ -29,6 +29,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from server.plotting import pyplot
+
 __all__ = ["has_unit_updates", "codec_rounds", "codec_summary", "pareto_front", "format_codec_tables", "write_codec_report", "codec_tables_text"]
 
 _REPLIED = ("ok", "late")
@@ -163,11 +165,7 @@ def format_codec_tables(summary: list[dict[str, Any]], front: list[dict[str, Any
 
 def draw_rate_accuracy(per_round: list[dict[str, Any]], path: Path) -> Path:
     """SER per round against cumulative uplink bits per device, one line per codec."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.4, 4.4))
     for cls in dict.fromkeys(r["class"] for r in per_round):
         mine = [r for r in per_round if r["class"] == cls and math.isfinite(r["ser"]) and r["cum_up_bits"] > 0]

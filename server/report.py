@@ -260,6 +260,9 @@ def report_run(run_dir: str | Path) -> list[Path]:
 
     if has_radio(table):
         paths += draw_radio_plots(table, run_dir)
+    from server.codec_report import write_codec_report
+
+    paths += write_codec_report(run_dir, table)  # runs with unit_update stages: codec tables, rate-accuracy
     sig = run_dir / "collective" / "significance.parquet"
     if sig.is_file():
         paths.append(draw_significance(pq.read_table(sig), run_dir / "gradient_significance.png"))

@@ -199,14 +199,15 @@ def unit_update(params: Mapping[str, np.ndarray], unit_tensors: Mapping[str, np.
     return out
 
 
-def check_update(arrays: Mapping[str, np.ndarray], like: Mapping[str, np.ndarray]) -> None:
-    """``ValueError`` unless ``arrays`` has exactly ``like``'s names and shapes and finite values."""
+def check_update(arrays: Mapping[str, np.ndarray], like: Mapping[str, np.ndarray], finite: bool = True) -> None:
+    """``ValueError`` unless ``arrays`` has exactly ``like``'s names and shapes (and, with
+    ``finite``, finite values: ``Codec.decode`` already guarantees it for decoded streams)."""
     if set(arrays) != set(like):
         raise ValueError(f"update names {sorted(arrays)[:6]} do not match the unit's {sorted(like)[:6]}")
     for k, a in arrays.items():
         if a.shape != like[k].shape:
             raise ValueError(f"update {k!r} has shape {a.shape}, the unit's is {like[k].shape}")
-        if not np.all(np.isfinite(a)):
+        if finite and not np.all(np.isfinite(a)):
             raise ValueError(f"update {k!r} has non-finite values")
 
 
@@ -230,31 +231,57 @@ def version_meta(parent_meta: Mapping[str, Any], rnd: int, down_codec: str) -> d
 class WeightedMean:
     """Streamed weighted mean of named arrays: O(one update) memory whatever the count.
 
-    ``add(w, arrays)`` accumulates ``sum_i w_i x_i`` and ``sum_i w_i`` in float64;
-    ``mean()`` returns ``sum_i w_i x_i / sum_i w_i`` as float32. This is FedAvg's
-    aggregation (McMahan et al., 2017; Flower's ``aggregate_arrayrecords``) without
-    holding the updates.
+    ``add(w, arrays)`` accumulates ``sum_i w_i x_i`` (one flat float64 vector, names in the
+    order the first update gave them) and ``sum_i w_i``; ``mean()`` returns
+    ``sum_i w_i x_i / sum_i w_i`` as float32 arrays. This is FedAvg's aggregation
+    (McMahan et al., 2017; Flower's ``aggregate_arrayrecords``) without holding the updates.
     """
 
     def __init__(self) -> None:
-        self.sums: dict[str, np.ndarray] = {}
+        self.names: list[str] = []
+        self.shapes: list[tuple[int, ...]] = []
+        self.sum: np.ndarray | None = None
         self.weight = 0.0
         self.count = 0
 
-    def add(self, weight: float, arrays: Mapping[str, np.ndarray]) -> None:
+    def add(self, weight: float, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Accumulate one update; returns it as the flat float64 vector it added (for norms).
+
+        Raises
+        ------
+        ValueError
+            A weight that is not positive and finite, or other names or shapes than the
+            first update's (nothing is accumulated then).
+        """
         if not weight > 0 or not math.isfinite(weight):
             raise ValueError(f"weight must be positive and finite, got {weight}")
-        if self.sums and set(arrays) != set(self.sums):
-            raise ValueError("update names differ from the ones already aggregated")
-        for k, a in arrays.items():
-            if k in self.sums:
-                self.sums[k] += weight * np.asarray(a, dtype=np.float64)
-            else:
-                self.sums[k] = weight * np.asarray(a, dtype=np.float64)
+        if self.sum is None:
+            self.names = list(arrays)
+            self.shapes = [np.shape(arrays[k]) for k in self.names]
+        elif len(arrays) != len(self.names) or any(np.shape(arrays.get(k)) != s for k, s in zip(self.names, self.shapes)):
+            raise ValueError("update names or shapes differ from the ones already aggregated")
+        flat = np.concatenate([np.asarray(arrays[k]).ravel() for k in self.names]).astype(np.float64)
+        if self.sum is None:
+            self.sum = weight * flat
+        else:
+            self.sum += weight * flat
         self.weight += float(weight)
         self.count += 1
+        return flat
+
+    @property
+    def sums(self) -> dict[str, np.ndarray]:
+        """``sum_i w_i x_i`` by name (float64 views of the running sum)."""
+        if self.sum is None:
+            return {}
+        out, off = {}, 0
+        for k, s in zip(self.names, self.shapes):
+            n = math.prod(s)
+            out[k] = self.sum[off : off + n].reshape(s)
+            off += n
+        return out
 
     def mean(self) -> dict[str, np.ndarray]:
         if self.count == 0:
             raise ValueError("no updates to average")
-        return {k: (s / self.weight).astype(np.float32) for k, s in self.sums.items()}
+        return {k: (v / self.weight).astype(np.float32) for k, v in self.sums.items()}

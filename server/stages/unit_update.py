@@ -48,7 +48,12 @@ UNIT_VERSIONS_TABLE = "unit_versions"
 
 
 def _norm(arrays: dict[str, np.ndarray]) -> float:
-    return float(np.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays.values())))
+    """L2 norm over every array (float64 accumulation)."""
+    total = 0.0
+    for a in arrays.values():
+        x = a.ravel().astype(np.float64)
+        total += float(x @ x)
+    return float(np.sqrt(total))
 
 
 class _Cohort:
@@ -134,16 +139,16 @@ class UnitUpdateBaseStation(BaseStationStage):
         """
         data = payloads[UPDATE_KEY]
         co = self.cohorts[self.cohort_of(device.class_name)]
-        delta = self.codecs[device.class_name].decode(data)
-        check_update(delta, co.current.tensors)
+        delta = self.codecs[device.class_name].decode(data)  # Codec.decode refuses non-finite values
+        check_update(delta, co.current.tensors, finite=False)
         w = self.weights[device.class_name]
+        flat = co.mean.add(w, delta)  # checked above: it cannot fail half-way
         if self.fed["aggregation"] in ("fedmedian", "fedtrimmedavg", "krum"):
             co.held.append((w, delta))
-        co.mean.add(w, delta)
         co.up_bits += 8 * len(data)
         co.contributors.add(device.device_id)
         self.held[device.device_id] = str(co.current.meta["content_hash"])  # it trained from it: instructions were verified
-        return {"unit_update_decoded_norm": _norm(delta), "unit_generation": float(co.current.meta.get("generation", 0))}
+        return {"unit_update_decoded_norm": float(np.sqrt(flat @ flat)), "unit_generation": float(co.current.meta.get("generation", 0))}
 
     def end_round(self, rnd: int) -> dict[str, list[dict[str, Any]]]:
         every, after = int(self.fed["publish_every_rounds"]), int(self.fed["publish_after_updates"])
