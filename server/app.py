@@ -138,10 +138,12 @@ class FleetServer:
         out = self.run_dir / "collective"
         out.mkdir(parents=True, exist_ok=True)
         write_table(out / "significance.parquet", res.significance)
-        res.unit.save(out / "learngene_unit.bin")
+        # the unit that is distributed (and whose hash rows record): the strategy's, which is the
+        # selected unit itself unless an X-inherit strategy cuts another segment
+        self.unit.save(out / "learngene_unit.bin")
         self.unit_records = (
-            ArrayRecord({k: Array(v) for k, v in res.unit.to_arrays().items()}),
-            ConfigRecord(dict(res.unit.meta)),
+            ArrayRecord({k: Array(v) for k, v in self.unit.to_arrays().items()}),
+            ConfigRecord(dict(self.unit.meta)),
         )
         self.unit_nbytes = sum(message_bytes(r) for r in self.unit_records)
 
