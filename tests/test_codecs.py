@@ -157,6 +157,17 @@ def test_topk_sends_the_largest_and_codes_positions_compactly():
     assert index_bits < 10 * k  # log2 C(20000, 200) / 200 = 8.1 bits an index, not 32
 
 
+def test_topk_selection_matches_a_full_sort_with_ties_to_the_lowest_index():
+    from common.coding.codecs import TopKCodec
+
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        acc = rng.integers(-5, 6, size=int(rng.integers(1, 300))).astype(np.float32)  # many ties
+        k = int(rng.integers(0, acc.size + 1))
+        oracle = np.sort(np.argsort(-np.abs(acc), kind="stable")[:k])
+        assert np.array_equal(TopKCodec.select(acc, k), oracle)
+
+
 def test_qsgd_same_seed_same_bits_and_unbiased():
     x = {"w": np.random.default_rng(2).normal(size=64).astype(np.float32)}
     a, b = make_codec("qsgd", levels=4, seed=7), make_codec("qsgd", levels=4, seed=8)

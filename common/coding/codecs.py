@@ -345,6 +345,20 @@ class TopKCodec(Codec):
         return min(n, math.ceil(self.fraction * n - 1e-9)) if n else 0
 
     @staticmethod
+    def select(acc: np.ndarray, k: int) -> np.ndarray:
+        """Sorted indices of the ``k`` largest ``|acc|``, ties to the lowest index (O(n))."""
+        n = acc.size
+        if k >= n:
+            return np.arange(n)
+        if k <= 0:
+            return np.zeros(0, np.int64)
+        a = np.abs(acc)
+        thr = np.partition(a, n - k)[n - k]  # the k-th largest magnitude
+        above = np.flatnonzero(a > thr)
+        ties = np.flatnonzero(a == thr)[: k - above.size]
+        return np.sort(np.concatenate([above, ties]))
+
+    @staticmethod
     def _mask_pmf(n: int, k: int) -> np.ndarray:
         return np.array([n - k, k], dtype=np.float64)
 
@@ -352,7 +366,7 @@ class TopKCodec(Codec):
         acc = _concat(tensors)
         n = acc.size
         k = self.k_of(n)
-        idx = np.sort(np.argsort(-np.abs(acc), kind="stable")[:k])
+        idx = self.select(acc, k)
         words = b""
         if 0 < k < n:
             mask = np.zeros(n, np.int32)
