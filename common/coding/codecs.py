@@ -42,7 +42,7 @@ import numpy as np
 from common.coding.bitstream import BitstreamError, check_exact_coding
 from common.coding.codec_base import Body, Codec, read_exact
 from common.coding.codec_base import split as _split
-from common.coding.range_coder import RangeReader, RangeWriter, ideal_bits
+from common.coding.range_coder import RangeReader, RangeWriter
 from common.coding.spike_slab import UpdateQuantizer, make_prior
 from common.coding.update_codec import apply_update, pack_update, unpack_update, update_ideal_bits
 
@@ -110,7 +110,8 @@ def _code_with_histogram(symbols: np.ndarray, alphabet: int) -> tuple[bytes, byt
         return _varints(counts), b"", 0.0
     w = RangeWriter()
     w.write(symbols.astype(np.int32), counts.astype(np.float64))
-    return _varints(counts), w.words().astype("<u4").tobytes(), ideal_bits(symbols, counts.astype(np.float64))
+    c = counts[counts > 0].astype(np.float64)
+    return _varints(counts), w.words().astype("<u4").tobytes(), float(-(c * np.log2(c / symbols.size)).sum())
 
 
 def _decode_with_histogram(buf: bytes, off: int, alphabet: int, n: int, what: str) -> np.ndarray:
