@@ -111,8 +111,14 @@ class Body:
 
 
 def split(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """``flat`` cut into consecutive vectors of ``sizes`` (none for no sizes)."""
-    return np.split(flat, np.cumsum(sizes)[:-1]) if len(sizes) else []
+    """``flat`` cut into consecutive vectors (views) of ``sizes`` (none for no sizes)."""
+    out, pos = [], 0
+    for n in sizes:
+        out.append(flat[pos : pos + n])
+        pos += n
+    if pos != flat.shape[0]:
+        raise ValueError(f"{flat.shape[0]} values do not split into sizes summing to {pos}")
+    return out
 
 
 def read_exact(buf: bytes, offset: int, n: int, what: str) -> bytes:
@@ -151,6 +157,7 @@ class Codec(abc.ABC):
         if not 0 < int(max_params) <= 0xFFFFFFFF:
             raise ValueError(f"max_params must lie in [1, 2**32 - 1], got {max_params!r}")
         self.max_params = int(max_params)
+        self._tables: dict[tuple[int, bytes], tuple[list[str], list[tuple[int, ...]], int]] = {}
 
     # -- what a codec implements -------------------------------------------------------
 
@@ -241,7 +248,16 @@ class Codec(abc.ABC):
             raise BitstreamError(f"stream declares {n_params} elements, this decoder takes at most {self.max_params}")
         if body_len > self.max_payload_bytes(n_params):
             raise BitstreamError(f"{self.name} payload of {body_len} bytes declared, at most {self.max_payload_bytes(n_params)} for {n_params} elements")
-        names, shapes, off = _parse_table(fields, _HEAD.size, n_tensors, self.max_params)
+        # a base station decodes many streams of one layout: parse each table once
+        key = (n_tensors, fields[_HEAD.size :])
+        table = getattr(self, "_tables", {}).get(key)
+        if table is None:
+            table = _parse_table(fields, _HEAD.size, n_tensors, self.max_params)
+            tables = self.__dict__.setdefault("_tables", {})
+            if len(tables) >= 64:
+                tables.clear()
+            tables[key] = table
+        names, shapes, off = table
         sizes = [math.prod(s) for s in shapes]
         if sum(sizes) != n_params:
             raise BitstreamError(f"tensor table holds {sum(sizes)} elements, the header says {n_params}")
@@ -264,7 +280,7 @@ class Codec(abc.ABC):
             v = np.asarray(v)
             if v.dtype != np.float32 or v.size != n:
                 raise BitstreamError(f"{self.name} decoded {k!r} as {v.dtype} [{v.size}], expected float32 [{n}]")
-            if not np.all(np.isfinite(v)):
+            if v.size and not np.isfinite(v).all():
                 raise BitstreamError(f"{self.name} stream decodes {k!r} to non-finite values")
             out[k] = v.reshape(s)
         return out

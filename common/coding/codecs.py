@@ -479,6 +479,10 @@ class SpikeSlabCodec(Codec):
         super().__init__(**kw)
         self.prior = make_prior(prior, UpdateQuantizer(float(step), int(n_bins)), float(sigma), float(alpha))
         self.quantizer = self.prior.quantizer
+        # the prior is fixed: compute its PMF (eq. 15) once, not twice a stream
+        pmf = self.prior.pmf()
+        pmf.setflags(write=False)
+        self.prior.pmf = lambda: pmf  # type: ignore[method-assign]
         if not 0 <= int(base_tag) <= 0xFFFFFFFF:
             raise ValueError(f"base_tag must be a 32-bit unsigned integer, got {base_tag!r}")
         self.base_tag = int(base_tag)
