@@ -304,6 +304,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     rounds = Path(args.run_dir) / "rounds.parquet"
     if rounds.is_file():
         print("\n" + format_class_table(class_summary(pq.read_table(rounds))))
+        from server.codec_report import codec_tables_text
+
+        codecs = codec_tables_text(args.run_dir)
+        if codecs:
+            print("\n" + codecs)
     return EXIT_OK
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from clients.stages import DEVICE_STAGES
 from common.profiles import DeviceProfile
+from common.protocol import UNIT_VERSION
 from common.scenario import Scenario
 from common.stage import DeviceContext, StageResult
 from common.runtime import resolve_device
@@ -155,12 +156,14 @@ def run_device_round(
 
     from common.learngene.training import evaluate_ser, finetune
     from common.learngene import LearngeneUnit, expand, individual_sdnet
+    from common.learngene.federation import unit_params
     from common.models.complexity import count_flops, count_parameters
     from common.models.sdnet import SDNet
     from common.phy.metrics import baseline_sers
 
     torch.manual_seed(derive_seed(profile.seed, "torch", round_))
     new_state: dict[str, np.ndarray] = {}
+    unit_metrics: dict[str, float] = {}
     if unit_arrays is not None:
         unit = LearngeneUnit.from_arrays(unit_arrays, dict(unit_meta or {}))
         fresh_unit = True
@@ -170,6 +173,16 @@ def run_device_round(
             raise RuntimeError(f"device {profile.device_id}: no learngene unit received and none kept from earlier rounds")
         unit = LearngeneUnit.from_arrays(kept, _unpack_meta(state[_META_KEY]))
         fresh_unit = False
+    for stage, half in DEVICE_STAGES.items():  # stages that move the unit on (coded steps to a new version)
+        receive = getattr(half, "receive_unit", None)
+        if receive is not None and cfg.get(stage) is not None:
+            held = unit.meta["content_hash"]
+            unit, got = receive(unit, dict(instructions or {}), cfg[stage])
+            unit_metrics.update({f"{stage}_{k}": float(v) for k, v in got.items()})
+            fresh_unit = fresh_unit or unit.meta["content_hash"] != held
+    want = (instructions or {}).get(UNIT_VERSION)
+    if want and want != unit.meta["content_hash"]:
+        raise RuntimeError(f"device {profile.device_id}: told to train from unit {str(want)[:12]}, holds {unit.meta['content_hash'][:12]}")
     new_state.update({_UNIT_PREFIX + k: v for k, v in unit.to_arrays().items()})
     new_state[_META_KEY] = _pack_meta(dict(unit.meta))
 
@@ -177,12 +190,17 @@ def run_device_round(
     model = individual_sdnet(unit, profile.n_rx, profile.n_tx, profile.n_conv)
     anchors = expand(unit, model, strategy)
     kept_model = {k[len(_MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(_MODEL_PREFIX)}
-    if kept_model and not fresh_unit:
-        # the detector the device ended its last round with (possibly pruned by a stage)
+    if kept_model and (not fresh_unit or unit_metrics):
+        # the detector the device ended its last round with (possibly pruned by a stage);
+        # a new unit version (federated loop) replaces the inherited layers, the rest stays
         arch = _unpack_meta(state[_ARCH_KEY])
         model = SDNet(**arch)
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in kept_model.items()})
         anchors = {k: a for k, a in anchors.items() if k in dict(model.named_parameters()) and model.get_parameter(k).shape == a.shape}
+        if fresh_unit:
+            with torch.no_grad():
+                for k, a in anchors.items():
+                    model.get_parameter(k).copy_(a)
 
     train, val = _device_data(profile, cfg, str(scenario.data["server"]["cache_dir"]))
     input_shape = tuple(train.sdnet_input.shape[1:])
@@ -204,6 +222,7 @@ def run_device_round(
     metrics: dict[str, float] = {
         "ser": float(evaluate_ser(model, val)),
         "train_loss": float(res.loss_per_epoch[-1]) if res.loss_per_epoch else float("nan"),
+        **unit_metrics,
     }
     flops += count_flops(model, (1, *input_shape)) * len(val)
     metrics.update({k: float(v) for k, v in baseline_sers(val).items() if k in ("ser_zf", "ser_mmse")})
@@ -221,6 +240,8 @@ def run_device_round(
         val=val,
         instructions=dict(instructions or {}),
         torch_device=str(cfg["device"]),
+        unit=unit,
+        unit_params=unit_params(strategy, model.n_conv, unit.n_layers),
     )
     for stage, half in DEVICE_STAGES.items():
         stage_cfg = cfg.get(stage)

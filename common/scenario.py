@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 from common.radio.config import RADIO_CLASS_SCHEMA, RADIO_SCHEMA, validate_radio, validate_radio_class
 from common.schema import Field, ScenarioError, section_json_schema, validate_section
 from common.runtime import DEVICE_CHOICES, cache_root
-from common.stage import stage_names, stage_spec
+from common.stage_spec import stage_names, stage_spec
 
 if TYPE_CHECKING:
     from common.channels import ChannelTask
@@ -295,7 +295,11 @@ def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>", check_sources
         top = {k: v for k, v in raw.items() if k not in sections}
         data = validate_section(top, TOP_SCHEMA, "")
         data["channels"] = validate_section(raw.get("channels"), CHANNELS_SCHEMA, "channels")
-        data["manufacturer"] = validate_section(raw.get("manufacturer"), MANUFACTURER_SCHEMA, "manufacturer")
+        m_raw = raw.get("manufacturer")
+        federation = m_raw.get("federation") if isinstance(m_raw, Mapping) else None
+        if federation is not None:
+            m_raw = {k: v for k, v in m_raw.items() if k != "federation"}
+        data["manufacturer"] = validate_section(m_raw, MANUFACTURER_SCHEMA, "manufacturer")
         data["server"] = validate_section(raw.get("server"), SERVER_SCHEMA, "server")
         if "radio" in raw:
             data["radio"] = validate_radio(validate_section(raw["radio"], RADIO_SCHEMA, "radio"))
@@ -315,6 +319,10 @@ def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>", check_sources
             raise ScenarioError("fleet", "needs at least one device class ([[fleet]] table)")
         data["fleet"] = [_validate_class(c, f"fleet[{i}]", ch) for i, c in enumerate(fleet)]
         _share_cache_root(data)
+        if federation is not None or any("unit_update" in c for c in data["fleet"]):
+            from common.learngene.federation import validate_federation  # the federated learngene loop
+
+            m["federation"] = validate_federation(federation, data["fleet"])
         names = [c["name"] for c in data["fleet"]]
         for i, n in enumerate(names):
             if names.index(n) != i:
@@ -411,6 +419,16 @@ def _document(title: str, top: dict[str, Any], sections: dict[str, dict[str, Any
     }
 
 
+def _manufacturer_json_schema() -> dict[str, Any]:
+    from common.learngene.federation import FEDERATION_SCHEMA
+
+    m = section_json_schema(MANUFACTURER_SCHEMA, "[manufacturer]", "collective SDNet and its learngene unit")
+    m["properties"]["federation"] = section_json_schema(
+        FEDERATION_SCHEMA, "[manufacturer.federation]", "the federated learngene loop: how the unit is learnt from the devices' unit_update stages"
+    )
+    return m
+
+
 def fleet_json_schema() -> dict[str, Any]:
     """The JSON Schema of a fleet scenario file (``airfleet schema``).
 
@@ -426,7 +444,7 @@ def fleet_json_schema() -> dict[str, Any]:
         )
     sections = {
         "channels": section_json_schema(CHANNELS_SCHEMA, "[channels]", "channel defaults for every device class"),
-        "manufacturer": section_json_schema(MANUFACTURER_SCHEMA, "[manufacturer]", "collective SDNet and its learngene unit"),
+        "manufacturer": _manufacturer_json_schema(),
         "server": section_json_schema(SERVER_SCHEMA, "[server]", "the base station's run settings"),
         "radio": section_json_schema(RADIO_SCHEMA, "[radio]", "the cell every transfer goes over (common.radio); absent: fixed uplink_bps/downlink_bps"),
         "fleet": {"type": "array", "minItems": 1, "items": cls, "description": "device classes, one [[fleet]] table each"},

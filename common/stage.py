@@ -3,7 +3,8 @@
 A stage (influence-guided fine-tuning, relevance pruning, CSI feedback, ...) is enabled
 per device class by a table ``[fleet.<name>]`` in the scenario. Both ends agree on its
 :class:`StageSpec` (name, schema, its own checks, the uplink payload keys it owns), which
-lives with the paper's method under ``common/<method>/``. Then:
+lives with the paper's method under ``common/<method>/`` (the spec and the registry of
+stages are in ``common.stage_spec``, below ``common.scenario``, and re-exported here). Then:
 
 - the **device half** (:class:`DeviceStage`, registered in ``clients/stages``) runs inside
   a device's round: ``run_device(ctx, cfg) -> StageResult`` with metrics, FLOPs, payloads
@@ -19,19 +20,19 @@ into an evaluation-only ArrayRecord, and persist ``state`` for the next round.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from common.schema import Field, ScenarioError, validate_section
+# the spec half lives below the scenario (which validates class tables with it); re-exported
+from common.stage_spec import STAGE_MODULES, StageSpec, stage_names, stage_spec
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
     from common.channels import ChannelTask
+    from common.learngene.unit import LearngeneUnit
     from common.profiles import DeviceProfile
 
 __all__ = [
@@ -44,71 +45,6 @@ __all__ = [
     "stage_spec",
     "stage_names",
 ]
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """What both halves of a stage agree on.
-
-    Parameters
-    ----------
-    name : str
-        The class table's key (``[fleet.<name>]``) and the prefix of its metrics and state.
-    schema : dict of str -> Field
-        Keys, defaults and ranges of the table.
-    payload_keys : tuple of str, default ()
-        The uplink payloads (ConfigRecord bytes fields) its device half sends; the base
-        station hands exactly these to the stage's base-station half.
-    check : callable or None, default None
-        The stage's own checks of a schema-valid table beyond types and ranges
-        (``check(cfg)`` raises ``ValueError`` with what is wrong, or ``ScenarioError`` with
-        the key inside the table), so that a table the stage would refuse fails at
-        validation, not in round 1.
-    """
-
-    name: str
-    schema: dict[str, Field]
-    payload_keys: tuple[str, ...] = ()
-    check: Callable[[dict[str, Any]], None] | None = None
-
-    def validate(self, raw: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
-        """Validate a class's table: schema, then the stage's own checks.
-
-        Raises
-        ------
-        ScenarioError
-            Naming ``key`` (the dotted path of the table) and what is wrong.
-        """
-        cfg = validate_section(raw, self.schema, key)
-        if self.check is not None:
-            try:
-                self.check(cfg)
-            except ScenarioError as e:
-                raise ScenarioError(f"{key}.{e.key}" if e.key else key, e.message) from None
-            except ValueError as e:
-                raise ScenarioError(key, str(e)) from None
-        return cfg
-
-
-#: stage name -> module whose ``SPEC`` is its StageSpec, in the order a device runs them
-STAGE_MODULES: dict[str, str] = {
-    "influence": "common.influence.config",
-    "prune": "common.xrefine.config",
-    "csi_feedback": "common.csi.config",
-}
-
-
-def stage_names() -> tuple[str, ...]:
-    """Registered stages, in the order a device runs them."""
-    return tuple(STAGE_MODULES)
-
-
-def stage_spec(name: str) -> StageSpec:
-    """The :class:`StageSpec` of stage ``name`` (``KeyError`` if none is registered)."""
-    spec = importlib.import_module(STAGE_MODULES[name]).SPEC
-    if spec.name != name:
-        raise RuntimeError(f"{STAGE_MODULES[name]}.SPEC is named {spec.name!r}, registered as {name!r}")
-    return spec
 
 
 @dataclass
@@ -141,6 +77,10 @@ class DeviceContext:
     torch_device : str
         The class's ``device`` setting (``cpu``, ``cuda`` or ``auto``): where the device
         computes, and its stages too unless their own table says otherwise.
+    unit : LearngeneUnit | None
+        The learngene unit version the detector inherited this round (``Theta_lg``).
+    unit_params : dict[str, str]
+        Unit tensor name -> the detector's parameter name that inherited it.
     """
 
     device_id: int
@@ -155,6 +95,8 @@ class DeviceContext:
     state: dict[str, np.ndarray] = field(default_factory=dict)
     instructions: dict[str, Any] = field(default_factory=dict)
     torch_device: str = "cpu"
+    unit: LearngeneUnit | None = None
+    unit_params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,7 +132,12 @@ class StageResult:
 
 @runtime_checkable
 class DeviceStage(Protocol):
-    """The device half of a stage."""
+    """The device half of a stage.
+
+    A half may also define ``receive_unit(unit, instructions, cfg) -> (unit, metrics)``:
+    run before the device builds its detector, it returns the learngene unit to train
+    from (e.g. moved forward by coded steps the base station sent) and metrics.
+    """
 
     spec: StageSpec
 
@@ -218,6 +165,20 @@ class BaseStationStage(ABC):
     def __init__(self, cfg_by_class: dict[str, dict[str, Any]], seed: int) -> None:
         self.cfg_by_class = dict(cfg_by_class)
         self.seed = int(seed)
+
+    @classmethod
+    def from_scenario(cls, cfg_by_class: dict[str, dict[str, Any]], scenario: Any) -> BaseStationStage:
+        """The instance for a run, given the ``common.scenario.Scenario`` (not imported here:
+        the scenario imports this module); override to read fleet-level tables."""
+        return cls(cfg_by_class, scenario.seed)
+
+    def begin_round(self, rnd: int, unit: LearngeneUnit | None) -> None:
+        """Before round ``rnd``'s instructions: the manufacturer's learngene unit (or None)."""
+
+    def end_round(self, rnd: int) -> dict[str, list[dict[str, Any]]]:
+        """After round ``rnd``'s replies are ingested: rows to append to run tables
+        (``<name>.parquet``), e.g. the unit versions the stage published."""
+        return {}
 
     def instructions(self, device: DeviceProfile) -> dict[str, Any]:
         """Keys this stage adds to ``device``'s round instructions (ConfigRecord values)."""

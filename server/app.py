@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
@@ -56,6 +58,7 @@ from common.scenario import Scenario, load_scenario
 from common.stage import BaseStationStage
 from server.dispatch_order import WorkEstimates
 from server.flower_dispatch import install as install_dispatch
+from server.codec_report import codec_tables_text
 from server.message_size import clean_error, message_bytes, payload_bytes
 from server.radio_report import format_late_per_round, format_radio_cost_table, has_radio, late_per_round, radio_cost_table
 from server.report import class_summary, format_class_table, report_run, round_latency
@@ -131,31 +134,19 @@ class FleetServer:
         for name, half in BASE_STATION_STAGES.items():
             cfgs = {c["name"]: c[name] for c in self.scenario.classes if name in c}
             if cfgs:
-                self.stages[name] = half(cfgs, self.scenario.seed)
+                self.stages[name] = half.from_scenario(cfgs, self.scenario)
+        self.stage_tables: dict[str, list[dict[str, Any]]] = {}  # rows stages add to run tables (unit_versions)
 
     # -- manufacturer -------------------------------------------------------------
     def build_learngene(self) -> None:
         """Train (or load) the collective model and extract the learngene unit."""
         if not any(c["workload"] == "sdnet" for c in self.scenario.classes):
             return
-        from common.learngene.collective import CollectiveConfig, load_or_train_collective, unit_for_strategy
+        from common.learngene.collective import collective_config, load_or_train_collective, unit_for_strategy
         from common.runtime import resolve_device
 
-        m, ch = self.scenario.data["manufacturer"], self.scenario.data["channels"]
-        tasks = tuple(self.scenario.channel_task(t, int(ch["n_rx"]), int(ch["n_tx"])) for t in range(int(m["tasks"])))
-        cfg = CollectiveConfig(
-            tasks=tasks,
-            n_conv=int(m["n_conv"]),
-            samples_per_task=int(m["samples_per_task"]),
-            epochs_per_task=int(m["epochs_per_task"]),
-            batch_size=int(m["batch_size"]),
-            lr=float(m["lr"]),
-            snr_db=float(ch["snr_db"]),
-            epsilon=float(m["epsilon"]),
-            unit_layers=int(m["unit_layers"]),
-            n_pilots=int(ch["n_pilots"]),
-            seed=self.scenario.seed,
-        )
+        m = self.scenario.data["manufacturer"]
+        cfg = collective_config(self.scenario)
         root = cache_root(self.scenario.data["server"]["cache_dir"])
         dev = resolve_device(str(self.scenario.data["server"]["device"]))
         res = load_or_train_collective(cfg, root / "collective", progress=self.progress, device=dev, channel_cache=root / "channels")
@@ -163,10 +154,12 @@ class FleetServer:
         out = self.run_dir / "collective"
         out.mkdir(parents=True, exist_ok=True)
         write_table(out / "significance.parquet", res.significance)
-        res.unit.save(out / "learngene_unit.bin")
+        # the unit that is distributed (and whose hash rows record): the strategy's, which is the
+        # selected unit itself unless an X-inherit strategy cuts another segment
+        self.unit.save(out / "learngene_unit.bin")
         self.unit_records = (
-            ArrayRecord({k: Array(v) for k, v in res.unit.to_arrays().items()}),
-            ConfigRecord(dict(res.unit.meta)),
+            ArrayRecord({k: Array(v) for k, v in self.unit.to_arrays().items()}),
+            ConfigRecord(dict(self.unit.meta)),
         )
         self.unit_nbytes = sum(message_bytes(r) for r in self.unit_records)
 
@@ -332,6 +325,9 @@ class FleetServer:
         msgs: list[Message] = []
         unit_bytes: dict[int, int] = {}
         sent_unit: dict[int, bool] = {}
+        trains_from: dict[int, str] = {}  # the unit version each device is told to train from (a stage may move it on)
+        for stage in self.stages.values():
+            stage.begin_round(rnd, self.unit)
         for did, dev in sorted(self.devices.items()):
             base = {"round": rnd, "device_id": did, "device_class": dev.profile.class_name, "node_id": dev.node_id, "task_id": dev.profile.task.task_id}
             if not is_available(self.scenario, dev.profile, rnd):
@@ -341,6 +337,7 @@ class FleetServer:
             for name, stage in self.stages.items():
                 if name in dev.profile.cfg:
                     instructions.update(stage.instructions(dev.profile))
+            trains_from[did] = str(instructions[UNIT_VERSION])
             content = RecordDict({CONFIG_KEY: ConfigRecord(instructions)})
             send_unit = self.unit_records is not None and dev.unit_version != self.unit_version
             if send_unit:
@@ -377,7 +374,7 @@ class FleetServer:
             row = rows[by_node[nid]]
             row["bytes_down"] = size
             row["bytes_unit"] = unit_bytes.get(by_node[nid], 0)
-            row["unit_version"] = self.unit_version
+            row["unit_version"] = trains_from[by_node[nid]] or None  # the device checks it holds it
             row.setdefault("bytes_up", 0)
         self._emulate(rnd, rows)
         for did, row in rows.items():
@@ -390,6 +387,10 @@ class FleetServer:
             row.pop("_reply", None)
             if row["status"] in ("ok", "late") and sent_unit.get(did):
                 self.devices[did].unit_version = self.unit_version
+        for stage in self.stages.values():
+            for name, trows in stage.end_round(rnd).items():
+                self.stage_tables.setdefault(name, []).extend(trows)
+                write_table(self.run_dir / f"{name}.parquet", pa.Table.from_pylist(self.stage_tables[name]))
         wall = time.perf_counter() - t0
         for row in rows.values():
             row["round_wall_s"] = wall
@@ -477,14 +478,20 @@ class FleetServer:
         their own state (``clients.app``); availability, channels and training draws
         derive from (seed, device, round), so nothing else carries over."""
         arrays: dict[str, Any] = {}
+        unresumable = []
         for name, stage in self.stages.items():
-            arrays.update({f"stage/{name}/{k}": v for k, v in stage.checkpoint().items()})
+            try:
+                arrays.update({f"stage/{name}/{k}": v for k, v in stage.checkpoint().items()})
+            except NotImplementedError as e:  # the rows are kept; only --resume is refused
+                unresumable.append(f"{name}: {e}")
         meta = {
+            "unresumable": unresumable,
             "round": rnd,
             "seed": self.scenario.seed,
             "scenario": self.scenario.to_json(),
             "unit_version": self.unit_version,
             "device_unit_version": {str(d): dev.unit_version for d, dev in self.devices.items()},
+            "stage_tables": {name: len(rows) for name, rows in self.stage_tables.items()},  # rows of completed rounds
         }
         save_checkpoint(self.run_dir, meta, arrays)
         self.done_round = rnd
@@ -499,6 +506,8 @@ class FleetServer:
             meta, arrays = ck
             if json.loads(meta["scenario"]) != json.loads(self.scenario.to_json()):
                 raise RunError(f"{self.run_dir}: the checkpoint was written by another scenario than {self.scenario.path}; resume the run with its own scenario.toml")
+            if meta.get("unresumable"):
+                raise RunError(f"{self.run_dir}: cannot resume: " + "; ".join(meta["unresumable"]))
             self.done_round = int(meta["round"])
             self._restored = {"meta": meta, "arrays": arrays}
         gone = discard_rounds_after(self.run_dir, self.done_round)
@@ -517,6 +526,8 @@ class FleetServer:
         for name, stage in self.stages.items():
             prefix = f"stage/{name}/"
             stage.restore({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        for name, n in meta.get("stage_tables", {}).items():  # without the rows of the round in flight
+            self.stage_tables[name] = pq.read_table(self.run_dir / f"{name}.parquet").to_pylist()[: int(n)]
         self._restored = None
 
     # -- the run ---------------------------------------------------------------------
@@ -571,6 +582,9 @@ class FleetServer:
             if "radio_cost" in summary:
                 print("\ncost of an update on the air (mean per transfer):\n" + format_radio_cost_table(summary["radio_cost"]))
                 print("late devices per round: " + format_late_per_round(summary["late_per_round"]))
+            codecs = codec_tables_text(self.run_dir)
+            if codecs:
+                print("\n" + codecs)
             print(f"\nresults: {self.run_dir}")
         return summary
 

@@ -123,7 +123,6 @@ def _replace_dead_workers() -> None:
     Upstream fix: ``process_message`` returns an actor to the pool only when its error was
     raised by the ClientApp, and recreates it otherwise.
     """
-    import ray
     from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
     from flwr.simulation.ray_transport.ray_actor import BasicActorPool
 
@@ -139,7 +138,9 @@ def _replace_dead_workers() -> None:
         _submitted.actor = None
         try:
             return flower_process(self, message, context)
-        except ray.exceptions.RayActorError:
+        except Exception as e:
+            if not any(c.__name__ == "RayActorError" for c in type(e).__mro__):  # ray.exceptions, by name: only flwr is imported here
+                raise
             dead, pool = _submitted.actor, self.pool
             if dead is not None and pool is not None:
                 for i, a in enumerate(pool.pool):

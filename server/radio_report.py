@@ -24,6 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from server.plotting import pyplot
+
 __all__ = ["has_radio", "radio_cost_table", "format_radio_cost_table", "late_per_round", "format_late_per_round", "draw_radio_plots"]
 
 _REPLIED = ("ok", "late")
@@ -135,9 +137,7 @@ def format_late_per_round(late: list[dict[str, Any]]) -> str:
 
 def draw_radio_plots(rounds: pa.Table, out_dir: Path) -> list[Path]:
     """The radio plots of a run (see the module docstring); one PNG each."""
-    from server.report import _plt
-
-    plt = _plt()
+    plt = pyplot()
     rows = [r for r in rounds.to_pylist() if r.get("airtime_up_s") is not None]
     replied = [r for r in rows if r["status"] in _REPLIED]
     classes = list(dict.fromkeys(r["device_class"] for r in rows))

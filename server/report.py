@@ -13,16 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from server.plotting import pyplot as _plt
+
 __all__ = ["class_summary", "round_latency", "draw_fleet_plots", "draw_csi_rd", "report_run", "format_class_table", "sdnet_vs_mmse_note", "SDNET_NOTE"]
-
-
-def _plt():  # noqa: ANN202 - matplotlib pyplot module
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _mean(xs: list[float]) -> float:
@@ -267,6 +260,9 @@ def report_run(run_dir: str | Path) -> list[Path]:
 
     if has_radio(table):
         paths += draw_radio_plots(table, run_dir)
+    from server.codec_report import write_codec_report
+
+    paths += write_codec_report(run_dir, table)  # runs with unit_update stages: codec tables, rate-accuracy
     sig = run_dir / "collective" / "significance.parquet"
     if sig.is_file():
         paths.append(draw_significance(pq.read_table(sig), run_dir / "gradient_significance.png"))

@@ -5,6 +5,10 @@
 - ``spike_slab``: update quantizer and the spike-and-slab / uniform update priors
 - ``range_coder``: the constriction range coder behind every stream
 - ``latent_codec``, ``update_codec``: what the CSI compressor and the base station call
+- ``registry``: the codec registry every update and unit picks its codec from
+  (``make_codec``, ``available_codecs``, plugins of the ``airfleet.codecs`` entry points);
+  ``codec_base`` the codec contract and its stream, ``codecs`` the built-ins, ``nnc``
+  NNCodec's DeepCABAC (optional)
 """
 
 from common.coding.bitstream import BitstreamError

@@ -5,7 +5,7 @@ Every coded stream airfleet sends (latent CSI, decoder updates) is one *frame*::
     offset  size  field
     0       4     magic           b"AFCF"
     4       1     version         FORMAT_VERSION
-    5       1     kind            KIND_LATENT | KIND_UPDATE
+    5       1     kind            KIND_LATENT | KIND_UPDATE | KIND_CODEC
     6       2     fields_len      bytes of the kind-specific header that follows (u16)
     8       F     fields          kind-specific header (fixed layout per kind, ``struct``)
     8+F     4     n_words         number of 32-bit range-coder words (u32)
@@ -31,6 +31,7 @@ __all__ = [
     "MAGIC",
     "KIND_LATENT",
     "KIND_UPDATE",
+    "KIND_CODEC",
     "FRAME_OVERHEAD_BYTES",
     "pack_frame",
     "unpack_frame",
@@ -42,6 +43,8 @@ MAGIC = b"AFCF"
 FORMAT_VERSION = 1
 KIND_LATENT = 1
 KIND_UPDATE = 2
+#: a codec-registry stream (``common.coding.codec_base``): named tensors coded by one codec
+KIND_CODEC = 3
 _PREFIX = struct.Struct("<4sBBH")
 _U32 = struct.Struct("<I")
 #: bytes a frame adds around its kind-specific fields and payload
@@ -69,8 +72,8 @@ def pack_frame(kind: int, fields: bytes, words: np.ndarray) -> bytes:
     bytes
         The frame (``FRAME_OVERHEAD_BYTES + len(fields) + 4 * n_words`` bytes).
     """
-    if kind not in (KIND_LATENT, KIND_UPDATE):
-        raise ValueError(f"kind must be KIND_LATENT or KIND_UPDATE, got {kind!r}")
+    if kind not in (KIND_LATENT, KIND_UPDATE, KIND_CODEC):
+        raise ValueError(f"kind must be KIND_LATENT, KIND_UPDATE or KIND_CODEC, got {kind!r}")
     if len(fields) > 0xFFFF:
         raise ValueError(f"fields must be at most 65535 bytes, got {len(fields)}")
     w = np.ascontiguousarray(words, dtype="<u4")
@@ -80,7 +83,9 @@ def pack_frame(kind: int, fields: bytes, words: np.ndarray) -> bytes:
     return body + _U32.pack(zlib.crc32(body))
 
 
-def unpack_frame(data: bytes, kind: int, fields_len: int, max_words: int) -> tuple[bytes, np.ndarray]:
+def unpack_frame(
+    data: bytes, kind: int, fields_len: int, max_words: int, *, max_fields_len: int | None = None
+) -> tuple[bytes, np.ndarray]:
     """Parse and check a frame; the inverse of :func:`pack_frame`.
 
     Parameters
@@ -90,10 +95,13 @@ def unpack_frame(data: bytes, kind: int, fields_len: int, max_words: int) -> tup
     kind : int
         The kind the caller expects.
     fields_len : int
-        The exact size of that kind's fields.
+        The exact size of that kind's fields (the least size when ``max_fields_len`` is set).
     max_words : int
         Upper bound on the payload, in 32-bit words (the caller derives it from the sizes
         it is willing to decode).
+    max_fields_len : int or None, default None
+        For kinds whose fields vary in size: the largest size accepted (``fields_len`` is
+        then the smallest); None: the fields are exactly ``fields_len`` bytes.
 
     Returns
     -------
@@ -109,7 +117,9 @@ def unpack_frame(data: bytes, kind: int, fields_len: int, max_words: int) -> tup
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
-    max_len = FRAME_OVERHEAD_BYTES + fields_len + 4 * max_words
+    min_flen = fields_len
+    max_flen = fields_len if max_fields_len is None else min(int(max_fields_len), 0xFFFF)
+    max_len = FRAME_OVERHEAD_BYTES + max_flen + 4 * max_words
     if len(data) < FRAME_OVERHEAD_BYTES + fields_len:
         raise BitstreamError(
             f"truncated stream: {len(data)} bytes, a frame of this kind needs at least {FRAME_OVERHEAD_BYTES + fields_len}"
@@ -123,11 +133,14 @@ def unpack_frame(data: bytes, kind: int, fields_len: int, max_words: int) -> tup
         raise BitstreamError(f"unsupported format version {version}, expected {FORMAT_VERSION}")
     if got_kind != kind:
         raise BitstreamError(f"stream kind {got_kind}, expected {kind}")
-    if got_flen != fields_len:
-        raise BitstreamError(f"header fields of {got_flen} bytes, expected {fields_len}")
+    if not min_flen <= got_flen <= max_flen:
+        expected = f"{fields_len}" if min_flen == max_flen else f"{min_flen} to {max_flen}"
+        raise BitstreamError(f"header fields of {got_flen} bytes, expected {expected}")
+    if len(data) < FRAME_OVERHEAD_BYTES + got_flen:
+        raise BitstreamError(f"truncated stream: {len(data)} bytes, its header fields alone need {FRAME_OVERHEAD_BYTES + got_flen}")
     off = _PREFIX.size
-    fields = data[off : off + fields_len]
-    off += fields_len
+    fields = data[off : off + got_flen]
+    off += got_flen
     (n_words,) = _U32.unpack_from(data, off)
     off += _U32.size
     if n_words > max_words:

@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from common.coding import UpdateQuantizer, make_prior
+from common.coding.registry import Codec, make_codec
 from common.coding.spike_slab import UpdatePrior
 from common.models.csi_compressor import CompressorConfig
 from common.runtime import DEVICE_CHOICES
 from common.schema import Field, ScenarioError
-from common.stage import StageSpec
+from common.stage_spec import StageSpec
 
 __all__ = [
     "SCHEMES",
@@ -33,6 +34,7 @@ __all__ = [
     "resolve_cfg",
     "compressor_config",
     "make_prior_from_cfg",
+    "update_codec",
 ]
 
 #: fine-tuning schemes: No FT, encoder only (Sec. III-A), full model (Sec. III-B), genie-aided
@@ -118,6 +120,16 @@ def make_prior_from_cfg(cfg: dict[str, Any]) -> UpdatePrior:
 
 #: the start of an update coder's ValueError -> the table key it is about
 _PRIOR_ERROR_KEYS = {"bin width t": "t", "n_bins": "n_bins", "slab sigma": "sigma", "alpha": "alpha"}
+
+
+def update_codec(cfg: dict[str, Any], base_tag: int = 0) -> Codec:
+    """The registry's ``spike_slab`` codec for a table's quantizer and prior (eq. 12-18),
+    bound to the decoder with CRC ``base_tag``: its payload is, byte for byte, the update
+    frame the stage sends (``common.coding.update_codec.pack_update``)."""
+    return make_codec(
+        "spike_slab", step=float(cfg["t"]), n_bins=int(cfg["n_bins"]), sigma=float(cfg["sigma"]), alpha=float(cfg["alpha"]),
+        prior=str(cfg["prior"]), base_tag=int(base_tag),
+    )
 
 
 def _check(cfg: dict[str, Any]) -> None:

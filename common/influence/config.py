@@ -12,7 +12,7 @@ from __future__ import annotations
 from common.influence.finetune import UPDATES
 from common.influence.scores import METHODS
 from common.schema import Field
-from common.stage import StageSpec
+from common.stage_spec import StageSpec
 
 __all__ = ["STAGE_SCHEMA", "SPEC"]
 

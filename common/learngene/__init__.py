@@ -15,11 +15,18 @@ from common.learngene.expansion import (
     individual_sdnet,
     l2_to_anchors,
     placement,
-    segment_layer_ids,
     unit_source_layers,
     upsample_factor,
 )
-from common.learngene.unit import UNIT_VERSION, LearngeneUnit, content_hash, extract_unit, read_array_file, write_array_file
+from common.learngene.unit import (
+    UNIT_VERSION,
+    LearngeneUnit,
+    content_hash,
+    extract_unit,
+    read_array_file,
+    segment_layer_ids,
+    write_array_file,
+)
 
 __all__ = [
     "UNIT_VERSION",

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,11 +45,15 @@ from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.progress import ProgressFn
 from common.seeding import derive_seed, torch_generator
 
+if TYPE_CHECKING:
+    from common.scenario import Scenario
+
 __all__ = [
     "COLLECTIVE_VERSION",
     "TRAINING_CODE",
     "CollectiveConfig",
     "CollectiveResult",
+    "collective_config",
     "task_detection_batch",
     "train_collective",
     "load_or_train_collective",
@@ -126,6 +130,25 @@ class CollectiveConfig:
         the code that trains (``TRAINING_CODE``, ``common.fingerprint``)."""
         text = json.dumps({"v": COLLECTIVE_VERSION, "code": code_fingerprint(*TRAINING_CODE), **self.to_dict()}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def collective_config(scenario: Scenario) -> CollectiveConfig:
+    """The collective training a fleet scenario asks for: its ``[manufacturer]`` table, the
+    ``[channels]`` defaults (task ids ``0 .. tasks-1``) and its seed."""
+    m, ch = scenario.data["manufacturer"], scenario.data["channels"]
+    return CollectiveConfig(
+        tasks=tuple(scenario.channel_task(t, int(ch["n_rx"]), int(ch["n_tx"])) for t in range(int(m["tasks"]))),
+        n_conv=int(m["n_conv"]),
+        samples_per_task=int(m["samples_per_task"]),
+        epochs_per_task=int(m["epochs_per_task"]),
+        batch_size=int(m["batch_size"]),
+        lr=float(m["lr"]),
+        snr_db=float(ch["snr_db"]),
+        epsilon=float(m["epsilon"]),
+        unit_layers=int(m["unit_layers"]),
+        n_pilots=int(ch["n_pilots"]),
+        seed=scenario.seed,
+    )
 
 
 @dataclass

@@ -37,19 +37,14 @@ its FC then maps ``65*16`` features to ``2 n_t = 8`` outputs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
+from common.learngene.unit import LearngeneUnit, segment_layer_ids
 from common.models.sdnet import SDNet
-
-if TYPE_CHECKING:
-    from common.learngene.unit import LearngeneUnit
 
 __all__ = [
     "STRATEGIES",
-    "segment_layer_ids",
     "unit_source_layers",
     "placement",
     "expand",
@@ -60,21 +55,6 @@ __all__ = [
 
 #: expansion strategies, ``"<segment>-<mode>"`` (Fig. 5)
 STRATEGIES: tuple[str, ...] = tuple(f"{s}-{m}" for m in ("embed", "inherit") for s in ("top", "middle", "bottom"))
-
-
-def segment_layer_ids(n_conv: int, m: int, segment: str) -> list[int]:
-    """Significant layer ids (1-based) of a ``segment`` of ``m`` layers in a depth-``n_conv`` model.
-
-    ``top`` -> ``1..m``; ``middle`` -> starts at ``(n_conv - m)//2 + 1``; ``bottom`` ->
-    ``n_conv-m+1..n_conv``. For the collective model (12, 4): 1-4, 5-8, 9-12; for the
-    individual model (8, 4): 1-4, 3-6, 5-8 (Sec. V-A3).
-    """
-    if not 1 <= m <= n_conv:
-        raise ValueError(f"need 1 <= m <= n_conv, got m={m}, n_conv={n_conv}")
-    start = {"top": 1, "middle": (n_conv - m) // 2 + 1, "bottom": n_conv - m + 1}.get(segment)
-    if start is None:
-        raise ValueError(f"segment must be top, middle or bottom, got {segment!r}")
-    return list(range(start, start + m))
 
 
 def _parse_strategy(strategy: str) -> tuple[str, str]:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from common.learngene.expansion import segment_layer_ids
 from common.models.sdnet import SDNet
 
 __all__ = [
@@ -31,6 +30,7 @@ __all__ = [
     "write_array_file",
     "read_array_file",
     "content_hash",
+    "segment_layer_ids",
 ]
 
 UNIT_VERSION: int = 1
@@ -209,6 +209,21 @@ def read_array_file(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     if end != len(payload):
         raise ValueError(f"{path}: {len(payload) - end} trailing bytes")
     return out, meta
+
+
+def segment_layer_ids(n_conv: int, m: int, segment: str) -> list[int]:
+    """Significant layer ids (1-based) of a ``segment`` of ``m`` layers in a depth-``n_conv`` model.
+
+    ``top`` -> ``1..m``; ``middle`` -> starts at ``(n_conv - m)//2 + 1``; ``bottom`` ->
+    ``n_conv-m+1..n_conv``. For the collective model (12, 4): 1-4, 5-8, 9-12; for the
+    individual model (8, 4): 1-4, 3-6, 5-8 (Sec. V-A3).
+    """
+    if not 1 <= m <= n_conv:
+        raise ValueError(f"need 1 <= m <= n_conv, got m={m}, n_conv={n_conv}")
+    start = {"top": 1, "middle": (n_conv - m) // 2 + 1, "bottom": n_conv - m + 1}.get(segment)
+    if start is None:
+        raise ValueError(f"segment must be top, middle or bottom, got {segment!r}")
+    return list(range(start, start + m))
 
 
 def extract_unit(model: SDNet, layer_ids: list[int], **meta: Any) -> LearngeneUnit:

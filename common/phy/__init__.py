@@ -2,7 +2,6 @@
 
 from common.phy.dataset import (
     DetectionBatch,
-    baseline_sers,
     build_sdnet_input,
     complex_to_real_channel,
     concat_batches,
@@ -10,7 +9,7 @@ from common.phy.dataset import (
 )
 from common.phy.detection import hard_qpsk, lmmse_genie, ml_detect, mmse, zf
 from common.phy.estimation import ls_channel_estimate, ls_estimate, orthogonal_pilots
-from common.phy.metrics import ber, ber_with_ci, binomial_ci, nmse_db, ser, ser_with_ci
+from common.phy.metrics import baseline_sers, ber, ber_with_ci, binomial_ci, nmse_db, ser, ser_with_ci
 from common.phy.noise import noise_variance
 from common.phy.modulation import indices_to_bits, indices_to_symbols, qpsk_constellation
 

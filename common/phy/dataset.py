@@ -19,7 +19,6 @@ import torch
 
 from common.phy.detection import zf
 from common.phy.estimation import ls_channel_estimate
-from common.phy.metrics import baseline_sers
 from common.phy.noise import noise_variance
 from common.phy.modulation import (
     indices_to_bits,
@@ -34,7 +33,6 @@ __all__ = [
     "build_sdnet_input",
     "make_detection_batch",
     "concat_batches",
-    "baseline_sers",
 ]
 
 

@@ -9,7 +9,7 @@ numbered in ``common.xrefine``'s docstring).
 from __future__ import annotations
 
 from common.schema import Field
-from common.stage import StageSpec
+from common.stage_spec import StageSpec
 from common.xrefine.scores import METHODS
 
 __all__ = ["STAGE_SCHEMA", "SPEC"]

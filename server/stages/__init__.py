@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from common.stage import BaseStationStage
 from server.stages.csi_feedback import CsiFeedbackBaseStation
+from server.stages.unit_update import UnitUpdateBaseStation
 
 __all__ = ["BASE_STATION_STAGES"]
 
 #: stage name -> base-station half
 BASE_STATION_STAGES: dict[str, type[BaseStationStage]] = {
     CsiFeedbackBaseStation.spec.name: CsiFeedbackBaseStation,
+    UnitUpdateBaseStation.spec.name: UnitUpdateBaseStation,
 }
