@@ -239,9 +239,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         scenario = _load(str(run_dir / "scenario.toml"))
         if scenario is None:
             return EXIT_BAD_INPUT
-        if scenario.is_study:
-            print(f"error: --resume {run_dir}: a study run; run its scenario again (studies resume from their own checkpoints)", file=sys.stderr)
-            return EXIT_BAD_INPUT
     else:
         if args.scenario is None:
             print("error: give a scenario file, or --resume RUN_DIR", file=sys.stderr)

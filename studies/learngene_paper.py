@@ -54,6 +54,7 @@ from common.runtime import DEVICE_CHOICES, resolve_device
 from common.schema import Field
 from common.seeding import derive_seed, numpy_rng, torch_generator
 from common.learngene.collective import CollectiveConfig, load_or_train_collective, task_detection_batch, unit_for_strategy
+from studies.work_units import WorkUnits
 from studies import ProgressFn
 
 __all__ = ["SCHEMA", "PAPER_SCALE", "run", "report"]
@@ -161,6 +162,15 @@ def _complexity_rows(n_r: int, n_t: int, n_conv_col: int, n_conv_ind: int, m: in
     ]
 
 
+def _state(model: SDNet) -> dict[str, np.ndarray]:
+    """A model's weights and buffers as NumPy arrays (a completed unit of work)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def _load_state(model: SDNet, arrays: dict[str, np.ndarray]) -> None:
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+
+
 def _twin(scheme: str, selected: list[int], n_conv_col: int) -> str | None:
     """An earlier scheme that is the same computation: a strategy whose unit is the selected
     one placed at the bottom is the learngene scheme (``bottom-embed`` always, ``X-inherit``
@@ -208,8 +218,13 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     # transfer-learning source: one random collective task, an individual-size model
     src_k = int(numpy_rng(seed, "transfer-source").integers(K))
     src_train = task_detection_batch(ccfg.tasks[src_k], c["individual_samples"], c["snr_db"], c["n_pilots"], seed, "transfer-pretrain")
+    work = WorkUnits(out_dir)  # completed units of work: a resumed study skips them (issue #22)
     pre = _init_model(c, seed, "transfer-pretrain").to(dev)
-    finetune(pre, src_train, epochs=E, batch_size=bs, lr=lr, generator=torch_generator(seed, "shuffle", "pretrain"))
+    if (done := work.load("transfer-pretrain")) is not None:
+        _load_state(pre, done[1])
+    else:
+        finetune(pre, src_train, epochs=E, batch_size=bs, lr=lr, generator=torch_generator(seed, "shuffle", "pretrain"))
+        work.save("transfer-pretrain", [], _state(pre))
     pre_state = {k: v.detach().clone() for k, v in pre.state_dict().items()}
 
     schemes = ["scratch", "transfer", "learngene", *STRATEGIES]
@@ -237,6 +252,16 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
                 progress("targets", step, steps_total)
                 continue
             model = _init_model(c, seed, f"target-{j}")
+            if (done := work.load(f"target-{j}-{scheme}")) is not None:
+                _load_state(model, done[1])
+                model.to(dev)
+                epoch_rows += done[0]["epoch"]
+                snr_rows += done[0]["snr"]
+                models[(j, scheme)] = model
+                step += 1
+                progress("targets", step, steps_total)
+                continue
+            n_epoch, n_snr = len(epoch_rows), len(snr_rows)
             anchors = None
             if scheme == "transfer":
                 model.load_state_dict(pre_state)
@@ -254,6 +279,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
             for s, tb in tests[j].items():
                 p, lo, hi = ser_with_ci(predict_indices(model, tb), tb.symbols)
                 snr_rows.append({"target": tid, "scheme": scheme, "snr_db": float(s), "ser": p, "ser_lo": lo, "ser_hi": hi, "symbols": int(tb.symbols.numel())})
+            work.save(f"target-{j}-{scheme}", {"epoch": epoch_rows[n_epoch:], "snr": snr_rows[n_snr:]}, _state(model))
             step += 1
             progress("targets", step, steps_total)
         for s, tb in tests[j].items():
@@ -285,7 +311,11 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
             continue
         train = task_detection_batch(_task(c, K + i, seed), c["individual_samples"], c["snr_db"], c["n_pilots"], seed, "target-train")
         m1 = _init_model(c, seed, f"table1-{i}", build=lambda: SDNet(c["n_r"], c["n_t"], n1)).to(dev)
-        finetune(m1, train, epochs=E, batch_size=bs, lr=lr, generator=torch_generator(seed, "shuffle", "table1", i))
+        if (done := work.load(f"table1-{i}")) is not None:
+            _load_state(m1, done[1])
+        else:
+            finetune(m1, train, epochs=E, batch_size=bs, lr=lr, generator=torch_generator(seed, "shuffle", "table1", i))
+            work.save(f"table1-{i}", [], _state(m1))
         t1_models[i] = m1
     t1 = []
     for i in range(T):
@@ -308,13 +338,17 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
         val = task_detection_batch(task, c["val_samples"], c["snr_db"], c["n_pilots"], seed, "scaling-val")
         for scheme in ("scratch", "learngene"):
             model = _init_model(c, seed, "scaling", build=lambda: individual_sdnet(col.unit, c["n_r"], n_t2, c["n_conv_individual"]))
+            if (done := work.load(f"scaling-{scheme}")) is not None:
+                scale_rows += done[0]
+                continue
             anchors = expand(col.unit, model, "bottom-inherit") if scheme == "learngene" else None
             model.to(dev)
             v0 = evaluate_ser(model, val)
             res = finetune(model, train, epochs=E, batch_size=bs, lr=lr, anchors=anchors, lam=c["lam"],
                            generator=torch_generator(seed, "shuffle", "scaling"), val=val)
-            for e, v in enumerate([v0, *res.val_ser_per_epoch]):
-                scale_rows.append({"n_t": n_t2, "n_r": c["n_r"], "col_upsample": model.col_upsample, "scheme": scheme, "epoch": e, "val_ser": v})
+            rows = [{"n_t": n_t2, "n_r": c["n_r"], "col_upsample": model.col_upsample, "scheme": scheme, "epoch": e, "val_ser": v} for e, v in enumerate([v0, *res.val_ser_per_epoch])]
+            work.save(f"scaling-{scheme}", rows, {})
+            scale_rows += rows
         progress("targets", steps_total, steps_total)
     _write(out_dir, "scaling", scale_rows)
 

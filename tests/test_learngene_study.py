@@ -58,3 +58,27 @@ def test_scenario_file_validates_and_paper_scale_applies_table_iii() -> None:
 
     with pytest.raises(ScenarioError):
         validate_section({"scale": "huge"}, study.SCHEMA, "study")
+
+
+@pytest.mark.slow
+def test_a_stopped_study_resumes_from_its_completed_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #22: every trained model is a unit of work kept in RUN_DIR/work; run again into
+    the same directory, the study trains nothing it finished and writes the same tables."""
+    import json
+
+    study.run(dict(TINY), 5, tmp_path, no_progress)
+    tables = {n: json.dumps(pq.read_table(tmp_path / f"{n}.parquet").to_pylist()) for n in ("ser_epoch", "ser_snr", "table1", "scaling")}
+    units = sorted(p.name for p in (tmp_path / "work").glob("*.npz"))
+    assert "transfer-pretrain.npz" in units and "target-0-scratch.npz" in units and "table1-1.npz" in units
+    (tmp_path / "work" / "target-1-learngene.npz").unlink()  # the unit in flight when it stopped
+    trained: list[str] = []
+    real = study.finetune
+
+    def counting(*a: object, **k: object) -> object:
+        trained.append("x")
+        return real(*a, **k)
+
+    monkeypatch.setattr(study, "finetune", counting)
+    study.run(dict(TINY), 5, tmp_path, no_progress)
+    assert len(trained) == 1  # only the missing unit
+    assert {n: json.dumps(pq.read_table(tmp_path / f"{n}.parquet").to_pylist()) for n in tables} == tables
