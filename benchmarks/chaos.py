@@ -93,7 +93,8 @@ def stop_mid_run(path: Path, run_dir: Path, sig: int) -> dict:
 def worker_killed(path: Path, run_dir: Path) -> dict:
     path.write_text(path.read_text().replace("train_samples = 100", "train_samples = 2000").replace("epochs = 1\n", "epochs = 4\n"))
     before = ray_pids()
-    proc = subprocess.Popen([*AIRFLEET, "run", str(path), "--run-dir", str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLEET_QUIET"}  # its progress lines are the event
+    proc = subprocess.Popen([*AIRFLEET, "run", str(path), "--run-dir", str(run_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("round 1/"):

@@ -88,7 +88,7 @@ def run_fleet(
         # unless RAY_worker_niceness is set in the environment
         "RAY_worker_niceness": os.environ.get("RAY_worker_niceness", str(int(scenario.data["server"]["worker_niceness"]))),
     }
-    saved_env = {k: os.environ.get(k) for k in env}
+    saved_env = {k: os.environ.get(k) for k in (*env, "AIRFLEET_QUIET")}
     os.environ.update(env)  # read by Ray when it starts the workers, which inherit them
     gpus = float(scenario.data["server"]["gpus_per_device"])
     if gpus == 0:
@@ -96,7 +96,7 @@ def run_fleet(
     if quiet:
         import logging
 
-        os.environ["AIRFLEET_QUIET"] = "1"
+        os.environ["AIRFLEET_QUIET"] = "1"  # restored below with the other variables
         logging.getLogger("flwr").setLevel(logging.CRITICAL)  # device crashes are in the rows
     cpus = float(scenario.data["server"]["cpus_per_device"])
     backend_config: dict = {"client_resources": {"num_cpus": cpus, "num_gpus": gpus}, "init_args": {}}

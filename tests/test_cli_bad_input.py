@@ -48,7 +48,7 @@ CASES: list[tuple[str, bytes | str, str, str]] = [
     ("options-nan", FLEET.replace('source = "rayleigh"', 'source = "rayleigh"\noptions = {k = [1.0, nan]}'), "channels.options.k[1]", "finite"),
     ("stage-float-inf", FLEET + "[fleet.csi_feedback]\nlr = inf\n", "fleet[0].csi_feedback.lr", "finite"),
     ("stage-unknown-key", FLEET + "[fleet.csi_feedback]\nn_antt = 32\n", "fleet[0].csi_feedback.n_antt", "unknown key"),
-    ("stage-own-check", FLEET + "[fleet.csi_feedback]\nn_ant = 30\n", "fleet[0].csi_feedback", "n_ant"),
+    ("stage-own-check", FLEET + "[fleet.csi_feedback]\nn_ant = 30\n", "fleet[0].csi_feedback.n_ant", "multiples of 4"),
     ("radio-negative-bandwidth", FLEET + "[radio]\nbandwidth_hz = -20e6\n", "radio.bandwidth_hz", "minimum"),
     ("radio-unknown-scenario", FLEET + "[radio]\nscenario = \"rma\"\n", "radio.scenario", "unknown scenario"),
     ("radio-negative-speed", FLEET + "speed_mps = -1.0\n", "fleet[0].speed_mps", "minimum"),

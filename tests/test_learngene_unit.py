@@ -79,9 +79,9 @@ def test_unit_save_load_bit_exact_and_tamper_rejected(tmp_path: Path) -> None:
     for k, v in unit.tensors.items():
         assert back.tensors[k].dtype == np.float32 and back.tensors[k].tobytes() == v.tobytes()
     raw = bytearray(p.read_bytes())
-    raw[-3] ^= 0x01  # one bit of the last tensor
+    raw[-3] ^= 0x01  # one bit of the last tensor: the file's BLAKE2b checksum catches it
     p.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match="hash"):
+    with pytest.raises(ValueError, match="checksum"):
         LearngeneUnit.load(p)
     p.write_bytes(b"AFARRAY1" + (10**9).to_bytes(8, "little") + b"{}")
     with pytest.raises(ValueError, match="header length"):

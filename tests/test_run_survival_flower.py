@@ -95,7 +95,8 @@ def test_a_killed_ray_worker_fails_its_device_and_the_next_round_gets_a_fresh_on
     path.write_text(path.read_text().replace("train_samples = 100", "train_samples = 2000").replace("epochs = 1\n", "epochs = 4\n"))  # rounds long enough to kill into
     run_dir = tmp_path / "run"
     before = _ray_pids()
-    proc = subprocess.Popen([*AIRFLEET, "run", str(path), "--run-dir", str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLEET_QUIET"}  # its progress lines are the event
+    proc = subprocess.Popen([*AIRFLEET, "run", str(path), "--run-dir", str(run_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     assert proc.stdout is not None
     for line in proc.stdout:  # the event: round 1's messages are out
         if line.startswith("round 1/3"):
