@@ -20,11 +20,14 @@ Every figure in ``docs/sdnet_fidelity/map.md`` comes from ``map_tasks.json`` and
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
+import os
+import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +201,24 @@ def _save(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def _merge_result(key: str, row: dict[str, Any]) -> None:
+    """Write one case's row into ``map.json`` (read-modify-write under a file lock, so
+    parallel ``train`` processes keep each other's rows)."""
+    MAP_JSON.parent.mkdir(parents=True, exist_ok=True)
+    with open(MAP_JSON.with_suffix(".lock"), "w") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        results = _load(MAP_JSON, {})
+        results[key] = row
+        _save(MAP_JSON, results)
+
+
+def table1_task_ids(stats: list[dict[str, Any]]) -> list[int]:
+    """Item 2's rule: the first five screened held-out task ids whose ZF SER on the 1,000
+    held-out samples lies in Table I's range (0.065-0.126)."""
+    lo, hi = TABLE1_ZF
+    return [r["task_id"] for r in sorted(stats, key=lambda r: r["task_id"]) if lo <= r["ser_zf"] <= hi][:5]
+
+
 def case_key(task_id: int, variant: str) -> str:
     return f"task{task_id}-{variant}"
 
@@ -210,7 +231,7 @@ def _lr_at(v: Variant, epoch: int) -> float:
     raise ValueError(f"unknown schedule {v.schedule!r}")
 
 
-def train_case(task_id: int, v: Variant, epochs: int, ckpt_dir: Path, resume: bool, results: dict[str, Any]) -> dict[str, Any]:
+def train_case(task_id: int, v: Variant, epochs: int, ckpt_dir: Path, resume: bool) -> dict[str, Any]:
     """Train (task, variant) up to ``epochs``, chunk by chunk; returns its row in ``map.json``."""
     key = case_key(task_id, v.name)
     ckpt = ckpt_dir / f"{key}.pt"
@@ -247,8 +268,7 @@ def train_case(task_id: int, v: Variant, epochs: int, ckpt_dir: Path, resume: bo
         row["history"].append({"epoch": done, "ser": evaluate_ser(model, test), "ser_train": evaluate_ser(model, train[:2000]), "loss": losses[-1], "epoch_s": secs / n_ep})
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "row": row}, ckpt)
-        results[key] = row
-        _save(MAP_JSON, results)
+        _merge_result(key, row)
         h = row["history"][-1]
         print(json.dumps({"case": key, "epoch": done, "ser": h["ser"], "ser_train": h["ser_train"], "epoch_s": round(h["epoch_s"], 2)}), flush=True)
     return row
@@ -297,6 +317,20 @@ def _separation(stats: dict[int, dict[str, Any]], results: dict[str, Any], cols:
     return out + [""]
 
 
+def _table1(stats: dict[int, dict[str, Any]], results: dict[str, Any]) -> list[str]:
+    """Item 2's table: ``table1_task_ids`` x seeds at the paper's recipe (variants ``b500``,
+    ``b500-s<seed>``), at each run's last recorded epoch."""
+    ids = table1_task_ids(list(stats.values()))
+    rows = [r for r in results.values() if r["task_id"] in ids and r["variant"]["name"].split("-s")[0] == "b500"]
+    if not rows:
+        return []
+    out = [f"### Table I at the paper's recipe (tasks by `table1_task_ids`: {', '.join(map(str, ids))})", "", "| task | seed | epochs | ZF | MMSE | SDNet | SDNet / MMSE |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["task_id"], r["variant"]["seed"])):
+        s, h = stats[r["task_id"]], r["history"][-1]
+        out.append(f"| {r['task_id']} | {r['variant']['seed']} | {h['epoch']} | {_fmt(s['ser_zf'])} | {_fmt(s['ser_mmse'])} | {_fmt(h['ser'])} | {_fmt(h['ser'] / s['ser_mmse'], 2)} |")
+    return out + ["", "SERs on each task's 1,000 held-out samples; seed 0 rows are the map's `b500` runs.", ""]
+
+
 def render() -> Path:
     """Write ``map.md`` from ``map_tasks.json`` and ``map.json``."""
     stats = {r["task_id"]: r for r in _load(TASKS_JSON, [])}
@@ -329,6 +363,7 @@ def render() -> Path:
         lines.append(f"| {tid} | {'yes' if tid in ids else 'extra'} | " + " | ".join(_fmt(s.get(k)) for k in cols) + " |")
     lines += ["", "`mmse_over_ml`: MMSE's SER over exact ML's on the 300 ML samples (ML at 0 errors counted as 1 error); `hblind_over_mmse`: the H-blind ML bound over MMSE on those samples.", ""]
     lines += _separation(stats, results, cols)
+    lines += _table1(stats, results)
     out = OUT_DIR / "map.md"
     out.write_text("\n".join(lines))
     return out
@@ -346,6 +381,12 @@ def main() -> None:
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--resume", action="store_true", help="continue from the checkpoints")
     t.add_argument("--ckpt-dir", type=Path, default=None)
+    t.add_argument("--seed", type=int, default=0, help="weights, shuffling and training draws (seed > 0: variant name gets -s<seed>)")
+    t1 = sub.add_parser("table1", help="item 2: table1_task_ids x seeds at the paper's recipe, as parallel single-thread processes")
+    t1.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    t1.add_argument("--epochs", type=int, default=50)
+    t1.add_argument("--jobs", type=int, default=2, help="parallel single-thread training processes")
+    t1.add_argument("--resume", action="store_true")
     sub.add_parser("render")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -374,10 +415,28 @@ def main() -> None:
                 print(json.dumps({"task_id": tid, "ser_ml_ls": by[tid]["ser_ml_ls"], "ser_hblind_ml": by[tid]["ser_hblind_ml"], "s": round(time.perf_counter() - t0, 1)}), flush=True)
         render()
         return
-    results = _load(MAP_JSON, {})
+    if a.cmd == "table1":
+        jobs = [(t, sd) for sd in a.seeds for t in table1_task_ids(stats)]
+        print(json.dumps({"table1_task_ids": table1_task_ids(stats), "runs": len(jobs), "epochs": a.epochs, "jobs": a.jobs}), flush=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        running: list[subprocess.Popen[bytes]] = []
+        for t, sd in jobs:
+            while len(running) >= a.jobs:
+                running = [p for p in running if p.poll() is None]
+                if len(running) >= a.jobs:
+                    time.sleep(2)
+            cmd = [sys.executable, __file__, "train", "--tasks", str(t), "--seed", str(sd), "--epochs", str(a.epochs)] + (["--resume"] if a.resume else [])
+            running.append(subprocess.Popen(cmd, env=env))
+        for p in running:
+            p.wait()
+        render()
+        return
     ckpt_dir = a.ckpt_dir or cache_root() / "sdnet_map"
+    v = VARIANTS[a.variant]
+    if a.seed:
+        v = replace(v, seed=a.seed, name=f"{v.name}-s{a.seed}")
     for tid in a.tasks or map_task_ids(stats):
-        train_case(tid, VARIANTS[a.variant], a.epochs, ckpt_dir, a.resume, results)
+        train_case(tid, v, a.epochs, ckpt_dir, a.resume)
     render()
 
 
