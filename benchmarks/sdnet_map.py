@@ -205,7 +205,9 @@ def _merge_result(key: str, row: dict[str, Any]) -> None:
     """Write one case's row into ``map.json`` (read-modify-write under a file lock, so
     parallel ``train`` processes keep each other's rows)."""
     MAP_JSON.parent.mkdir(parents=True, exist_ok=True)
-    with open(MAP_JSON.with_suffix(".lock"), "w") as lk:
+    lock = cache_root() / "sdnet_map" / "map.json.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)
         results = _load(MAP_JSON, {})
         results[key] = row
