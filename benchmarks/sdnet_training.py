@@ -1,11 +1,23 @@
-"""SDNet training throughput: ``common.learngene.training.finetune`` vs a bare PyTorch loop.
+"""SDNet training throughput and held-out SER by training path (issue #21, item 3).
 
-Same model (same initial weights), same data, same batch size, optimiser, loss (eq. 13)
-and shuffling; one CPU thread. Prints one JSON object: samples/s of each (median of
-``--reps`` alternating repetitions) and their ratio (target >= 0.95), by wall clock and by
-process CPU time (the fairer measure on a machine shared with other jobs).
+Paths (all one CPU thread, same initial weights, same data, batch size, Adam, loss (eq. 13)
+and shuffling):
 
-    .venv/bin/python benchmarks/sdnet_training.py [--n-r 32 --n-t 8 --n-conv 8 --samples 2000 --epochs 2]
+- ``bare``: a plain PyTorch loop, NCHW, float32 (the reference);
+- ``fp32``: ``common.learngene.training.finetune`` (channels-last, float32: the product's path);
+- ``bf16``: ``finetune(precision="bf16")`` (channels-last, forward under bfloat16 autocast);
+- ``bare_bf16``: the plain loop under bfloat16 autocast, NCHW;
+- ``compile`` / ``compile_bf16``: the plain loop on ``torch.compile(model)`` (the first epoch
+  includes the compilation and is left out of the rate).
+
+Each path trains ``--epochs`` epochs on ``--samples`` samples of a default-model task
+(``--task``, the ``benchmarks/sdnet_map.py`` draws) and is then evaluated (eval-mode BN,
+float32) on that task's 1,000 held-out samples. Prints one JSON object: per path the median
+samples/s over the epochs after the first (wall clock and process CPU time: the fairer
+measure on a shared machine), the held-out SER and SER / MMSE, and each rate over ``fp32``'s.
+
+    flock /tmp/airfleet-train.lock flock /tmp/airfleet-heavy.lock \\
+        .venv/bin/python benchmarks/sdnet_training.py [--paths bare fp32 bf16 ...] [--epochs 6 --samples 8100 --task 146]
 """
 
 from __future__ import annotations
@@ -18,25 +30,29 @@ from collections.abc import Callable
 
 import torch
 
-from common.learngene.training import finetune, mse_loss
-from common.channels import ChannelTask, sample_channels
+from benchmarks.sdnet_map import held_out, map_task, training_set
+from common.learngene.training import evaluate_ser, finetune, mse_loss
 from common.models.sdnet import SDNet
-from common.phy.dataset import make_detection_batch
+from common.phy.metrics import baseline_sers
+
+PATHS = ("bare", "fp32", "bf16", "bare_bf16", "compile", "compile_bf16")
 
 
-def bare_loop(model: SDNet, X: torch.Tensor, Y: torch.Tensor, epochs: int, batch_size: int, lr: float, seed: int) -> None:
-    """The reference loop."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
+def bare_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, X: torch.Tensor, Y: torch.Tensor, batch_size: int, g: torch.Generator, bf16: bool) -> None:
+    """One epoch of the reference loop (optionally under bfloat16 autocast)."""
     model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(X), generator=g)
-        for s in range(0, len(X), batch_size):
-            idx = perm[s : s + batch_size]
-            loss = mse_loss(model(X[idx]), Y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    perm = torch.randperm(len(X), generator=g)
+    for s in range(0, len(X), batch_size):
+        idx = perm[s : s + batch_size]
+        if bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(X[idx])
+        else:
+            out = model(X[idx])
+        loss = mse_loss(out.float(), Y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -45,47 +61,63 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - w, time.process_time() - c
 
 
+def run_path(path: str, init: dict[str, torch.Tensor], train, epochs: int, batch_size: int) -> tuple[SDNet, list[tuple[float, float]]]:
+    """Train a fresh SDNet from ``init`` along ``path``; returns it and (wall, cpu) s per epoch."""
+    model = SDNet(32, 8, 8)
+    model.load_state_dict(init)
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times: list[tuple[float, float]] = []
+    if path in ("fp32", "bf16"):
+        prec = "bf16" if path == "bf16" else "fp32"
+        for _ in range(epochs):
+            times.append(_timed(lambda: finetune(model, train, epochs=1, batch_size=batch_size, lr=1e-3, generator=g, optimizer=opt, precision=prec)))
+        return model, times
+    net: torch.nn.Module = torch.compile(model) if path.startswith("compile") else model
+    bf16 = path.endswith("bf16")
+    for _ in range(epochs):
+        times.append(_timed(lambda: bare_epoch(net, opt, train.sdnet_input, train.x, batch_size, g, bf16)))
+    return model, times
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n-r", type=int, default=32)
-    ap.add_argument("--n-t", type=int, default=8)
-    ap.add_argument("--n-conv", type=int, default=8)
-    ap.add_argument("--samples", type=int, default=2000)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    ap.add_argument("--task", type=int, default=146, help="default-model task id (146: one SDNet learns, docs/sdnet_fidelity/map.md)")
+    ap.add_argument("--samples", type=int, default=8100)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=500)
-    ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
+    if a.epochs < 2:
+        raise SystemExit("--epochs must be >= 2 (the first epoch is warm-up)")
     torch.set_num_threads(1)
-    task = ChannelTask.make("gbsm", a.n_r, a.n_t, 0, 0)
-    batch = make_detection_batch(sample_channels(task, a.samples, 1), 25.0, generator=torch.Generator().manual_seed(2))
+    task = map_task(a.task)
+    train, test = training_set(task, a.samples), held_out(task)
+    mmse = baseline_sers(test)["ser_mmse"]
     torch.manual_seed(0)
-    init = {k: v.clone() for k, v in SDNet(a.n_r, a.n_t, a.n_conv).state_dict().items()}
-    n = a.samples * a.epochs
-    res: dict[str, list[tuple[float, float]]] = {"finetune": [], "bare": []}
-    for r in range(a.reps):
-        m = SDNet(a.n_r, a.n_t, a.n_conv)
-        m.load_state_dict(init)
-        res["finetune"].append(_timed(lambda: finetune(m, batch, epochs=a.epochs, batch_size=a.batch_size, lr=1e-3, generator=torch.Generator().manual_seed(r))))
-        m2 = SDNet(a.n_r, a.n_t, a.n_conv)
-        m2.load_state_dict(init)
-        res["bare"].append(_timed(lambda: bare_loop(m2, batch.sdnet_input, batch.x, a.epochs, a.batch_size, 1e-3, r)))
-    rate = {k: [n / w for w, _ in v] for k, v in res.items()}
-    cpu_rate = {k: [n / c for _, c in v] for k, v in res.items()}
-    o, b = statistics.median(rate["finetune"]), statistics.median(rate["bare"])
-    oc, bc = statistics.median(cpu_rate["finetune"]), statistics.median(cpu_rate["bare"])
+    init = {k: v.clone() for k, v in SDNet(32, 8, 8).state_dict().items()}
+    out: dict[str, dict[str, float]] = {}
+    for p in a.paths:
+        model, times = run_path(p, init, train, a.epochs, a.batch_size)
+        s = evaluate_ser(model, test)
+        out[p] = {
+            "samples_per_s": round(a.samples / statistics.median(w for w, _ in times[1:]), 1),
+            "samples_per_cpu_s": round(a.samples / statistics.median(c for _, c in times[1:]), 1),
+            "first_epoch_s": round(times[0][0], 1),
+            "ser": s,
+            "ser_over_mmse": round(s / mmse, 3),
+        }
+        print(json.dumps({"path": p, **out[p]}), flush=True)
+    base = out.get("fp32")
+    if base:
+        for p in out:
+            out[p]["speedup_vs_fp32"] = round(out[p]["samples_per_s"] / base["samples_per_s"], 3)
+            out[p]["cpu_speedup_vs_fp32"] = round(out[p]["samples_per_cpu_s"] / base["samples_per_cpu_s"], 3)
     print(json.dumps({
         "benchmark": "sdnet_training",
-        "config": {"n_r": a.n_r, "n_t": a.n_t, "n_conv": a.n_conv, "samples": a.samples, "epochs": a.epochs, "batch_size": a.batch_size, "threads": 1},
-        "finetune_samples_per_s": round(o, 1),
-        "bare_loop_samples_per_s": round(b, 1),
-        "ratio": round(o / b, 3),
-        "finetune_samples_per_cpu_s": round(oc, 1),
-        "bare_loop_samples_per_cpu_s": round(bc, 1),
-        "ratio_cpu": round(oc / bc, 3),
-        "target_ratio": 0.95,
-        "reps": a.reps,
-        "finetune_all": [round(x, 1) for x in rate["finetune"]],
-        "bare_all": [round(x, 1) for x in rate["bare"]],
+        "config": {"n_r": 32, "n_t": 8, "n_conv": 8, "task": a.task, "samples": a.samples, "epochs": a.epochs, "batch_size": a.batch_size, "threads": 1, "torch": torch.__version__},
+        "ser_mmse": mmse,
+        "paths": out,
     }))
 
 

@@ -60,12 +60,11 @@ def device_profile(scenario: Scenario, device_id: int) -> DeviceProfile:
     """The profile of device ``device_id`` (``ValueError`` if the fleet has no such device)."""
     spec = scenario.device(device_id)
     cfg = scenario.classes[spec.class_index]
-    ch = scenario.data["channels"]
     seed = derive_seed(scenario.seed, "device", device_id)
     tasks = list(cfg["tasks"])
     task_id = tasks[derive_seed(scenario.seed, "device-task", device_id) % len(tasks)]
     task = scenario.channel_task(task_id, int(cfg["n_rx"]), int(cfg["n_tx"]))
-    return DeviceProfile(device_id, spec.class_name, dict(cfg), task, float(cfg["snr_db"]), int(ch["n_pilots"]), seed)
+    return DeviceProfile(device_id, spec.class_name, dict(cfg), task, float(cfg["snr_db"]), int(cfg["n_pilots"]), seed)
 
 
 def is_available(scenario: Scenario, profile: DeviceProfile, round_: int) -> bool:

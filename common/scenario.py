@@ -148,15 +148,16 @@ CLASS_SCHEMA: dict[str, Field] = {
     "n_rx": Field(int, 0, min=0, max=1024, doc="BS antennas (0: [channels] default)"),
     "n_tx": Field(int, 0, min=0, max=64, doc="UE antennas (0: [channels] default)"),
     "snr_db": Field(float, -999.0, doc="operating SNR (default: [channels])"),
+    "n_pilots": Field(int, 0, min=0, max=1024, doc="orthogonal pilot symbols of its LS channel estimate (0: [channels] default; >= n_tx)"),
     "flops_per_s": Field(float, 1e10, min=1.0, doc="emulated compute (FLOP/s)"),
     "uplink_bps": Field(float, 1e6, min=1.0, doc="emulated uplink rate (bit/s)"),
     "downlink_bps": Field(float, 1e7, min=1.0, doc="emulated downlink rate (bit/s)"),
     "availability": Field(float, 1.0, min=0.0, max=1.0, doc="probability of taking part in a round"),
     "tasks": Field(list, [100], item=int, min=0, doc="channel task ids its devices draw from"),
-    "train_samples": Field(int, 2000, min=1),
+    "train_samples": Field(int, 2000, min=1, doc="local training samples (a quick default: SDNet goes below MMSE only on tasks of the kind docs/sdnet_fidelity.md Experiment 11 calls learners, with the paper's 8,100 samples and 20+ epochs)"),
     "val_samples": Field(int, 1000, min=1),
-    "epochs": Field(int, 2, min=0, doc="local fine-tuning epochs per round"),
-    "batch_size": Field(int, 250, min=1),
+    "epochs": Field(int, 2, min=0, doc="local fine-tuning epochs per round (the model and its data carry over between rounds)"),
+    "batch_size": Field(int, 100, min=1, doc="mini-batch: at equal epochs batch 100 reached batch 500's (the paper's) held-out SER in about half the epochs at the same cost per epoch on one CPU thread, and the same plateau where SDNet does not learn (docs/sdnet_fidelity.md Experiment 11, variant b100)"),
     "lr": Field(float, 1e-3, min=0.0, max=1.0),
     "lam": Field(float, 2e-15, min=0.0, doc="L2 weight toward the inherited layers, eq. (21) (paper: 2e-15)"),
     "crash_rounds": Field(list, [], item=int, min=1, doc="fault injection: devices raise in these rounds"),
@@ -263,6 +264,8 @@ def _validate_class(raw: Any, key: str, channels: Mapping[str, Any]) -> dict[str
             c[k] = int(channels[k])
     if c["snr_db"] == -999.0:
         c["snr_db"] = float(channels["snr_db"])
+    if c["n_pilots"] == 0:
+        c["n_pilots"] = int(channels["n_pilots"])
     if not c["tasks"]:
         raise ScenarioError(f"{key}.tasks", "needs at least one channel task id")
     if c["n_tx"] > c["n_rx"]:
@@ -330,8 +333,10 @@ def parse_scenario(raw: Mapping[str, Any], file: str = "<memory>", check_sources
         for i, c in enumerate(data["fleet"]):
             if c["workload"] == "sdnet" and c["n_conv"] < m["unit_layers"]:
                 raise ScenarioError(f"fleet[{i}].n_conv", f"{c['n_conv']} conv layers cannot hold a {m['unit_layers']}-layer learngene unit")
-            if c["n_tx"] > ch["n_pilots"]:
-                raise ScenarioError(f"fleet[{i}].n_tx", f"{c['n_tx']} UE antennas need at least as many pilots ({ch['n_pilots']})")
+            if c["workload"] == "sdnet" and c["n_rx"] != ch["n_rx"]:
+                raise ScenarioError(f"fleet[{i}].n_rx", f"{c['n_rx']} BS antennas: the learngene unit is learnt at [channels] n_rx = {ch['n_rx']} and its rows are not resampled")
+            if c["n_tx"] > c["n_pilots"]:
+                raise ScenarioError(f"fleet[{i}].n_tx", f"{c['n_tx']} UE antennas need at least as many pilots ({c['n_pilots']})")
         return Scenario(data, file)
     except ScenarioError as e:
         raise e.in_file(file) from None

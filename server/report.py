@@ -18,6 +18,14 @@ from server.plotting import pyplot as _plt
 __all__ = ["class_summary", "round_latency", "draw_fleet_plots", "draw_csi_rd", "report_run", "format_class_table", "sdnet_vs_mmse_note", "SDNET_NOTE"]
 
 
+def _plt_ticker():  # noqa: ANN202 - matplotlib.ticker module
+    import matplotlib.ticker
+
+    return matplotlib.ticker
+
+
+#: SER plotted for a zero SER on the log axis (below one error in 10^5 symbols)
+SER_FLOOR = 1e-5
 def _mean(xs: list[float]) -> float:
     xs = [x for x in xs if x is not None and not math.isnan(x)]
     return sum(xs) / len(xs) if xs else float("nan")
@@ -123,8 +131,8 @@ def format_class_table(summary: list[dict[str, Any]]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    note = sdnet_vs_mmse_note(summary)
-    return "\n".join(lines + ([note] if note else []))
+    notes = [n for n in (sdnet_vs_mmse_note(summary), sdnet_chance_note(summary)) if n]
+    return "\n".join(lines + notes)
 
 
 #: the one line printed under the class table while no class's SDNet beats MMSE
@@ -135,13 +143,34 @@ SDNET_NOTE = (
 )
 
 
+#: an MMSE SER below this leaves SDNet no room to be below it (one error in 1,000 symbols)
+NEAR_ERROR_FREE_SER = 1e-3
+
+
 def sdnet_vs_mmse_note(summary: list[dict[str, Any]]) -> str | None:
-    """``SDNET_NOTE`` when some class has SDNet and MMSE SERs and none has SDNet below MMSE."""
-    pairs = [(s.get("ser", math.nan), s.get("ser_mmse", math.nan)) for s in summary]
-    pairs = [(a, b) for a, b in pairs if isinstance(a, float) and isinstance(b, float) and math.isfinite(a) and math.isfinite(b)]
-    if pairs and not any(a < b for a, b in pairs):
+    """``SDNET_NOTE`` when some class has SDNet and MMSE SERs and none has SDNet below MMSE;
+    otherwise, when some classes are below and others not, one line naming both and why."""
+    pairs = [(s["class"], s.get("ser", math.nan), s.get("ser_mmse", math.nan)) for s in summary]
+    pairs = [(c, a, b) for c, a, b in pairs if isinstance(a, float) and isinstance(b, float) and math.isfinite(a) and math.isfinite(b)]
+    if pairs and not any(a < b for _, a, b in pairs):
         return SDNET_NOTE
+    below = [c for c, a, b in pairs if a < b]
+    rest = [f"{c} ({'MMSE is (nearly) error-free' if b < NEAR_ERROR_FREE_SER else 'too few samples and steps for its task'})" for c, a, b in pairs if a >= b]
+    if below and rest:
+        return f"note: SDNet is below MMSE in {', '.join(below)}; not in {', '.join(rest)} (docs/sdnet_fidelity.md, Experiment 11)"
     return None
+
+
+#: a class SDNet SER at or above this is reported as near chance (QPSK guessing: 0.75)
+NEAR_CHANCE_SER = 0.5
+
+
+def sdnet_chance_note(summary: list[dict[str, Any]]) -> str | None:
+    """One line naming the classes whose SDNet SER is near chance (``>= NEAR_CHANCE_SER``)."""
+    near = [s["class"] for s in summary if isinstance(s.get("ser"), float) and s["ser"] >= NEAR_CHANCE_SER]
+    if not near:
+        return None
+    return f"note: SDNet of {', '.join(near)} is near chance (QPSK guessing: 0.75): too few samples and steps to learn the task; read it as untrained"
 
 
 def draw_fleet_plots(rounds: pa.Table, out_dir: Path, csi_schemes: dict[str, str] | None = None) -> list[Path]:
@@ -160,8 +189,9 @@ def draw_fleet_plots(rounds: pa.Table, out_dir: Path, csi_schemes: dict[str, str
             if all(math.isnan(y) for y in ys):
                 continue
             label = f"{cls} {'SDNet' if metric == 'ser' else metric[4:].upper()}"
-            ax.plot(rounds_, ys, style, label=label)
+            ax.plot(rounds_, [max(y, SER_FLOOR) for y in ys], style, label=label)  # a zero SER sits on the floor, inside the axes
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(_plt_ticker().MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("SER (mean over devices)")
     ax.set_title("Detection SER per device class")

@@ -40,7 +40,14 @@ def test_class_table_says_why_when_no_sdnet_beats_mmse() -> None:
     text = format_class_table(class_summary(rounds_table(above)))
     assert text.splitlines()[-1] == SDNET_NOTE and "docs/sdnet_fidelity.md" in SDNET_NOTE
     below = above + [_row(1, 2, "iot", {"ser": 0.001, "ser_zf": 0.05, "ser_mmse": 0.03})]
-    assert SDNET_NOTE not in format_class_table(class_summary(rounds_table(below)))
+    mixed = format_class_table(class_summary(rounds_table(below)))
+    assert SDNET_NOTE not in mixed
+    last = mixed.splitlines()[-1]
+    assert last.startswith("note: SDNet is below MMSE in iot; not in ") and "phone (too few samples" in last and "gw (" in last
+    tiny = format_class_table(class_summary(rounds_table(below + [_row(1, 5, "watch", {"ser": 0.001, "ser_zf": 6e-4, "ser_mmse": 6e-4})])))
+    assert "watch (MMSE is (nearly) error-free)" in tiny.splitlines()[-1]
+    chance = format_class_table(class_summary(rounds_table(above + [_row(1, 4, "tag", {"ser": 0.7, "ser_zf": 0.0, "ser_mmse": 0.0})])))
+    assert chance.splitlines()[-1].startswith("note: SDNet of tag is near chance")
     # a fleet without detection figures (CSI only) gets no note
     csi = [_row(1, 3, "ue", {"bs_nmse_db": -2.0})]
     assert SDNET_NOTE not in format_class_table(class_summary(rounds_table(csi)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from common.learngene.training import TRAIN_FLOPS_PER_FORWARD, evaluate_ser, finetune
@@ -45,3 +46,21 @@ def test_finetune_flops_determinism_and_val_curve() -> None:
     assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
     assert len(r1.val_ser_per_epoch) == 2 and r1.samples == 600
     assert r1.flops == TRAIN_FLOPS_PER_FORWARD * count_flops(m1, (1, 1, 9, 4)) * 600
+
+
+def test_finetune_in_chunks_with_one_optimizer_equals_one_call() -> None:
+    # what benchmarks/sdnet_map.py relies on to checkpoint and resume: the optimiser and
+    # the shuffling generator carried across calls make two 1-epoch calls one 2-epoch call
+    task = ChannelTask.make("rayleigh", 4, 2)
+    b = make_detection_batch(sample_channels(task, 200, 0), 15.0, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(3)
+    m1 = SDNet(4, 2, 1)
+    m2 = SDNet(4, 2, 1)
+    m2.load_state_dict(m1.state_dict())
+    finetune(m1, b, epochs=2, batch_size=64, lr=1e-3, generator=torch.Generator().manual_seed(5))
+    g, opt = torch.Generator().manual_seed(5), torch.optim.Adam(m2.parameters(), lr=1e-3)
+    for _ in range(2):
+        finetune(m2, b, epochs=1, batch_size=64, lr=1.0, generator=g, optimizer=opt)
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(m1.parameters(), m2.parameters()))
+    with pytest.raises(ValueError, match="precision"):
+        finetune(m2, b, epochs=1, batch_size=64, lr=1e-3, precision="fp8")

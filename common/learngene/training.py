@@ -27,10 +27,14 @@ from common.models.sdnet import sdnet_symbol_indices
 from common.phy.dataset import DetectionBatch
 from common.phy.metrics import ser
 
-__all__ = ["FinetuneResult", "conv_fast_layout", "finetune", "evaluate_ser", "predict_indices", "mse_loss", "TRAIN_FLOPS_PER_FORWARD"]
+__all__ = ["FinetuneResult", "PRECISIONS", "conv_fast_layout", "finetune", "evaluate_ser", "predict_indices", "mse_loss", "TRAIN_FLOPS_PER_FORWARD"]
 
 #: training FLOPs per sample per step, in units of forward FLOPs
 TRAIN_FLOPS_PER_FORWARD: int = 3
+
+#: ``finetune(precision=...)``: "fp32", or "bf16" (forward pass under bfloat16 autocast;
+#: weights, loss, gradients' accumulation and Adam stay float32)
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -121,6 +125,8 @@ def finetune(
     generator: torch.Generator | None = None,
     val: DetectionBatch | None = None,
     record_last_epoch_gradient: bool = False,
+    optimizer: torch.optim.Optimizer | None = None,
+    precision: str = "fp32",
 ) -> FinetuneResult:
     """Train ``model`` in place with Adam on ``train``.
 
@@ -144,6 +150,13 @@ def finetune(
         Evaluated (SER) after every epoch.
     record_last_epoch_gradient : bool, default False
         Fill ``FinetuneResult.last_epoch_gradient`` (eq. (19) at the final epoch).
+    optimizer : torch.optim.Optimizer, optional
+        An optimiser over ``model``'s parameters to continue (its state and learning rate
+        are used; ``lr`` is ignored): training in several calls, checkpointed in between,
+        is then the same as one call. Default: a fresh ``Adam(lr=lr)``.
+    precision : str, default "fp32"
+        One of ``PRECISIONS``: "bf16" runs the training forward pass under bfloat16 autocast
+        (``benchmarks/sdnet_training.py`` measures speed and held-out SER of both).
 
     Returns
     -------
@@ -153,6 +166,8 @@ def finetune(
         raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     n = len(train)
     if n == 0:
         raise ValueError("empty training batch")
@@ -163,7 +178,8 @@ def finetune(
     if anchors:
         anchors = {k: v.to(dev) for k, v in anchors.items()}
     with conv_fast_layout(model, X) as X:
-        res = _train_epochs(model, X, Y, epochs, batch_size, lr, anchors if lam > 0 else None, lam, gen, val, record_last_epoch_gradient)
+        opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
+        res = _train_epochs(model, X, Y, epochs, batch_size, opt, anchors if lam > 0 else None, lam, gen, val, record_last_epoch_gradient, precision)
     res.flops = TRAIN_FLOPS_PER_FORWARD * fwd * res.samples
     return res
 
@@ -174,15 +190,16 @@ def _train_epochs(
     Y: torch.Tensor,
     epochs: int,
     batch_size: int,
-    lr: float,
+    opt: torch.optim.Optimizer,
     anchors: dict[str, torch.Tensor] | None,
     lam: float,
     gen: torch.Generator,
     val: DetectionBatch | None,
     record_last: bool = False,
+    precision: str = "fp32",
 ) -> FinetuneResult:
     n, dev = len(X), X.device
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    cast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     res = FinetuneResult()
     model.train()
     params = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
@@ -193,7 +210,9 @@ def _train_epochs(
         total = torch.zeros((), device=dev)
         for s in range(0, n, batch_size):
             idx = perm[s : s + batch_size]
-            loss = mse_loss(model(X[idx]), Y[idx])  # eq. (13)
+            with cast():
+                out = model(X[idx])
+            loss = mse_loss(out.float(), Y[idx])  # eq. (13)
             total += loss.detach() * len(idx)
             if anchors:
                 loss = loss + l2_to_anchors(model, anchors, lam)  # eq. (21)
