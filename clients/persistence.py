@@ -16,10 +16,11 @@ newest write by at most one round (the round in flight when the run stopped).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from common.npz_files import read_npz, write_npz
 
 __all__ = ["STATE_DIR_ENV", "RESUME_ROUND_ENV", "state_dir", "resume_round", "save_device_state", "load_device_state"]
 
@@ -70,15 +71,7 @@ def save_device_state(root: Path, device_id: int, round_: int, state: dict[str, 
         What the device keeps (any dtype but object).
     """
     folder = Path(root) / f"device-{int(device_id)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".round-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: np.ascontiguousarray(v) for k, v in state.items()})
-        os.replace(tmp, folder / f"round-{int(round_):05d}.npz")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_npz(folder / f"round-{int(round_):05d}.npz", state)
     for _, p in _rounds(folder)[:-_KEEP]:
         p.unlink(missing_ok=True)
 
@@ -102,7 +95,6 @@ def load_device_state(root: Path, device_id: int, up_to_round: int) -> dict[str,
     if best is None:
         return {}
     try:
-        with np.load(best, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception as e:  # noqa: BLE001 - any damage is one line
-        raise ValueError(f"{best}: damaged device state ({type(e).__name__}: {e})") from e
+        return read_npz(best)[0]
+    except ValueError as e:
+        raise ValueError(f"damaged device state: {e}") from None

@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.npz_files import read_npz, write_npz
 from common.records import ROUND_CORE
 from common.runtime import numerics_environment
 from common.scenario import Scenario
@@ -117,22 +118,23 @@ def _atomic(path: Path, write: Any) -> None:
 
 #: the base station's checkpoint: everything the next round depends on, one file
 CHECKPOINT = "checkpoint.npz"
-_CKPT_JSON = "__json__"
 
 
 def save_checkpoint(run_dir: Path, meta: dict[str, Any], arrays: dict[str, Any]) -> None:
     """Atomically write the checkpoint of a completed round (``meta``: JSON-able,
     must hold ``round``; ``arrays``: name -> numpy array). Written right after the round's
-    table part, so the checkpoint's round is always a round whose rows are on disk."""
-    import numpy as np
+    table part, so the checkpoint's round is always a round whose rows are on disk.
 
-    blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-
-    def w(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{_CKPT_JSON: blob}, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
-
-    _atomic(Path(run_dir) / CHECKPOINT, w)
+    Raises
+    ------
+    RunError
+        The run directory cannot take it (one line; files already written are kept).
+    """
+    path = Path(run_dir) / CHECKPOINT
+    try:
+        write_npz(path, arrays, meta)
+    except OSError as e:
+        raise RunError(f"cannot write {path}: {e.strerror or e} (is the run directory writable, the disk full?); files already written are kept") from e
 
 
 def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -143,17 +145,13 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | No
     RunError
         The file exists but cannot be read (never unpickled).
     """
-    import numpy as np
-
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(arrays.pop(_CKPT_JSON).tobytes().decode())
-    except Exception as e:  # noqa: BLE001 - any damage is one line
-        raise RunError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+        arrays, meta = read_npz(path)
+    except ValueError as e:
+        raise RunError(f"{path}: unreadable checkpoint ({e})") from e
     if not isinstance(meta, dict) or not isinstance(meta.get("round"), int):
         raise RunError(f"{path}: checkpoint names no completed round")
     return meta, arrays

@@ -12,17 +12,15 @@ since every unit derives its random draws from (seed, key) alone.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["WorkUnits"]
+from common.npz_files import read_npz, write_npz
 
-_JSON = "__rows__"
+__all__ = ["WorkUnits"]
 
 
 class WorkUnits:
@@ -50,24 +48,12 @@ class WorkUnits:
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            rows = json.loads(arrays.pop(_JSON).tobytes().decode())
-        except Exception:  # noqa: BLE001 - a damaged unit is recomputed, never half-loaded
+            arrays, rows = read_npz(path)
+        except ValueError:  # a damaged unit is recomputed, never half-loaded
             return None
         self.loaded += 1
         return rows, arrays
 
     def save(self, key: str, rows: Any, arrays: dict[str, np.ndarray]) -> None:
         """Record a completed unit: JSON-able ``rows`` (NaN allowed) and named ``arrays``."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        blob = np.frombuffer(json.dumps(rows).encode(), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **{_JSON: blob}, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npz(self._path(key), arrays, rows)
