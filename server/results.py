@@ -78,9 +78,9 @@ def init_run_dir(run_dir: Path, scenario: Scenario) -> None:
     """Store the scenario as given and as resolved, and what decides the run's numerics
     besides code and seed (``environment.json``: ``common.runtime.numerics_environment``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    src = Path(scenario.path)
-    if src.is_file():
-        shutil.copyfile(src, run_dir / "scenario.toml")
+    src, dst = Path(scenario.path), run_dir / "scenario.toml"
+    if src.is_file() and not (dst.exists() and src.samefile(dst)):  # --resume reads the run's own copy
+        shutil.copyfile(src, dst)
     write_json(run_dir / "scenario.resolved.json", scenario.data)
     write_json(run_dir / "environment.json", numerics_environment())
 

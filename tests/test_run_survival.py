@@ -226,3 +226,25 @@ def test_a_corrupted_csi_backbone_is_retrained_and_logged(tmp_path: Path, caplog
         again = pretrained_compressor(cfg)
     assert "CSI backbone cache" in caplog.text
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_study_resumes_from_its_own_scenario_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``airfleet run --resume RUN_DIR`` of a study reads RUN_DIR/scenario.toml and reruns the
+    study into RUN_DIR (copying the scenario onto itself used to raise SameFileError)."""
+    import cli.main as cli
+    from server.results import init_run_dir
+
+    seen: list[Path] = []
+
+    def study_run(scenario: object, run_dir: Path, quiet: bool = False) -> dict:  # what run_study does first
+        init_run_dir(run_dir, scenario)  # type: ignore[arg-type]
+        seen.append(run_dir)
+        return {}
+
+    monkeypatch.setattr(cli, "run_study", study_run)
+    study = Path(__file__).resolve().parents[1] / "scenarios" / "xrefine.toml"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "scenario.toml").write_text(study.read_text())
+    assert main(["run", "--resume", str(run_dir), "--quiet"]) == 0
+    assert seen == [run_dir] and (run_dir / "scenario.toml").read_text() == study.read_text()
