@@ -37,6 +37,7 @@ STUDIES: dict[str, str] = {
     "csi_feedback_paper": "studies.csi_feedback_paper",
     "influence_paper": "studies.influence_paper",
     "xrefine": "studies.xrefine",
+    "sdnet_table1": "studies.sdnet_table1",
 }
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cli.main import main
-from studies.reproduction import CLAIMS, PARTLY, REPRODUCED, NOT, NOT_RUN, RunOutput, evaluate, find_runs, render
+from studies.reproduction import CLAIMS, PARTLY, REPRODUCED, NOT, NOT_RUN, STUDY_SCENARIOS, RunOutput, evaluate, find_runs, render
 
 SIX = ("top-embed", "middle-embed", "bottom-embed", "top-inherit", "middle-inherit", "bottom-inherit")
 
@@ -54,6 +54,19 @@ def test_learngene_verdicts_follow_the_numbers(tmp_path: Path) -> None:
     assert fig11.measure(bad).verdict == NOT
 
 
+def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> None:
+    t1 = next(c for c in CLAIMS if c.study == "sdnet_table1" and "beats" in c.claim)
+
+    def run(name: str, ratios: list[float]) -> RunOutput:
+        per = [{"task_id": 100 + i, "ser": 0.06 * q, "ser_mmse": 0.06, "ser_zf": 0.08, "ratio_mmse": q} for i, q in enumerate(ratios)]
+        return RunOutput.load(_run_dir(tmp_path, name, "sdnet_table1", {"scale": "paper-per-task", "per_task": per}, {}))
+
+    assert t1.measure(run("a", [0.1, 0.3, 0.5, 0.2, 0.4])).verdict == REPRODUCED
+    partly = t1.measure(run("b", [0.1, 0.3, 0.9, 1.2, 1.3]))
+    assert partly.verdict == PARTLY and "3/5 tasks below MMSE, 2 at or below 0.5x" in partly.why
+    assert t1.measure(run("c", [1.1, 1.3])).verdict == NOT
+
+
 def _csi(root: Path, name: str, fm_nmse: float) -> Path:
     rows = []
     for lm, rate in ((32.0, 1.0), (128.0, 1.5)):
@@ -93,7 +106,7 @@ def test_missing_runs_newest_run_per_seed_and_seed_spread(tmp_path: Path) -> Non
     verdicts = {c.study: m.verdict for c, m, _ in evaluate(found)}
     assert verdicts["csi_feedback_paper"] == NOT_RUN and verdicts["xrefine"] == NOT_RUN
     text = render(found)
-    assert "learngene_paper-20260102-000000" in text and text.count("\n| ") == len(CLAIMS) + 1 + 4 + 1
+    assert "learngene_paper-20260102-000000" in text and text.count("\n| ") == len(CLAIMS) + 1 + len(STUDY_SCENARIOS) + 1
     # two more seeds, one of them contradicting: 2 of 3 seeds reproduce Table I
     _learngene(runs, "learngene_paper-20260103-000000", matched=0.011, bottom=0.02, seed=2)
     _learngene(runs, "learngene_paper-20260104-000000", matched=0.09, bottom=0.02, seed=3)

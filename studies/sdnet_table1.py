@@ -1,0 +1,273 @@
+"""Table I of the learngene paper at the paper's per-task recipe (issue #21, item 2).
+
+Zhang et al. 2025, Table I: an SDNet trained on one channel task is far below ZF and MMSE
+on that task's held-out samples, and above them on another task's (the mismatched rows).
+Table III's per-task budget: MSE loss (eq. 13), Adam 1e-3, batch 500, 8,100 training
+samples, 25 dB, 16 pilots, 32x8 QPSK, 50 epochs.
+
+Each listed task is one unit of work: an individual SDNet trained from scratch on it,
+checkpointed every ``chunk_epochs`` (weights, Adam state, shuffling generator) under
+``RUN_DIR/work`` (``studies.work_units``), so ``airfleet run --resume RUN_DIR`` continues a
+stopped task at its last chunk and gives the same numbers as an uninterrupted run. Tasks
+run as ``jobs`` parallel single-thread processes.
+
+Which tasks (``select_tasks``): the ``tasks`` listed, or else the rule of the paper's
+Table I range: the first ``n_tasks`` task ids from ``first_task_id`` on whose ZF SER on
+their held-out samples lies in ``zf_range`` (Table I's 0.065-0.126), at the run's seed
+(the seed draws each task's environment, so every seed has its own tasks). Every model
+is also tested on the other tasks (Table I's mismatched rows).
+
+Tables: ``screen.parquet`` (the tasks the rule looked at), ``table1.parquet`` (train task
+x test task: SDNet, ZF and MMSE SER on the test task's held-out samples),
+``ser_epoch.parquet`` (held-out SER after every chunk).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pathlib
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from common.channels import ChannelTask
+from common.channels.gbsm import model_of
+from common.learngene.collective import task_detection_batch
+from common.learngene.training import evaluate_ser, finetune
+from common.models.sdnet import SDNet
+from common.phy.metrics import baseline_sers
+from common.progress import ProgressFn
+from common.runtime import torch_threads
+from common.schema import Field
+from common.seeding import derive_seed, torch_generator
+from studies.work_units import WorkUnits
+
+__all__ = ["SCHEMA", "check", "run", "report", "train_task"]
+
+SCHEMA: dict[str, Field] = {
+    "scale": Field(str, "paper-per-task", doc="the name the reproduction page gives this budget"),
+    "source": Field(str, "gbsm", doc="channel source of every task"),
+    "source_options": Field(dict, {}, doc="source options shared by every task"),
+    "n_r": Field(int, 32, min=1, doc="BS antennas (paper 32)"),
+    "n_t": Field(int, 8, min=1, doc="UE antennas (paper 8)"),
+    "n_conv": Field(int, 8, min=1, doc="SDNet depth N_conv (the paper's individual model: 8)"),
+    "snr_db": Field(float, 25.0, doc="training and test SNR per receive antenna, dB"),
+    "n_pilots": Field(int, 16, min=1, doc="orthogonal pilots of the LS estimate"),
+    "tasks": Field(list, [], item=int, min=0, doc="task ids, each trained on and tested on (Table I's rows); [] = the ZF-range rule below"),
+    "n_tasks": Field(int, 5, min=1, max=100, doc="tasks the rule picks (paper: 5)"),
+    "first_task_id": Field(int, 100, min=0, doc="the rule looks at task ids from here on (the fleet's collective uses 0..49)"),
+    "zf_range": Field(list, [0.065, 0.126], item=float, doc="ZF SER range of the rule's tasks on their held-out samples (Table I's)"),
+    "max_screened": Field(int, 400, min=1, doc="task ids the rule may look at before it gives up"),
+    "train_samples": Field(int, 8100, min=1, doc="training samples per task (paper 8,100)"),
+    "test_samples": Field(int, 1000, min=1, doc="held-out samples per task"),
+    "epochs": Field(int, 50, min=1, doc="epochs per task (paper: 50 per collective task)"),
+    "batch_size": Field(int, 500, min=1, doc="mini-batch (paper 500)"),
+    "lr": Field(float, 1e-3, min=0.0, doc="Adam learning rate (paper 1e-3)"),
+    "chunk_epochs": Field(int, 5, min=1, doc="held-out SER recorded and the task checkpointed every this many epochs"),
+    "jobs": Field(int, 2, min=1, max=256, doc="tasks trained at once, each a single-thread process (1: in this process)"),
+}
+
+
+def check(cfg: dict[str, Any]) -> None:
+    """The study's own checks beyond types and ranges."""
+    lo_hi = cfg["zf_range"]
+    if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] < lo_hi[1] <= 1.0:
+        raise ValueError(f"study.zf_range: expected [low, high] with 0 <= low < high <= 1, got {lo_hi}")
+    if len(set(cfg["tasks"])) != len(cfg["tasks"]):
+        raise ValueError(f"study.tasks: task ids must be distinct, got {cfg['tasks']}")
+
+
+def _task(cfg: dict[str, Any], task_id: int, seed: int) -> ChannelTask:
+    return ChannelTask.make(cfg["source"], cfg["n_r"], cfg["n_t"], task_id, seed, **dict(cfg["source_options"]))
+
+
+def _batch(cfg: dict[str, Any], task_id: int, seed: int, purpose: str, n: int) -> Any:
+    return task_detection_batch(_task(cfg, task_id, seed), n, cfg["snr_db"], cfg["n_pilots"], seed, purpose)
+
+
+def select_tasks(cfg: dict[str, Any], seed: int) -> tuple[list[int], list[dict[str, Any]]]:
+    """Table I's tasks at ``seed`` and the rows of the tasks the rule looked at.
+
+    Returns the listed ``tasks`` when there are any, else the first ``n_tasks`` ids from
+    ``first_task_id`` whose ZF SER on their ``test_samples`` held-out samples is in ``zf_range``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than ``n_tasks`` found among ``max_screened`` ids.
+    """
+    if cfg["tasks"]:
+        return [int(t) for t in cfg["tasks"]], []
+    lo, hi = cfg["zf_range"]
+    picked: list[int] = []
+    rows: list[dict[str, Any]] = []
+    with torch_threads(1):
+        for tid in range(cfg["first_task_id"], cfg["first_task_id"] + cfg["max_screened"]):
+            b = baseline_sers(_batch(cfg, tid, seed, "table1-test", cfg["test_samples"]))
+            ok = lo <= b["ser_zf"] <= hi
+            rows.append({"task_id": tid, "ser_zf": b["ser_zf"], "ser_mmse": b["ser_mmse"], "picked": ok})
+            picked += [tid] if ok else []
+            if len(picked) == cfg["n_tasks"]:
+                return picked, rows
+    raise ValueError(f"study.zf_range: only {len(picked)} of {cfg['n_tasks']} task ids in {cfg['first_task_id']}.."
+                     f"{cfg['first_task_id'] + cfg['max_screened'] - 1} have a ZF SER in [{lo}, {hi}]")
+
+
+# ------------------------------------------------------------------ checkpointed training
+def _adam_arrays(opt: torch.optim.Adam, model: SDNet) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for i, p in enumerate(model.parameters()):
+        st = opt.state.get(p)
+        if st:
+            for k in ("step", "exp_avg", "exp_avg_sq"):
+                out[f"adam.{i}.{k}"] = torch.as_tensor(st[k]).detach().cpu().numpy()
+    return out
+
+
+def _load_adam(opt: torch.optim.Adam, model: SDNet, arrays: dict[str, np.ndarray]) -> None:
+    for i, p in enumerate(model.parameters()):
+        if f"adam.{i}.step" in arrays:
+            opt.state[p] = {
+                "step": torch.tensor(float(np.asarray(arrays[f"adam.{i}.step"]).reshape(-1)[0])),  # npz keeps 0-d arrays as 1-d
+                "exp_avg": torch.from_numpy(np.array(arrays[f"adam.{i}.exp_avg"])),
+                "exp_avg_sq": torch.from_numpy(np.array(arrays[f"adam.{i}.exp_avg_sq"])),
+            }
+
+
+def train_task(cfg: dict[str, Any], seed: int, task_id: int, run_dir: str) -> dict[str, Any]:
+    """Train one task's SDNet (a unit of work), resuming from its last saved chunk.
+
+    Returns ``{"task_id", "history": [{"epoch", "ser"}], "seconds", "state": {name: array}}``;
+    ``ser`` is the held-out SER after ``epoch`` epochs (epoch 0: the initial weights).
+    """
+    work = WorkUnits(run_dir)
+    key = f"task{task_id}"
+    if (done := work.load(key)) is not None:
+        head, arrays = done
+        return {**head, "state": arrays, "from_work": True}
+    with torch_threads(1):
+        train = _batch(cfg, task_id, seed, "table1-train", cfg["train_samples"])
+        test = _batch(cfg, task_id, seed, "table1-test", cfg["test_samples"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, "table1-init", task_id))
+            model = SDNet(cfg["n_r"], cfg["n_t"], cfg["n_conv"])
+        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+        gen = torch_generator(seed, "table1-shuffle", task_id)
+        head: dict[str, Any] = {"task_id": task_id, "history": [], "seconds": 0.0}
+        if (part := work.load(f"{key}-partial")) is not None:
+            head, arrays = part
+            model.load_state_dict({k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model.")})
+            _load_adam(opt, model, arrays)
+            gen.set_state(torch.from_numpy(np.array(arrays["gen"])))
+        else:
+            head["history"].append({"epoch": 0, "ser": evaluate_ser(model, test)})
+        while (ep := head["history"][-1]["epoch"]) < cfg["epochs"]:
+            n = min(cfg["chunk_epochs"], cfg["epochs"] - ep)
+            r = finetune(model, train, epochs=n, batch_size=cfg["batch_size"], lr=cfg["lr"], generator=gen, optimizer=opt)
+            head["seconds"] += r.seconds
+            head["history"].append({"epoch": ep + n, "ser": evaluate_ser(model, test)})
+            state = {f"model.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+            arrays = {**state, **_adam_arrays(opt, model), "gen": gen.get_state().numpy()}
+            work.save(f"{key}-partial", head, arrays)
+        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    work.save(key, head, state)
+    return {**head, "state": state, "from_work": False}
+
+
+def _train_task_job(args: tuple[dict[str, Any], int, int, str]) -> dict[str, Any]:
+    return train_task(*args)
+
+
+# ----------------------------------------------------------------------------------- run
+def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: ProgressFn) -> dict[str, Any]:
+    """Train every task (``jobs`` at once), test each model on every task; see the module docstring."""
+    check(cfg)
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    progress("table1 task rule", 0, 1)
+    tasks, screened = select_tasks(cfg, seed)
+    if screened:
+        pq.write_table(pa.Table.from_pylist(screened), out_dir / "screen.parquet")
+    progress("table1 tasks", 0, len(tasks))
+    results: dict[int, dict[str, Any]] = {}
+    jobs = [(cfg, seed, t, str(out_dir)) for t in tasks]
+    if cfg["jobs"] == 1 or len(tasks) == 1:
+        for j in jobs:
+            results[j[2]] = _train_task_job(j)
+            progress("table1 tasks", len(results), len(tasks))
+    else:
+        # spawn: a fresh interpreter per worker (no forked torch / Ray state), one thread each
+        with ProcessPoolExecutor(max_workers=min(cfg["jobs"], len(tasks)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for res in pool.map(_train_task_job, jobs):
+                results[res["task_id"]] = res
+                progress("table1 tasks", len(results), len(tasks))
+
+    rows: list[dict[str, Any]] = []
+    per_task: list[dict[str, Any]] = []
+    with torch_threads(1):
+        tests = {t: _batch(cfg, t, seed, "table1-test", cfg["test_samples"]) for t in tasks}
+        base = {t: baseline_sers(b) for t, b in tests.items()}
+        for i in tasks:
+            model = SDNet(cfg["n_r"], cfg["n_t"], cfg["n_conv"])
+            model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in results[i]["state"].items()})
+            for j in tasks:
+                s = evaluate_ser(model, tests[j])
+                rows.append({"train_task": i, "test_task": j, "matched": i == j, "ser": s, "ser_zf": base[j]["ser_zf"], "ser_mmse": base[j]["ser_mmse"]})
+            m = next(r for r in rows if r["train_task"] == i and r["matched"])
+            per_task.append({"task_id": i, "epochs": results[i]["history"][-1]["epoch"], "ser_zf": m["ser_zf"], "ser_mmse": m["ser_mmse"], "ser": m["ser"],
+                             "ratio_mmse": m["ser"] / m["ser_mmse"] if m["ser_mmse"] > 0 else float("nan"), "train_s": results[i]["seconds"]})
+    pq.write_table(pa.Table.from_pylist(rows), out_dir / "table1.parquet")
+    epoch_rows = [{"task_id": t, "epoch": h["epoch"], "ser": h["ser"], "ser_mmse": base[t]["ser_mmse"], "ser_zf": base[t]["ser_zf"]} for t in tasks for h in results[t]["history"]]
+    pq.write_table(pa.Table.from_pylist(epoch_rows), out_dir / "ser_epoch.parquet")
+    matched = [r["ser"] for r in rows if r["matched"]]
+    mismatched = [r["ser"] for r in rows if not r["matched"]]
+    ratios = [p["ratio_mmse"] for p in per_task]
+    return {
+        "scale": cfg["scale"],
+        "config": {k: cfg[k] for k in ("source", "n_r", "n_t", "n_conv", "snr_db", "n_pilots", "train_samples", "test_samples", "epochs", "batch_size", "lr")},
+        "channel_model": model_of(_task(cfg, tasks[0], seed)) if cfg["source"] == "gbsm" else cfg["source"],
+        "tasks": tasks,
+        "per_task": per_task,
+        "tasks_below_half_mmse": sum(q <= 0.5 for q in ratios),
+        "tasks_below_fifth_mmse": sum(q <= 0.2 for q in ratios),
+        "tasks_below_zf_and_mmse": sum(p["ser"] < min(p["ser_zf"], p["ser_mmse"]) for p in per_task),
+        "table1_matched_mean": float(np.mean(matched)),
+        "table1_mismatched_mean": float(np.mean(mismatched)) if mismatched else float("nan"),
+        "tasks_from_work": sum(bool(results[t]["from_work"]) for t in tasks),
+        "tasks_wall_s": time.perf_counter() - t0,
+    }
+
+
+# -------------------------------------------------------------------------------- report
+def report(out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Held-out SER against epochs per task, with its ZF and MMSE levels (``ser_epoch.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = pathlib.Path(out_dir)
+    rows = pq.read_table(out_dir / "ser_epoch.parquet").to_pylist()
+    tasks = sorted({r["task_id"] for r in rows})
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for k, t in enumerate(tasks):
+        mine = [r for r in rows if r["task_id"] == t]
+        color = f"C{k % 10}"
+        ax.semilogy([r["epoch"] for r in mine], [max(r["ser"], 1e-5) for r in mine], "-o", color=color, ms=3, label=f"task {t} SDNet")
+        ax.axhline(mine[0]["ser_mmse"], color=color, ls="--", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("held-out SER (dashed: MMSE)")
+    ax.set_title("Table I at the paper's per-task recipe")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = out_dir / "ser_epoch.png"
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return [p]
