@@ -13,7 +13,6 @@ where a stopped run ended and gives the same numbers as one uninterrupted run.
     flock /tmp/airfleet-heavy.lock .venv/bin/python benchmarks/sdnet_map.py stats             # heavier statistics (ML bounds) of the selected tasks
     OMP_NUM_THREADS=1 flock /tmp/airfleet-train.lock .venv/bin/python benchmarks/sdnet_map.py train --epochs 20 --resume [--variant b500] [--tasks 146 117]
     OMP_NUM_THREADS=1 flock /tmp/airfleet-train.lock .venv/bin/python benchmarks/sdnet_map.py probe   # item 2: learnability probe of Table I's ZF range
-    OMP_NUM_THREADS=1 flock /tmp/airfleet-train.lock .venv/bin/python benchmarks/sdnet_map.py table1 --resume [--seeds 0 1 2] [--epochs 50]
     .venv/bin/python benchmarks/sdnet_map.py render                                            # docs/sdnet_fidelity/map.md
 
 Every figure in ``docs/sdnet_fidelity/map.md`` comes from ``map_tasks.json`` and ``map.json``.
@@ -235,28 +234,6 @@ def probe_ratio(task_id: int, stats: dict[int, dict[str, Any]], results: dict[st
     return h[PROBE_EPOCHS] / stats[task_id]["ser_mmse"] if PROBE_EPOCHS in h else None
 
 
-def zf_rule_task_ids(stats: list[dict[str, Any]]) -> list[int]:
-    """The first five tasks in Table I's ZF range, learnable or not (the issue's example rule)."""
-    return in_table1_range(stats)[:5]
-
-
-def table1_task_ids(stats: list[dict[str, Any]], results: dict[str, Any]) -> list[int]:
-    """Item 2's rule: the first five screened held-out tasks in Table I's ZF range (0.065-0.126)
-    that pass the learnability probe (SDNet below PROBE_PASS x MMSE after PROBE_EPOCHS epochs at
-    batch 100). The paper's QuaDRiGa tasks all learn; the default model also has tasks where
-    SDNet plateaus near MMSE whatever the budget (the map), which ``zf_rule_task_ids`` keeps.
-    Stops at the first in-range task not yet probed, so the rule never skips an unprobed task."""
-    by = {r["task_id"]: r for r in stats}
-    out: list[int] = []
-    for tid in in_table1_range(stats):
-        ratio = probe_ratio(tid, by, results)
-        if ratio is None or len(out) == 5:
-            break
-        if ratio < PROBE_PASS:
-            out.append(tid)
-    return out
-
-
 def case_key(task_id: int, variant: str) -> str:
     return f"task{task_id}-{variant}"
 
@@ -355,34 +332,22 @@ def _separation(stats: dict[int, dict[str, Any]], results: dict[str, Any], cols:
     return out + [""]
 
 
-def _table1_rows(ids: list[int], stats: dict[int, dict[str, Any]], results: dict[str, Any]) -> list[str]:
-    rows = [r for r in results.values() if r["task_id"] in ids and r["variant"]["name"].split("-s")[0] == "b500"]
-    out = ["| task | seed | epochs | ZF | MMSE | SDNet | SDNet / MMSE |", "|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["task_id"], r["variant"]["seed"])):
-        s, h = stats[r["task_id"]], r["history"][-1]
-        out.append(f"| {r['task_id']} | {r['variant']['seed']} | {h['epoch']} | {_fmt(s['ser_zf'])} | {_fmt(s['ser_mmse'])} | {_fmt(h['ser'])} | {_fmt(h['ser'] / s['ser_mmse'], 2)} |")
-    return out
-
-
-def _table1(stats: dict[int, dict[str, Any]], results: dict[str, Any]) -> list[str]:
-    """Item 2's tables: the learnability probe of Table I's ZF range, ``table1_task_ids`` x
-    seeds at the paper's recipe (variants ``b500``, ``b500-s<seed>``) at each run's last
-    recorded epoch, and the first five in-range tasks regardless of the probe."""
+def _probe_table(stats: dict[int, dict[str, Any]], results: dict[str, Any]) -> list[str]:
+    """The learnability probe of Table I's ZF range beside the H-blind bound and, where run,
+    the paper's recipe (``b500``) at its last recorded epoch."""
     in_range = in_table1_range(list(stats.values()))
     probed = [(t, q) for t in in_range if (q := probe_ratio(t, stats, results)) is not None]
     if not probed:
         return []
-    ids = table1_task_ids(list(stats.values()), results)
     out = [f"### Learnability probe of Table I's ZF range ({len(probed)} of {len(in_range)} in-range tasks probed, in task-id order)", ""]
-    out += [f"SDNet / MMSE after {PROBE_EPOCHS} epochs at batch 100 (8,100 samples); a task passes below {PROBE_PASS}. `table1_task_ids` takes the first five that pass.", ""]
-    out += ["| task | ZF | MMSE | probe SDNet / MMSE | passes |", "|---|---|---|---|---|"]
-    out += [f"| {t} | {_fmt(stats[t]['ser_zf'])} | {_fmt(stats[t]['ser_mmse'])} | {_fmt(q, 2)} | {'yes' if q < PROBE_PASS else 'no'} |" for t, q in probed]
-    out += ["", f"### Table I at the paper's recipe (tasks by `table1_task_ids`: {', '.join(map(str, ids))})", ""]
-    out += _table1_rows(ids, stats, results)
-    zf_ids = zf_rule_task_ids(list(stats.values()))
-    out += ["", f"### The first five tasks in Table I's ZF range, learnable or not ({', '.join(map(str, zf_ids))})", ""]
-    out += _table1_rows(zf_ids, stats, results)
-    return out + ["", "SERs on each task's 1,000 held-out samples (8,000 symbols); batch 500, Adam 1e-3, 8,100 samples, 25 dB, 16 pilots.", ""]
+    out += [f"SDNet / MMSE after {PROBE_EPOCHS} epochs at batch 100 (8,100 samples); a task passes below {PROBE_PASS}. Table I itself: `airfleet run scenarios/sdnet_table1.toml` (`studies/sdnet_table1.py`).", ""]
+    out += ["| task | ZF | MMSE | hblind_over_mmse | probe SDNet / MMSE | passes | b500: SDNet / MMSE at its last epoch |", "|---|---|---|---|---|---|---|"]
+    for t, q in probed:
+        b500 = results.get(case_key(t, "b500"))
+        last = f"{b500['history'][-1]['ser'] / stats[t]['ser_mmse']:.2f} (ep {b500['history'][-1]['epoch']})" if b500 else ""
+        hb = _derived(stats[t]).get("hblind_over_mmse")
+        out.append(f"| {t} | {_fmt(stats[t]['ser_zf'])} | {_fmt(stats[t]['ser_mmse'])} | {_fmt(hb, 2)} | {_fmt(q, 2)} | {'yes' if q < PROBE_PASS else 'no'} | {last} |")
+    return out + ["", "SERs on each task's 1,000 held-out samples (8,000 symbols); `hblind_over_mmse` on the first 300 (`stats`).", ""]
 
 
 def render() -> Path:
@@ -417,7 +382,7 @@ def render() -> Path:
         lines.append(f"| {tid} | {'yes' if tid in ids else 'extra'} | " + " | ".join(_fmt(s.get(k)) for k in cols) + " |")
     lines += ["", "`mmse_over_ml`: MMSE's SER over exact ML's on the 300 ML samples (ML at 0 errors counted as 1 error); `hblind_over_mmse`: the H-blind ML bound over MMSE on those samples.", ""]
     lines += _separation(stats, results, cols)
-    lines += _table1(stats, results)
+    lines += _probe_table(stats, results)
     out = OUT_DIR / "map.md"
     out.write_text("\n".join(lines))
     return out
@@ -469,7 +434,7 @@ def probe(stats: list[dict[str, Any]], jobs: int, need: int) -> None:
     todo = [t for t in in_table1_range(stats) if probe_ratio(t, by, _load(MAP_JSON, {})) is None]
     _run_parallel([_train_cmd(t, "b100", 0, PROBE_EPOCHS, True) for t in todo], jobs, stop=lambda: passed() >= need)
     res = _load(MAP_JSON, {})
-    print(json.dumps({"probed": {t: round(q, 3) for t in in_table1_range(stats) if (q := probe_ratio(t, by, res)) is not None}, "table1_task_ids": table1_task_ids(stats, res)}))
+    print(json.dumps({"probed": {t: round(q, 3) for t in in_table1_range(stats) if (q := probe_ratio(t, by, res)) is not None}, "passed": passed()}))
 
 
 def main() -> None:
@@ -486,12 +451,7 @@ def main() -> None:
     t.add_argument("--ckpt-dir", type=Path, default=None)
     t.add_argument("--seed", type=int, default=0, help="weights, shuffling and training draws (seed > 0: variant name gets -s<seed>)")
     t.add_argument("--no-render", action="store_true", help="leave map.md alone (parallel callers render once at the end)")
-    t1 = sub.add_parser("table1", help="item 2: table1_task_ids x seeds at the paper's recipe, as parallel single-thread processes")
-    t1.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    t1.add_argument("--epochs", type=int, default=50)
-    t1.add_argument("--jobs", type=int, default=2, help="parallel single-thread training processes")
-    t1.add_argument("--resume", action="store_true")
-    pr = sub.add_parser("probe", help="item 2's learnability probe of Table I's range, in task-id order, until --need tasks pass")
+    pr = sub.add_parser("probe", help="learnability probe of Table I's ZF range, in task-id order, until --need tasks pass")
     pr.add_argument("--need", type=int, default=5)
     pr.add_argument("--jobs", type=int, default=2, help="parallel single-thread training processes")
     sub.add_parser("render")
@@ -524,15 +484,6 @@ def main() -> None:
         return
     if a.cmd == "probe":
         probe(stats, a.jobs, a.need)
-        render()
-        return
-    if a.cmd == "table1":
-        ids = table1_task_ids(stats, _load(MAP_JSON, {}))
-        if len(ids) < 5:
-            raise SystemExit(f"the learnability probe found {len(ids)} of 5 Table I tasks so far: run `benchmarks/sdnet_map.py probe` first")
-        jobs = [(t, sd) for sd in a.seeds for t in ids]
-        print(json.dumps({"table1_task_ids": ids, "runs": len(jobs), "epochs": a.epochs, "jobs": a.jobs}), flush=True)
-        _run_parallel([_train_cmd(t, "b500", sd, a.epochs, a.resume) for t, sd in jobs], a.jobs)
         render()
         return
     ckpt_dir = a.ckpt_dir or cache_root() / "sdnet_map"
