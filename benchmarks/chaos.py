@@ -3,10 +3,12 @@
 Runs a small two-class fleet (``tests/fleet_scenarios.tiny_fleet``, 3 rounds) once
 untouched, then once per fault, and prints one JSON object:
 
-- ``sigint``: Ctrl-C once round 1 is checkpointed; exit code, seconds to stop, Ray
-  processes still alive 30 s later; then ``airfleet run --resume``: tables equal to the untouched run's?
-- ``sigkill_driver``: SIGKILL of the driver once round 1 is checkpointed; Ray processes
-  left behind, completed rounds readable; resume equal to the untouched run?
+- ``sigint``: Ctrl-C once round 1 is checkpointed; exit code, seconds to stop, seconds
+  until the run's last process (Ray's, the watchdog) is gone, those still alive 30 s
+  later; then ``airfleet run --resume``: tables equal to the untouched run's?
+- ``sigkill_driver``: SIGKILL of the driver once round 1 is checkpointed; the same
+  counts (``cli/ray_watchdog.py`` ends what Ray's own fate-sharing leaves), completed
+  rounds readable; resume equal to the untouched run?
 - ``ray_worker_killed``: SIGKILL of a device worker in round 1; the run completes, rows
   failed, later rounds all ok?
 - ``corrupt_cache``: one byte flipped in each cached artifact (channels, collective model,
@@ -36,15 +38,28 @@ sys.path.insert(0, str(ROOT))
 
 import pyarrow.parquet as pq  # noqa: E402
 
+from cli.ray_watchdog import run_processes, still_running  # noqa: E402
+from clients.persistence import STATE_DIR_ENV  # noqa: E402
 from common.records import WALL_COLUMNS  # noqa: E402
 from tests.fleet_scenarios import tiny_fleet  # noqa: E402
 
 AIRFLEET = [sys.executable, "-m", "cli.main"]
 
 
-def ray_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", r"^ray::|raylet|gcs_server"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+def run_pids(run_dir: Path) -> dict[int, int]:
+    """pid -> start time of every live process of the run in ``run_dir``: those whose
+    environment names its device state directory (Ray's and the watchdog: they inherit the
+    driver's) and their descendants (Ray's agents, whose environment block is partly
+    overwritten by their process title). Other runs' and other sessions' processes are
+    never counted or touched."""
+    return run_processes(f"{STATE_DIR_ENV}={(run_dir / 'device_state').resolve()}")
+
+
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")[:40]
+    except OSError:
+        return "?"
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -67,19 +82,19 @@ def run(args: list[str], **kw: object) -> subprocess.CompletedProcess:
 
 def stop_mid_run(path: Path, run_dir: Path, sig: int) -> dict:
     """Start a run, send ``sig`` to the driver once round 1 is checkpointed, resume it."""
-    before = ray_pids()
     proc = subprocess.Popen([*AIRFLEET, "run", str(path), "--run-dir", str(run_dir), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: (run_dir / "checkpoint.npz").is_file(), proc)
+    at_signal = run_pids(run_dir)  # what runs now, by pid and start time
     t0 = time.monotonic()
     proc.send_signal(sig)
     proc.communicate(timeout=300)
     stop_s = time.monotonic() - t0
-    end = time.monotonic() + 30.0  # what outlives the driver by 30 s is an orphan
-    while ray_pids() - before and time.monotonic() < end:
-        time.sleep(0.5)
-    left = sorted(ray_pids() - before)
-    names = sorted({Path(f"/proc/{p}/cmdline").read_text(errors="replace").split("\0")[0][:40] for p in left if Path(f"/proc/{p}").exists()})
-    for p in left:  # clean up for the next fault
+    end = t0 + 30.0  # what outlives the signal by 30 s is an orphan
+    while still_running(at_signal) and time.monotonic() < end:
+        time.sleep(0.1)
+    gone_s = time.monotonic() - t0
+    left = {p: command(p) for p in still_running(at_signal)}
+    for p in left:  # clean up for the next fault: this run's processes only
         try:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
@@ -87,12 +102,15 @@ def stop_mid_run(path: Path, run_dir: Path, sig: int) -> dict:
     parts = sorted((run_dir / "rounds.parts").glob("round-*.parquet"))
     readable = sum(pq.read_table(p).num_rows for p in parts)
     resumed = run(["run", "--resume", str(run_dir), "--quiet"], timeout=900)
-    return {"exit_code": proc.returncode, "stop_s": round(stop_s, 2), "ray_processes_left": len(left), "ray_processes_left_names": names, "rows_readable_after_stop": readable, "resume_exit_code": resumed.returncode}
+    return {
+        "exit_code": proc.returncode, "stop_s": round(stop_s, 2), "run_processes_at_signal": len(at_signal),
+        "run_processes_gone_after_s": None if left else round(gone_s, 1), "ray_processes_left": len(left),
+        "ray_processes_left_names": sorted(set(left.values())), "rows_readable_after_stop": readable, "resume_exit_code": resumed.returncode,
+    }
 
 
 def worker_killed(path: Path, run_dir: Path) -> dict:
     path.write_text(path.read_text().replace("train_samples = 100", "train_samples = 2000").replace("epochs = 1\n", "epochs = 4\n"))
-    before = ray_pids()
     env = {k: v for k, v in os.environ.items() if k != "AIRFLEET_QUIET"}  # its progress lines are the event
     proc = subprocess.Popen([*AIRFLEET, "run", str(path), "--run-dir", str(run_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     assert proc.stdout is not None
@@ -101,7 +119,7 @@ def worker_killed(path: Path, run_dir: Path) -> dict:
             break
 
     def workers() -> set[int]:
-        return {p for p in ray_pids() - before if "ClientAppActor" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")}
+        return {p for p in run_pids(run_dir) if "ClientAppActor" in command(p)}
 
     wait_for(lambda: bool(workers()), proc)
     os.kill(min(workers()), signal.SIGKILL)

@@ -73,6 +73,8 @@ def run_fleet(
     from clients.persistence import RESUME_ROUND_ENV, STATE_DIR_ENV
     from server.results import load_checkpoint
 
+    from cli.ray_watchdog import OWNER_ENV, ray_watchdog
+
     if resume:
         ck = load_checkpoint(run_dir)
         done = ck[0]["round"] if ck else 0
@@ -88,7 +90,7 @@ def run_fleet(
         # unless RAY_worker_niceness is set in the environment
         "RAY_worker_niceness": os.environ.get("RAY_worker_niceness", str(int(scenario.data["server"]["worker_niceness"]))),
     }
-    saved_env = {k: os.environ.get(k) for k in (*env, "AIRFLEET_QUIET")}
+    saved_env = {k: os.environ.get(k) for k in (*env, "AIRFLEET_QUIET", OWNER_ENV)}
     os.environ.update(env)  # read by Ray when it starts the workers, which inherit them
     gpus = float(scenario.data["server"]["gpus_per_device"])
     if gpus == 0:
@@ -117,7 +119,10 @@ def run_fleet(
 
     STOP.clear()
     try:
-        with _stop_on_signals(STOP, quiet):
+        # the local Ray instance's processes end with this driver even after kill -9 (its
+        # agents outlived it by 61 s); a cluster the run only joins is not the run's to end
+        with _stop_on_signals(STOP, quiet), (contextlib.nullcontext({}) if ray_address else ray_watchdog()) as owner_env:
+            os.environ.update(owner_env)  # before Ray starts: everything it spawns inherits it
             _run_simulation(
                 num_supernodes=scenario.num_devices,
                 exit_event=_exit_event(),

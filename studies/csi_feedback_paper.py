@@ -32,6 +32,10 @@ window at paper scale (the paper: 1,000 epochs). Pre-training and fine-tuning ru
 Tables: ``rd.parquet`` (experiments 1-2, ``backbone_lmbda`` names the backbone of each
 row), ``interval.parquet`` (3); PNGs from them alone. ``summary.json`` also compares FM
 with EO and TM at FM's rate (``fm_vs_curves``: their NMSE interpolated in log-rate).
+
+Every row of ``rd`` and of ``interval`` is a unit of work kept in ``out_dir/work``
+(:mod:`studies.work_units`): run again into the same directory (``airfleet run --resume``),
+the study computes only the rows it had not finished.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from common.runtime import DEVICE_CHOICES, resolve_device
 from common.schema import Field
 from common.seeding import derive_seed
 from studies import ProgressFn
+from studies.work_units import WorkUnits
 
 __all__ = ["SCHEMA", "SCHEMES", "BACKBONE_SCHEMES", "LOW_RATE_SCHEMES", "PAPER_SCALE", "run", "report", "study_cfg", "nmse_at_rate"]
 
@@ -240,26 +245,16 @@ def run(cfg: dict[str, Any], seed: int, out_dir: Path, progress: ProgressFn) -> 
     update_range = float(s["t"]) * int(s["n_bins"])
     for nb in s["n_bins_sweep"]:
         jobs.append(("quant_sweep", f"FM {nb} bins", _csi_cfg(s, seed, low, scheme="fm", n_bins=int(nb), t=update_range / int(nb))))
+    work = WorkUnits(out_dir)  # completed units of work: a resumed study skips them (issue #22)
     for i, (exp, label, c) in enumerate(jobs):
         progress(f"{exp}: {label} (backbone lambda {c['lmbda']:g}, fine-tuning lambda {c['finetune_lmbda']:g})", i, len(jobs))
-        backbone = backbones[float(c["lmbda"])]
-        ft_seed = derive_seed(seed, "csi-study-ft", label)
-        if c["scheme"] == "tm":
-            tm = train_translation(backbone, H_ft, c, seed=ft_seed, device=dev)
-            out = evaluate_translation(backbone, tm, H_ev)
-            out["latent_bits_estimated_per_dim"] = out["latent_bits_estimated"] / (H_ev.shape[0] * backbone.cfg.csi_dims)
-            out["update_bits_estimated_per_dim"] = 0.0
-            rows.append(_row(exp, label, c, out, tm))
-            continue
-        res = finetune(backbone, H_ft, c, seed=ft_seed, device=dev)
-        srv = FeedbackServer({"ue": c}, seed)
-        out = _deliver(srv, "ue", 0, res, res.device_model, H_ev)
-        rows.append(_row(exp, label, c, out, res))
+        key = f"rd-{i}-{exp}-{label}".replace(" ", "_")
+        rows.append(work.rows(key, lambda: _scheme_row(exp, label, c, backbones[float(c["lmbda"])], H_ft, H_ev, seed, dev)))
     progress("schemes and resolutions", len(jobs), len(jobs))
     rd = pa.Table.from_pylist(rows)
     pq.write_table(rd, out_dir / "rd.parquet")
 
-    interval_rows = _interval_study(s, seed, base_cfg, backbones[low], env, progress, dev)
+    interval_rows = _interval_study(s, seed, base_cfg, backbones[low], env, progress, work, dev)
     pq.write_table(pa.Table.from_pylist(interval_rows), out_dir / "interval.parquet")
     keys = ("experiment", "scheme", "backbone_lmbda", "lmbda", "n_bins", "nmse_db", "bits_per_dim_latent", "bits_per_dim_update", "bits_per_dim_total", "update_nonzero")
     summary = {
@@ -272,6 +267,23 @@ def run(cfg: dict[str, Any], seed: int, out_dir: Path, progress: ProgressFn) -> 
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def _scheme_row(exp: str, label: str, c: dict[str, Any], backbone: CSICompressor, H_ft: Any, H_ev: Any, seed: int, dev: Any) -> dict[str, Any]:
+    """One unit of work of experiments 1-2: scheme ``label`` fine-tuned (or its translation
+    modules trained) on ``H_ft`` ``[n_finetune, ...]``, ``H_ev`` coded and measured; its
+    ``rd.parquet`` row. Its draws derive from ``(seed, label)`` alone."""
+    ft_seed = derive_seed(seed, "csi-study-ft", label)
+    if c["scheme"] == "tm":
+        tm = train_translation(backbone, H_ft, c, seed=ft_seed, device=dev)
+        out = evaluate_translation(backbone, tm, H_ev)
+        out["latent_bits_estimated_per_dim"] = out["latent_bits_estimated"] / (H_ev.shape[0] * backbone.cfg.csi_dims)
+        out["update_bits_estimated_per_dim"] = 0.0
+        return _row(exp, label, c, out, tm)
+    res = finetune(backbone, H_ft, c, seed=ft_seed, device=dev)
+    srv = FeedbackServer({"ue": c}, seed)
+    out = _deliver(srv, "ue", 0, res, res.device_model, H_ev)
+    return _row(exp, label, c, out, res)
 
 
 def _fm_vs_curves(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -295,58 +307,69 @@ def _fm_vs_curves(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _interval_study(s: dict[str, Any], seed: int, base_cfg: dict[str, Any], backbone: CSICompressor, env: Any, progress: ProgressFn, device: Any = None) -> list[dict[str, Any]]:
+def _interval_study(s: dict[str, Any], seed: int, base_cfg: dict[str, Any], backbone: CSICompressor, env: Any, progress: ProgressFn,
+                    work: WorkUnits, device: Any = None) -> list[dict[str, Any]]:
+    """Experiment 3: one ``interval.parquet`` row per interval ``d`` (each a unit of work in
+    ``work``); none for an interval that leaves fewer than two windows on the track."""
     spacing = float(base_cfg["spacing_m"])
     n_total = int(round(float(s["track_m"]) / spacing))
     H = track_csi(base_cfg, env, float(s["shift_offset_m"]), n_total, derive_seed(seed, "csi-interval-track"))
     out_rows = []
     for j, d in enumerate(s["intervals_m"]):
-        per = max(1, int(round(float(d) / spacing)))
-        n_win = n_total // per
         progress("update intervals", j, len(s["intervals_m"]))
-        if n_win < 2:
-            continue
-        c = _csi_cfg(s, seed, float(base_cfg["lmbda"]), scheme="fm", steps=int(s["interval_steps"]), epochs=0, n_eval=per)
-        srv = FeedbackServer({"ue": c}, seed)
-        model = backbone
-        lat = upd = sq_err = 0.0
-        n_eval = n_updates = 0
-        nmse_lin = []
-        for w in range(1, n_win):
-            ft = H[(w - 1) * per : w * per]
-            if ft.shape[0] > int(c["n_finetune"]):  # at most n_finetune samples, evenly spread
-                ft = ft[np.linspace(0, ft.shape[0] - 1, int(c["n_finetune"])).round().astype(int)]
-            ev = H[w * per : (w + 1) * per]
-            res = finetune(model, ft, c, seed=derive_seed(seed, "csi-interval", j, w), amortize_samples=ev.shape[0], device=device)
-            out = _deliver(srv, "ue", 0, res, res.device_model, ev)
-            model = res.device_model
-            lat += out["latent_bits"]
-            upd += out["update_bits"]
-            n_eval += ev.shape[0]
-            nmse_lin.append((10 ** (out["nmse_db"] / 10), ev.shape[0]))
-            sq_err += out["mse"] * ev.shape[0]
-            n_updates += 1
-        dims = backbone.cfg.csi_dims
-        mean_lin = sum(v * n for v, n in nmse_lin) / max(1, sum(n for _, n in nmse_lin))
-        mse = sq_err / max(1, n_eval)
-        total = (lat + upd) / (n_eval * dims)
-        out_rows.append(
-            {
-                "interval_m": float(d),
-                "n_updates": n_updates,
-                "samples": int(n_eval),
-                "bits_per_dim_latent": lat / (n_eval * dims),
-                "bits_per_dim_update": upd / (n_eval * dims),
-                "bits_per_dim_total": total,
-                "nmse_db": 10 * math.log10(mean_lin) if mean_lin > 0 else -math.inf,
-                "mse": mse,
-                # the objective every interval was fine-tuned for (eq. 9 + 21), on real bits
-                # and the base station's reconstruction: its minimum is the sweet spot
-                "rd_cost": float(s["finetune_lmbda"]) * mse + total,
-            }
-        )
+        out_rows += work.rows(f"interval-{j}", lambda: _interval_rows(s, seed, j, float(d), H, spacing, base_cfg, backbone, device))
     progress("update intervals", len(s["intervals_m"]), len(s["intervals_m"]))
     return out_rows
+
+
+def _interval_rows(s: dict[str, Any], seed: int, j: int, d: float, H: Any, spacing: float, base_cfg: dict[str, Any], backbone: CSICompressor,
+                   device: Any) -> list[dict[str, Any]]:
+    """FM every ``d`` metres along the track ``H`` ``[n_total, ...]`` (interval index ``j``):
+    fine-tune on the last window, code the next; ``[row]``, or ``[]`` below two windows."""
+    n_total = H.shape[0]
+    per = max(1, int(round(d / spacing)))
+    n_win = n_total // per
+    if n_win < 2:
+        return []
+    c = _csi_cfg(s, seed, float(base_cfg["lmbda"]), scheme="fm", steps=int(s["interval_steps"]), epochs=0, n_eval=per)
+    srv = FeedbackServer({"ue": c}, seed)
+    model = backbone
+    lat = upd = sq_err = 0.0
+    n_eval = n_updates = 0
+    nmse_lin = []
+    for w in range(1, n_win):
+        ft = H[(w - 1) * per : w * per]
+        if ft.shape[0] > int(c["n_finetune"]):  # at most n_finetune samples, evenly spread
+            ft = ft[np.linspace(0, ft.shape[0] - 1, int(c["n_finetune"])).round().astype(int)]
+        ev = H[w * per : (w + 1) * per]
+        res = finetune(model, ft, c, seed=derive_seed(seed, "csi-interval", j, w), amortize_samples=ev.shape[0], device=device)
+        out = _deliver(srv, "ue", 0, res, res.device_model, ev)
+        model = res.device_model
+        lat += out["latent_bits"]
+        upd += out["update_bits"]
+        n_eval += ev.shape[0]
+        nmse_lin.append((10 ** (out["nmse_db"] / 10), ev.shape[0]))
+        sq_err += out["mse"] * ev.shape[0]
+        n_updates += 1
+    dims = backbone.cfg.csi_dims
+    mean_lin = sum(v * n for v, n in nmse_lin) / max(1, sum(n for _, n in nmse_lin))
+    mse = sq_err / max(1, n_eval)
+    total = (lat + upd) / (n_eval * dims)
+    return [
+        {
+            "interval_m": d,
+            "n_updates": n_updates,
+            "samples": int(n_eval),
+            "bits_per_dim_latent": lat / (n_eval * dims),
+            "bits_per_dim_update": upd / (n_eval * dims),
+            "bits_per_dim_total": total,
+            "nmse_db": 10 * math.log10(mean_lin) if mean_lin > 0 else -math.inf,
+            "mse": mse,
+            # the objective every interval was fine-tuned for (eq. 9 + 21), on real bits
+            # and the base station's reconstruction: its minimum is the sweet spot
+            "rd_cost": float(s["finetune_lmbda"]) * mse + total,
+        }
+    ]
 
 
 def report(out_dir: Path) -> list[Path]:

@@ -23,6 +23,10 @@ reductions) and ``gap_table`` (mean ± std over seeds of the relative BER-gap re
 per receiver / scenario / update / selection). ``report`` draws BER-over-steps curves
 (mean ± std over seeds) from ``curves`` alone.
 
+Each pre-trained receiver with its inverse Hessian, and each (receiver, seed)'s rows, is a
+unit of work kept in ``out_dir/work`` (:mod:`studies.work_units`): run again into the same
+directory (``airfleet run --resume``), the study computes only what it had not finished.
+
 An *instance* (the unit targets are made of): for DeepRx one slot (one channel
 realisation, 14 OFDM symbols); for SDNet ``instance_size`` consecutive samples that share
 one channel realisation (each with its own noise and symbols).
@@ -46,6 +50,7 @@ from torch import nn
 from common.influence.detector import genie_lmmse_bits, sdnet_bce_loss, sdnet_bits
 from common.influence.finetune import UPDATES, finetune_copy
 from common.influence.gradients import mean_grad
+from common.influence.ihvp import LowRankInverseHessian
 from common.influence.losses import LossFn, bce_bits
 from common.influence.scores import METHODS, InfluenceEngine
 from common.influence.selection import gap_reduction, instance_ber, select_samples, select_targets
@@ -53,6 +58,7 @@ from common.runtime import torch_threads
 from common.schema import Field
 from common.seeding import derive_seed, torch_generator
 from studies import ProgressFn
+from studies.work_units import WorkUnits, load_model_arrays, model_arrays
 
 __all__ = ["SCHEMA", "run", "report", "ReceiverProblem", "ValSet"]
 
@@ -128,7 +134,7 @@ class ValSet:
 
 
 # ----------------------------------------------------------------------------- SDNet
-def _sdnet_problem(cfg: dict[str, Any], seed: int) -> ReceiverProblem:
+def _sdnet_problem(cfg: dict[str, Any], seed: int, state: dict[str, np.ndarray] | None = None) -> ReceiverProblem:
     from common.channels import ChannelTask, sample_channels
     from common.models.sdnet import SDNet
     from common.phy.dataset import make_detection_batch
@@ -142,8 +148,11 @@ def _sdnet_problem(cfg: dict[str, Any], seed: int) -> ReceiverProblem:
     train = batch(cfg["sdnet_train_instances"], 4, "train")
     torch.manual_seed(derive_seed(seed, "sdnet", "init"))
     model = SDNet(cfg["sdnet_n_r"], cfg["sdnet_n_t"], cfg["sdnet_n_conv"])
-    _pretrain(model, sdnet_bce_loss, train.sdnet_input, train.bits.float(), steps=cfg["sdnet_pretrain_epochs"] * math.ceil(len(train) / 64),
-              batch=64, lr=2e-3, gen=torch_generator(seed, "sdnet", "pretrain"))
+    if state is not None:  # pre-trained before (a resumed study)
+        load_model_arrays(model, state)
+    else:
+        _pretrain(model, sdnet_bce_loss, train.sdnet_input, train.bits.float(), steps=cfg["sdnet_pretrain_epochs"] * math.ceil(len(train) / 64),
+                  batch=64, lr=2e-3, gen=torch_generator(seed, "sdnet", "pretrain"))
     model.eval()
 
     def make_val(s: int) -> ValSet:
@@ -158,7 +167,7 @@ def _sdnet_problem(cfg: dict[str, Any], seed: int) -> ReceiverProblem:
 
 
 # ----------------------------------------------------------------------------- DeepRx
-def _deeprx_problem(cfg: dict[str, Any], seed: int) -> ReceiverProblem:
+def _deeprx_problem(cfg: dict[str, Any], seed: int, state: dict[str, np.ndarray] | None = None) -> ReceiverProblem:
     from common.models.deeprx import DeepRx
     from common.phy.ofdm_link import OfdmLink, OfdmLinkConfig, receiver_input_channels
 
@@ -172,7 +181,10 @@ def _deeprx_problem(cfg: dict[str, Any], seed: int) -> ReceiverProblem:
     torch.manual_seed(derive_seed(seed, "deeprx", "init"))
     model = DeepRx(receiver_input_channels(cfg["deeprx_n_rx"]), width=cfg["deeprx_width"])
     X, Y = train.receiver_input(), train.bits_grid()
-    _pretrain(model, loss_fn, X, Y, steps=cfg["deeprx_pretrain_steps"], batch=32, lr=3e-3, gen=torch_generator(seed, "deeprx", "pretrain"))
+    if state is not None:  # pre-trained before (a resumed study)
+        load_model_arrays(model, state)
+    else:
+        _pretrain(model, loss_fn, X, Y, steps=cfg["deeprx_pretrain_steps"], batch=32, lr=3e-3, gen=torch_generator(seed, "deeprx", "pretrain"))
     model.eval()
 
     @torch.no_grad()
@@ -215,21 +227,24 @@ def _run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progre
     runs: list[dict[str, Any]] = []
     baselines: list[dict[str, Any]] = []
     timing: dict[str, float] = {}
-    builders = {"sdnet": _sdnet_problem, "deeprx": _deeprx_problem}
+    work = WorkUnits(out_dir)  # completed units of work: a resumed study skips them (issue #22)
     total = len(cfg["receivers"]) * cfg["seeds"]
     done = 0
     for rx in cfg["receivers"]:
-        t0 = time.perf_counter()
-        prob = builders[rx](cfg, seed)
-        timing[f"{rx}_pretrain_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        need_h = cfg["method"] != "first_order" or "second_order" in cfg["updates"]
-        eng = InfluenceEngine.fit(prob.model, prob.loss_fn, prob.X_train, prob.Y_train, need_hessian=need_h, k=cfg["k"],
-                                  n_steps=cfg["arnoldi_steps"], damping=cfg["damping"], hessian_samples=cfg["hessian_samples"],
-                                  generator=torch_generator(seed, rx, "arnoldi"))
-        timing[f"{rx}_influence_fit_s"] = time.perf_counter() - t0
+        fitted: list[tuple[ReceiverProblem, InfluenceEngine]] = []  # on the first seed that needs them
+
+        def seed_rows(s: int, rx: str = rx, fitted: list[tuple[ReceiverProblem, InfluenceEngine]] = fitted) -> dict[str, list[dict[str, Any]]]:
+            if not fitted:
+                fitted.append(_fitted_receiver(cfg, seed, rx, work, timing))
+            out: dict[str, list[dict[str, Any]]] = {"curves": [], "runs": [], "baselines": []}
+            _one_seed(cfg, seed, s, *fitted[0], out["curves"], out["runs"], out["baselines"])
+            return out
+
         for s in range(cfg["seeds"]):
-            _one_seed(cfg, seed, s, prob, eng, curves, runs, baselines)
+            rows = work.rows(f"{rx}-seed-{s}", lambda: seed_rows(s))
+            curves += rows["curves"]
+            runs += rows["runs"]
+            baselines += rows["baselines"]
             done += 1
             progress(f"influence_paper {rx}", done, total)
     tables = {"curves": _table(curves), "runs": _table(runs), "baselines": _table(baselines)}
@@ -240,6 +255,37 @@ def _run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progre
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     report(out_dir)
     return summary
+
+
+def _fitted_receiver(cfg: dict[str, Any], seed: int, rx: str, work: WorkUnits, timing: dict[str, float]) -> tuple[ReceiverProblem, InfluenceEngine]:
+    """Receiver ``rx`` pre-trained and its influence engine fitted: a unit of work
+    (``<rx>-receiver``: the weights and the inverse Hessian's eigenpairs; the per-sample
+    gradients are recomputed, they follow from the weights). Adds the seconds each step
+    took when it was computed to ``timing``."""
+    builders = {"sdnet": _sdnet_problem, "deeprx": _deeprx_problem}
+    kept = work.load(f"{rx}-receiver")
+    state = None if kept is None else {k.removeprefix("model."): v for k, v in kept[1].items() if k.startswith("model.")}
+    t0 = time.perf_counter()
+    prob = builders[rx](cfg, seed, state)
+    t_pretrain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    need_h = cfg["method"] != "first_order" or "second_order" in cfg["updates"]
+    inverse = None
+    if kept is not None and need_h:
+        inverse = (LowRankInverseHessian(torch.from_numpy(kept[1]["eigvals"]), torch.from_numpy(kept[1]["eigvecs"]), cfg["damping"]), int(kept[0]["n_hvp"]))
+    eng = InfluenceEngine.fit(prob.model, prob.loss_fn, prob.X_train, prob.Y_train, need_hessian=need_h, k=cfg["k"],
+                              n_steps=cfg["arnoldi_steps"], damping=cfg["damping"], hessian_samples=cfg["hessian_samples"],
+                              generator=torch_generator(seed, rx, "arnoldi"), inverse=inverse)
+    if kept is None:
+        kept_timing = {f"{rx}_pretrain_s": t_pretrain, f"{rx}_influence_fit_s": time.perf_counter() - t0}
+        arrays = {f"model.{k}": v for k, v in model_arrays(prob.model).items()}
+        if eng.inv_hessian is not None:
+            arrays |= {"eigvals": eng.inv_hessian.eigvals.detach().cpu().numpy(), "eigvecs": eng.inv_hessian.eigvecs.detach().cpu().numpy()}
+        work.save(f"{rx}-receiver", {"timing": kept_timing, "n_hvp": eng.n_hvp}, arrays)
+    else:
+        kept_timing = kept[0]["timing"]
+    timing.update(kept_timing)
+    return prob, eng
 
 
 def _one_seed(cfg: dict[str, Any], root: int, s: int, prob: ReceiverProblem, eng: InfluenceEngine,

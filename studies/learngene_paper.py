@@ -54,7 +54,7 @@ from common.runtime import DEVICE_CHOICES, resolve_device
 from common.schema import Field
 from common.seeding import derive_seed, numpy_rng, torch_generator
 from common.learngene.collective import CollectiveConfig, load_or_train_collective, task_detection_batch, unit_for_strategy
-from studies.work_units import WorkUnits
+from studies.work_units import WorkUnits, load_model_arrays, model_arrays
 from studies import ProgressFn
 
 __all__ = ["SCHEMA", "PAPER_SCALE", "run", "report"]
@@ -162,15 +162,6 @@ def _complexity_rows(n_r: int, n_t: int, n_conv_col: int, n_conv_ind: int, m: in
     ]
 
 
-def _state(model: SDNet) -> dict[str, np.ndarray]:
-    """A model's weights and buffers as NumPy arrays (a completed unit of work)."""
-    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-
-
-def _load_state(model: SDNet, arrays: dict[str, np.ndarray]) -> None:
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-
-
 def _twin(scheme: str, selected: list[int], n_conv_col: int) -> str | None:
     """An earlier scheme that is the same computation: a strategy whose unit is the selected
     one placed at the bottom is the learngene scheme (``bottom-embed`` always, ``X-inherit``
@@ -221,10 +212,10 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     work = WorkUnits(out_dir)  # completed units of work: a resumed study skips them (issue #22)
     pre = _init_model(c, seed, "transfer-pretrain").to(dev)
     if (done := work.load("transfer-pretrain")) is not None:
-        _load_state(pre, done[1])
+        load_model_arrays(pre, done[1])
     else:
         finetune(pre, src_train, epochs=E, batch_size=bs, lr=lr, generator=torch_generator(seed, "shuffle", "pretrain"))
-        work.save("transfer-pretrain", [], _state(pre))
+        work.save("transfer-pretrain", [], model_arrays(pre))
     pre_state = {k: v.detach().clone() for k, v in pre.state_dict().items()}
 
     schemes = ["scratch", "transfer", "learngene", *STRATEGIES]
@@ -253,7 +244,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
                 continue
             model = _init_model(c, seed, f"target-{j}")
             if (done := work.load(f"target-{j}-{scheme}")) is not None:
-                _load_state(model, done[1])
+                load_model_arrays(model, done[1])
                 model.to(dev)
                 epoch_rows += done[0]["epoch"]
                 snr_rows += done[0]["snr"]
@@ -279,7 +270,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
             for s, tb in tests[j].items():
                 p, lo, hi = ser_with_ci(predict_indices(model, tb), tb.symbols)
                 snr_rows.append({"target": tid, "scheme": scheme, "snr_db": float(s), "ser": p, "ser_lo": lo, "ser_hi": hi, "symbols": int(tb.symbols.numel())})
-            work.save(f"target-{j}-{scheme}", {"epoch": epoch_rows[n_epoch:], "snr": snr_rows[n_snr:]}, _state(model))
+            work.save(f"target-{j}-{scheme}", {"epoch": epoch_rows[n_epoch:], "snr": snr_rows[n_snr:]}, model_arrays(model))
             step += 1
             progress("targets", step, steps_total)
         for s, tb in tests[j].items():
@@ -312,10 +303,10 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
         train = task_detection_batch(_task(c, K + i, seed), c["individual_samples"], c["snr_db"], c["n_pilots"], seed, "target-train")
         m1 = _init_model(c, seed, f"table1-{i}", build=lambda: SDNet(c["n_r"], c["n_t"], n1)).to(dev)
         if (done := work.load(f"table1-{i}")) is not None:
-            _load_state(m1, done[1])
+            load_model_arrays(m1, done[1])
         else:
             finetune(m1, train, epochs=E, batch_size=bs, lr=lr, generator=torch_generator(seed, "shuffle", "table1", i))
-            work.save(f"table1-{i}", [], _state(m1))
+            work.save(f"table1-{i}", [], model_arrays(m1))
         t1_models[i] = m1
     t1 = []
     for i in range(T):

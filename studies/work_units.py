@@ -13,14 +13,17 @@ since every unit derives its random draws from (seed, key) alone.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from common.npz_files import read_npz, write_npz
 
-__all__ = ["WorkUnits"]
+__all__ = ["WorkUnits", "model_arrays", "load_model_arrays"]
 
 
 class WorkUnits:
@@ -57,3 +60,23 @@ class WorkUnits:
     def save(self, key: str, rows: Any, arrays: dict[str, np.ndarray]) -> None:
         """Record a completed unit: JSON-able ``rows`` (NaN allowed) and named ``arrays``."""
         write_npz(self._path(key), arrays, rows)
+
+    def rows(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The rows of a unit whose outcome is rows alone: loaded when it completed before,
+        else ``compute()``d and saved. JSON round trip: tuples come back as lists, floats
+        (NaN and infinities included) and ints exactly."""
+        if (done := self.load(key)) is not None:
+            return done[0]
+        rows = compute()
+        self.save(key, rows, {})
+        return rows
+
+
+def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """A model's weights and buffers as NumPy arrays (the arrays of a completed unit)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def load_model_arrays(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    """Put :func:`model_arrays` back into ``model`` (same architecture), bit for bit."""
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})

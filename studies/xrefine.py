@@ -18,6 +18,11 @@ the channel source's delay spread and subcarrier spacing):
 
 Tables (Parquet): ``baselines``, ``relevance``, ``grid``, ``summary``; ``summary.json``.
 ``report`` redraws the PNGs from the tables alone.
+
+The full estimator of each selectivity and every grid point (a pruned, retrained model's
+row) are units of work kept in ``out_dir/work`` (:mod:`studies.work_units`): run again
+into the same directory (``airfleet run --resume``), the study trains only what it had
+not finished.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from common.xrefine.relevance import SUBCARRIER_CLASSES, classify_units, relevan
 from common.xrefine.scores import METHODS, unit_scores
 from common.xrefine.thresholds import cheapest_meeting, threshold_grid
 from studies import ProgressFn
+from studies.work_units import WorkUnits, load_model_arrays, model_arrays
 
 __all__ = ["SCHEMA", "SELECTIVITIES", "check", "run", "report"]
 
@@ -143,6 +149,7 @@ def _run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progre
     grid_rows: list[dict[str, Any]] = []
     sum_rows: list[dict[str, Any]] = []
     mods = list(cfg["modulations"])
+    work = WorkUnits(out_dir)  # completed units of work: a resumed study skips them (issue #22)
     for si, sel in enumerate(SELECTIVITIES):
         progress(f"xrefine {sel}: data", si, len(SELECTIVITIES))
         H_tr = _channels(cfg, seed, sel, "train", cfg["n_train"])
@@ -156,7 +163,11 @@ def _run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progre
 
         torch.manual_seed(derive_seed(seed, "xrefine-init", sel))
         full = ChannelEstimator(K, cfg["hidden"])
-        fit_estimator(full, x_tr, y_tr, cfg["epochs"], cfg["batch_size"], cfg["lr"], torch_generator(seed, "xrefine-fit", sel))
+        if (done := work.load(f"full-{sel}")) is not None:
+            load_model_arrays(full, done[1])
+        else:
+            fit_estimator(full, x_tr, y_tr, cfg["epochs"], cfg["batch_size"], cfg["lr"], torch_generator(seed, "xrefine-fit", sel))
+            work.save(f"full-{sel}", [], model_arrays(full))
 
         # ---- baselines: BER vs SNR and NMSE
         for mod in mods:
@@ -210,6 +221,7 @@ def _run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progre
         rows = threshold_grid(
             full, scores, cfg["input_drops"], cfg["hidden_drops"], retrain, evaluate,
             progress=lambda label, done, _t: progress(f"xrefine {sel}: grid", base + done, total),
+            cell=lambda key, compute: work.rows(f"grid-{sel}-{key}", compute),
         )
         full_flops = model_flops(full)
         full_metrics = evaluate(full)

@@ -10,22 +10,20 @@ import torch
 
 from common.schema import ScenarioError, validate_section
 from studies import load_study, no_progress
+from tests.study_resume import StudyStopped, count_calls, tables
 
+
+TOY = dict(
+    n_ant=8, n_sc=8, width=4, pretrain_samples=32, pretrain_steps=3, n_finetune=12, n_eval=6, steps=2, lr=1e-4, lmbdas=[64.0],
+    backbone_lmbdas=[256.0, 16.0],
+    n_bins_sweep=[4, 64], track_m=3.0, spacing_m=0.25, intervals_m=[1.0, 1.5], interval_steps=1,
+)
 
 
 @pytest.mark.slow
 def test_study_runs_and_reports(tmp_path: Path) -> None:
     mod = load_study("csi_feedback_paper")
-    cfg = validate_section(
-        dict(
-            n_ant=8, n_sc=8, width=4, pretrain_samples=32, pretrain_steps=3, n_finetune=12, n_eval=6, steps=2, lr=1e-4, lmbdas=[64.0],
-            backbone_lmbdas=[256.0, 16.0],
-            n_bins_sweep=[4, 64], track_m=3.0, spacing_m=0.25, intervals_m=[1.0, 1.5], interval_steps=1,
-            cache_dir=str(tmp_path / "cache"),
-        ),
-        mod.SCHEMA,
-        "study",
-    )
+    cfg = validate_section(dict(TOY, cache_dir=str(tmp_path / "cache")), mod.SCHEMA, "study")
     summary = mod.run(cfg, 7, tmp_path / "run", no_progress)
     rd = pq.read_table(tmp_path / "run" / "rd.parquet").to_pylist()
     schemes = [(r["scheme"], r["backbone_lmbda"], r["lmbda"]) for r in rd if r["experiment"] == "schemes"]
@@ -62,6 +60,30 @@ def test_study_runs_and_reports(tmp_path: Path) -> None:
     paths = mod.report(tmp_path / "run")
     assert {p.name for p in paths} == {"rd_schemes.png", "quant_sweep.png", "interval.png"}
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.mark.slow
+def test_a_stopped_study_resumes_from_its_completed_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #22: every scheme's row and every interval's row is a unit of work kept in
+    RUN_DIR/work; a study stopped in its first interval and run again into the same
+    directory computes only the units it had not finished, and its tables equal an
+    uninterrupted run's (the wall-time column ``finetune_s`` aside)."""
+    from studies import csi_feedback_paper as study
+
+    cfg = validate_section(dict(TOY, intervals_m=[1.0, 1.5, 0.5], cache_dir=str(tmp_path / "cache")), study.SCHEMA, "study")
+    study.run(cfg, 7, tmp_path / "whole", no_progress)
+    names, wall = ("rd", "interval"), ("finetune_s",)
+    with pytest.MonkeyPatch.context() as m:
+        count_calls(m, study, "_interval_rows", stop_after=1)
+        with pytest.raises(StudyStopped):
+            study.run(cfg, 7, tmp_path / "stopped", no_progress)
+    units = sorted(p.stem for p in (tmp_path / "stopped" / "work").glob("*.npz"))
+    assert len(units) == 12 + 1 and "interval-0" in units and "interval-1" not in units  # 12 RD points, 1 interval
+    schemes = count_calls(monkeypatch, study, "_scheme_row")
+    intervals = count_calls(monkeypatch, study, "_interval_rows")
+    study.run(cfg, 7, tmp_path / "stopped", no_progress)
+    assert schemes == [] and [a[2] for a in intervals] == [1, 2]  # only the two unfinished intervals (by index)
+    assert tables(tmp_path / "stopped", names, wall) == tables(tmp_path / "whole", names, wall)
 
 
 def test_study_schema_and_paper_scale() -> None:

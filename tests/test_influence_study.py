@@ -10,6 +10,7 @@ import torch
 
 from common.schema import ScenarioError, validate_section
 from studies import influence_paper as study
+from tests.study_resume import StudyStopped, count_calls, tables
 
 
 TINY = {
@@ -39,6 +40,30 @@ def test_study_writes_tables_and_redraws_plots(tmp_path):
     assert [p.name for p in paths] == ["ber_over_steps_sdnet.png"] and paths[0].stat().st_size > 0
     again = study.run(cfg, 7, tmp_path / "again", lambda *a: None)
     assert json.dumps(again["gap_table"]) == json.dumps(summary["gap_table"])  # same seed, same numbers
+
+
+@pytest.mark.slow
+def test_a_stopped_study_resumes_from_its_completed_units(tmp_path, monkeypatch):
+    """Issue #22: the pre-trained receiver with its inverse Hessian, and each seed's rows,
+    are units of work kept in RUN_DIR/work; a study stopped after its first seed, run
+    again into the same directory, neither pre-trains nor runs Arnoldi again, computes only
+    the seeds it had not finished, and its tables equal an uninterrupted run's."""
+    import common.influence.scores as scores
+
+    cfg = validate_section(dict(TINY, seeds=3), study.SCHEMA, "study")
+    study.run(cfg, 7, tmp_path / "whole", lambda *a: None)
+    with pytest.MonkeyPatch.context() as m:
+        count_calls(m, study, "_one_seed", stop_after=1)
+        with pytest.raises(StudyStopped):
+            study.run(cfg, 7, tmp_path / "stopped", lambda *a: None)
+    assert sorted(p.stem for p in (tmp_path / "stopped" / "work").glob("*.npz")) == ["sdnet-receiver", "sdnet-seed-0"]
+    pretrained = count_calls(monkeypatch, study, "_pretrain")
+    arnoldi = count_calls(monkeypatch, scores, "arnoldi")
+    seeds = count_calls(monkeypatch, study, "_one_seed")
+    study.run(cfg, 7, tmp_path / "stopped", lambda *a: None)
+    assert pretrained == [] and arnoldi == [] and [a[2] for a in seeds] == [1, 2]
+    names = ("curves", "runs", "baselines", "gap_table")
+    assert tables(tmp_path / "stopped", names) == tables(tmp_path / "whole", names)
 
 
 def test_study_schema_names_the_bad_key():

@@ -83,22 +83,21 @@ def test_stage_schema_names_bad_keys() -> None:
         validate_section({"budget_flops": 10, "method": "l1"}, STAGE_SCHEMA, "fleet[0].prune")
 
 
+XREFINE_TOY = {
+    "n_subcarriers": 16, "pilot_spacing": 4, "hidden": [16, 16, 16], "n_train": 256, "n_test": 128,
+    "eval_snr_db": [15.0, 25.0], "epochs": 2, "retrain_epochs": 1, "n_relevance": 64,
+    "input_drops": [0.0, 0.5], "hidden_drops": [0.0, 0.5], "low_options": {}, "high_options": {"subcarrier_spacing_hz": 120e3},
+    "methods": ["relevance", "random"],
+}
+
+
 @pytest.mark.slow
 def test_xrefine_study_runs_and_reports(tmp_path: pathlib.Path) -> None:
     import pyarrow.parquet as pq
 
     from studies import xrefine
 
-    cfg = validate_section(
-        {
-            "n_subcarriers": 16, "pilot_spacing": 4, "hidden": [16, 16, 16], "n_train": 256, "n_test": 128,
-            "eval_snr_db": [15.0, 25.0], "epochs": 2, "retrain_epochs": 1, "n_relevance": 64,
-            "input_drops": [0.0, 0.5], "hidden_drops": [0.0, 0.5], "low_options": {}, "high_options": {"subcarrier_spacing_hz": 120e3},
-            "methods": ["relevance", "random"],
-        },
-        xrefine.SCHEMA,
-        "study",
-    )
+    cfg = validate_section(XREFINE_TOY, xrefine.SCHEMA, "study")
     summary = xrefine.run(cfg, 3, tmp_path, lambda *a: None)
     grid = pq.read_table(tmp_path / "grid.parquet").to_pylist()
     assert len(grid) == 2 * 2 * 4  # selectivities x methods x grid points
@@ -110,3 +109,27 @@ def test_xrefine_study_runs_and_reports(tmp_path: pathlib.Path) -> None:
     assert all(p.exists() and p.stat().st_size > 1000 for p in pngs) and len(pngs) == 5
     with pytest.raises(ScenarioError, match="modulations"):
         xrefine.run({**cfg, "modulations": ["bpsk"]}, 3, tmp_path, lambda *a: None)
+
+
+@pytest.mark.slow
+def test_a_stopped_xrefine_study_resumes_from_its_completed_units(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #22: the full estimator of each selectivity and every grid point are units of
+    work kept in RUN_DIR/work; a study stopped after the low selectivity's full model and
+    two grid points, run again into the same directory, trains only the rest (count the
+    trainings), and its tables equal an uninterrupted run's."""
+    from studies import xrefine
+    from tests.study_resume import StudyStopped, count_calls, tables
+
+    cfg = validate_section(XREFINE_TOY, xrefine.SCHEMA, "study")
+    xrefine.run(cfg, 3, tmp_path / "whole", lambda *a: None)
+    with pytest.MonkeyPatch.context() as m:
+        count_calls(m, xrefine, "fit_estimator", stop_after=3)
+        with pytest.raises(StudyStopped):
+            xrefine.run(cfg, 3, tmp_path / "stopped", lambda *a: None)
+    units = sorted(p.stem for p in (tmp_path / "stopped" / "work").glob("*.npz"))
+    assert units == ["full-low", "grid-low-relevance-0-0", "grid-low-relevance-0-0.5"]
+    trained = count_calls(monkeypatch, xrefine, "fit_estimator")
+    xrefine.run(cfg, 3, tmp_path / "stopped", lambda *a: None)
+    assert len(trained) == 2 * (1 + 2 * 2 * 2) - 3  # (full model + grid points) per selectivity, less the three kept
+    names = ("baselines", "relevance", "grid", "summary")
+    assert tables(tmp_path / "stopped", names) == tables(tmp_path / "whole", names)

@@ -139,18 +139,23 @@ class InfluenceEngine:
         hessian_samples: int | None = None,
         generator: torch.Generator | None = None,
         chunk_size: int = 256,
+        inverse: tuple[LowRankInverseHessian, int] | None = None,
     ) -> InfluenceEngine:
         """Per-sample gradients and (optionally) the Arnoldi inverse Hessian.
 
         ``inputs``, ``targets`` are the ``[N, ...]`` training samples. ``hessian_samples``
         (default all) takes the Hessian on the first that many training samples;
         ``damping`` is added to ``|λ|`` when inverting (not inside the Arnoldi operator,
-        which sees the plain Hessian).
+        which sees the plain Hessian). ``inverse``: ``(inv_hessian, n_hvp)`` of an earlier
+        fit of the same model and samples (a resumed study kept them), used instead of
+        running Arnoldi again.
         """
         G = per_sample_grads(model, loss_fn, inputs, targets, chunk_size=chunk_size)
         if not need_hessian:
             return cls(G, None, 0, 0)
         nh = inputs.shape[0] if hessian_samples is None else min(int(hessian_samples), inputs.shape[0])
+        if inverse is not None:
+            return cls(G, inverse[0], inverse[1], nh)
         hvp = hvp_operator(model, loss_fn, inputs[:nh], targets[:nh], chunk_size=max(chunk_size, 512))
         res = arnoldi(hvp, G.shape[1], n_steps=n_steps, k=k, tol=tol, generator=generator, dtype=G.dtype)
         return cls(G, LowRankInverseHessian.from_arnoldi(res, damping), res.n_hvp, nh)

@@ -74,6 +74,7 @@ def threshold_grid(
     retrain: Callable[[nn.Module], None],
     evaluate: Callable[[nn.Module], dict[str, float]],
     progress: Callable[[str, int, int], None] | None = None,
+    cell: Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Prune by every (input threshold, hidden threshold) pair and criterion, retrain, evaluate.
 
@@ -91,6 +92,11 @@ def threshold_grid(
         Returns metrics of a model (e.g. ``{"ber_qpsk": ..., "nmse_db": ...}``).
     progress : callable, optional
         ``progress(label, done, total)``.
+    cell : callable, optional
+        ``cell(key, compute) -> row`` runs one grid point, ``key`` naming it
+        (``"<method>-<input_drop>-<hidden_drop>"``, a plain file name): a study that keeps
+        completed points returns the kept row instead of calling ``compute()``. Default:
+        ``compute()``. Every point is independent of the others (it prunes ``model``).
 
     Returns
     -------
@@ -106,22 +112,26 @@ def threshold_grid(
     for method, sc in scores.items():
         for q_in in input_drops:
             for q_h in hidden_drops:
-                pruned = prune_by_fraction(model, sc, float(q_in), float(q_h))
-                before = {f"{k}_pre": v for k, v in evaluate(pruned).items()}
-                retrain(pruned)
-                n_in, widths = unit_counts(pruned)
-                row: dict[str, Any] = {
-                    "method": method,
-                    "input_drop": float(q_in),
-                    "hidden_drop": float(q_h),
-                    "n_inputs": n_in,
-                    "widths": ",".join(map(str, widths)),
-                    "flops": model_flops(pruned),
-                    "params": count_parameters(pruned),
-                }
-                row.update(evaluate(pruned))
-                row.update(before)
-                rows.append(row)
+
+                def compute(sc: UnitScores = sc, method: str = method, q_in: float = float(q_in), q_h: float = float(q_h)) -> dict[str, Any]:
+                    pruned = prune_by_fraction(model, sc, q_in, q_h)
+                    before = {f"{k}_pre": v for k, v in evaluate(pruned).items()}
+                    retrain(pruned)
+                    n_in, widths = unit_counts(pruned)
+                    row: dict[str, Any] = {
+                        "method": method,
+                        "input_drop": q_in,
+                        "hidden_drop": q_h,
+                        "n_inputs": n_in,
+                        "widths": ",".join(map(str, widths)),
+                        "flops": model_flops(pruned),
+                        "params": count_parameters(pruned),
+                    }
+                    row.update(evaluate(pruned))
+                    row.update(before)
+                    return row
+
+                rows.append(compute() if cell is None else cell(f"{method}-{float(q_in):g}-{float(q_h):g}", compute))
                 done += 1
                 if progress is not None:
                     progress("xrefine grid", done, total)
