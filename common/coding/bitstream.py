@@ -149,7 +149,7 @@ def unpack_frame(
     if len(data) != expect_len:
         raise BitstreamError(f"stream is {len(data)} bytes but its header declares {expect_len}")
     (crc,) = _U32.unpack_from(data, expect_len - _U32.size)
-    if zlib.crc32(data[: expect_len - _U32.size]) != crc:
+    if zlib.crc32(memoryview(data)[: expect_len - _U32.size]) != crc:
         raise BitstreamError("CRC mismatch: the stream was corrupted")
     words = np.frombuffer(data, dtype="<u4", count=n_words, offset=off).astype(np.uint32)
     return fields, words

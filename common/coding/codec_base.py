@@ -21,7 +21,8 @@ elements, body bytes) against the codec's ``max_params`` before it allocates any
 A codec implements two methods on flat ``float32`` vectors, one per tensor, in stream order:
 :meth:`Codec.encode_body` (returns a :class:`Body`: side information, payload bytes, the
 codec's ideal bits and, for error-feedback codecs, what the receiver will decode) and
-:meth:`Codec.decode_body`. The base class does the framing, the checks, and the error
+:meth:`Codec.decode_body` (which may return them as one vector: what :meth:`Codec.decode_flat`
+hands a base station). The base class does the framing, the checks, and the error
 feedback of stateful codecs: ``acc = x + residual`` is coded and ``residual' = acc -
 decoded`` is handed back (Seide et al., 2014; Karimireddy et al., ICML 2019, Alg. 2), so
 ``sum of decoded updates + final residual = sum of inputs``.
@@ -290,7 +291,7 @@ class Codec(abc.ABC):
         if off + params_len != len(fields):
             raise BitstreamError(f"header fields are {len(fields)} bytes, table and params take {off + params_len}")
         params = fields[off:]
-        raw = words.astype("<u4").tobytes()
+        raw = words.astype("<u4", copy=False).tobytes()
         if len(raw) != 4 * ((body_len + 3) // 4) or any(raw[body_len:]):
             raise BitstreamError(f"payload is {len(raw)} bytes, {body_len} declared (padding must be zero)")
         try:
