@@ -16,7 +16,7 @@ bytes per call; best of ``--repeats`` timings of ``--calls`` calls each, on the 
 update; and, with ``--tile K``, on the update tiled K times, to show where per-call
 overhead stops dominating).
 
-    python benchmarks/codecs.py [--scenario scenarios/update_codecs.toml] [--repeats 5] [--calls 200] [--tile 100]
+    python benchmarks/codecs.py [--scenario scenarios/update_codecs.toml] [--repeats 5] [--calls 200] [--tile 100] [--codecs qsgd spike_slab]
 
 Prints one JSON object.
 """
@@ -136,11 +136,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--tile", type=int, default=100, help="also time the update tiled this many times (1: off)")
+    ap.add_argument("--codecs", nargs="+", default=None, help="only these of the scenario's codecs (and nnc)")
     args = ap.parse_args()
     from common.coding.registry import available_codecs
 
     updates, src, codecs = real_updates(args.scenario)
     codecs.setdefault("nnc", NNC_OPTIONS)
+    if args.codecs:
+        codecs = {n: o for n, o in codecs.items() if n in args.codecs}
     have = available_codecs()
     rows = [measure(n, o, updates, args.calls, args.repeats, args.tile) for n, o in codecs.items() if n in have]
     print(

@@ -336,6 +336,32 @@ def test_empty_and_zero_updates_round_trip(name: str):
             assert all(not d[k].any() for k in d)
 
 
+@pytest.mark.parametrize("name", BUILTIN)
+def test_decode_flat_is_decode_in_stream_order(name: str):
+    """The base station's form (names, shapes, one float32 vector) holds what decode gives, bit for bit."""
+    g = np.random.default_rng(11)
+    arrays = {"b": g.normal(0, 1e-2, 5), "w": g.normal(0, 1e-2, (3, 2, 2)), "a": g.normal(0, 1e-2, (4,))}
+    data = make_codec(name).encode(arrays).data
+    names, shapes, flat = make_codec(name).decode_flat(data)
+    d = make_codec(name).decode(data)
+    assert names == ["b", "w", "a"] == list(d) and shapes == [(5,), (3, 2, 2), (4,)]
+    assert flat.dtype == np.float32 and flat.shape == (21,)
+    assert np.concatenate([d[k].ravel() for k in names]).tobytes() == flat.tobytes()
+
+
+def test_qsgd_decodes_norm_times_level_over_s_per_tensor():
+    """Oracle: the levels are re-derived from the decoded values of a tensor with one known norm."""
+    codec = make_codec("qsgd", levels=4)
+    g = np.random.default_rng(12)
+    arrays = {"x": g.normal(0, 1, 50).astype(np.float32), "y": g.normal(0, 3, 7).astype(np.float32)}
+    d = codec.decode(codec.encode(arrays).data)
+    for k, v in arrays.items():
+        norm = np.float32(np.linalg.norm(v.astype(np.float64)))
+        levels = np.rint(d[k].astype(np.float64) * 4 / float(norm))
+        assert np.all(np.abs(levels) <= 4)
+        assert d[k].tobytes() == ((norm * levels.astype(np.float32)) / np.float32(4)).astype(np.float32).tobytes()
+
+
 # --- plugins ---------------------------------------------------------------------------------
 
 _PLUGIN = '''

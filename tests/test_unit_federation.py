@@ -130,6 +130,22 @@ def test_a_bad_stream_fails_and_leaves_the_base_station_unchanged(bad) -> None: 
     assert after[1:] == before[1:] and all(np.array_equal(after[0][k], before[0][k]) for k in before[0])
 
 
+def test_updates_in_another_tensor_order_are_aggregated_by_name() -> None:
+    """The base station aggregates by name whatever order a stream lists its tensors in (the
+    first update's order included); the oracle is numpy's mean of the updates by name."""
+    unit = _unit()
+    bs = _bs({"a": _cfg()}, {"a": 1.0})
+    bs.begin_round(1, unit)
+    ups = _updates(unit, 3, seed=7)
+    orders = [list(unit.tensors)[::-1], list(unit.tensors), list(unit.tensors)[1:] + list(unit.tensors)[:1]]
+    for i, (u, order) in enumerate(zip(ups, orders)):
+        bs.ingest(_dev(i, "a"), {UPDATE_KEY: make_codec("fp32").encode({k: u[k] for k in order}).data}, {})
+    mean = bs.cohorts["fleet"].mean.mean()
+    assert sorted(mean) == sorted(unit.tensors)
+    for k in unit.tensors:
+        np.testing.assert_allclose(mean[k], np.mean([u[k].astype(np.float64) for u in ups], axis=0), rtol=0, atol=1e-9)
+
+
 def test_wrong_shapes_are_refused() -> None:
     unit = _unit()
     bs = _bs({"a": _cfg()}, {"a": 1.0})

@@ -149,7 +149,7 @@ def unpack_frame(
     if len(data) != expect_len:
         raise BitstreamError(f"stream is {len(data)} bytes but its header declares {expect_len}")
     (crc,) = _U32.unpack_from(data, expect_len - _U32.size)
-    if zlib.crc32(data[: expect_len - _U32.size]) != crc:
+    if zlib.crc32(memoryview(data)[: expect_len - _U32.size]) != crc:
         raise BitstreamError("CRC mismatch: the stream was corrupted")
     words = np.frombuffer(data, dtype="<u4", count=n_words, offset=off).astype(np.uint32)
     return fields, words
@@ -198,6 +198,8 @@ def check_exact_coding(words: np.ndarray, expected: np.ndarray, what: str) -> No
         were only appended, the first word that differs.
     """
     n, m = int(words.size), int(expected.size)
+    if n == m and np.asarray(words, dtype="<u4").tobytes() == np.asarray(expected, dtype="<u4").tobytes():
+        return  # the usual case, settled by one comparison of the bytes
     diff = np.flatnonzero(np.asarray(expected[: min(n, m)]) != np.asarray(words[: min(n, m)]))
     if diff.size == 0 and n > m:
         raise BitstreamError(f"{what} payload declares {n} words but its symbols take {m}: {n - m} words appended")

@@ -21,7 +21,8 @@ elements, body bytes) against the codec's ``max_params`` before it allocates any
 A codec implements two methods on flat ``float32`` vectors, one per tensor, in stream order:
 :meth:`Codec.encode_body` (returns a :class:`Body`: side information, payload bytes, the
 codec's ideal bits and, for error-feedback codecs, what the receiver will decode) and
-:meth:`Codec.decode_body`. The base class does the framing, the checks, and the error
+:meth:`Codec.decode_body` (which may return them as one vector: what :meth:`Codec.decode_flat`
+hands a base station). The base class does the framing, the checks, and the error
 feedback of stateful codecs: ``acc = x + residual`` is coded and ``residual' = acc -
 decoded`` is handed back (Seide et al., 2014; Karimireddy et al., ICML 2019, Alg. 2), so
 ``sum of decoded updates + final residual = sum of inputs``.
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "read_exact",
     "split",
+    "unflatten",
 ]
 
 #: default bound on the elements one stream may declare (64 MiB of float32)
@@ -121,6 +123,19 @@ def split(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return out
 
 
+def unflatten(names: list[str], shapes: list[tuple[int, ...]], flat: np.ndarray) -> dict[str, np.ndarray]:
+    """``name -> `` view of ``flat`` of that shape, tensors consecutive in ``names`` order
+    (``flat`` holds exactly ``sum(prod(shapes))`` elements)."""
+    out, pos = {}, 0
+    for k, s in zip(names, shapes):
+        n = math.prod(s)
+        out[k] = flat[pos : pos + n].reshape(s)
+        pos += n
+    if pos != flat.shape[0]:
+        raise ValueError(f"{flat.shape[0]} values do not hold shapes of {pos} elements")
+    return out
+
+
 def read_exact(buf: bytes, offset: int, n: int, what: str) -> bytes:
     """``buf[offset:offset + n]``, or :class:`BitstreamError` naming ``what`` if it runs short."""
     if n < 0 or offset + n > len(buf):
@@ -157,7 +172,7 @@ class Codec(abc.ABC):
         if not 0 < int(max_params) <= 0xFFFFFFFF:
             raise ValueError(f"max_params must lie in [1, 2**32 - 1], got {max_params!r}")
         self.max_params = int(max_params)
-        self._tables: dict[tuple[int, bytes], tuple[list[str], list[tuple[int, ...]], int]] = {}
+        self._tables: dict[tuple[int, bytes], tuple[tuple[str, ...], tuple[tuple[int, ...], ...], int, tuple[int, ...]]] = {}
 
     # -- what a codec implements -------------------------------------------------------
 
@@ -166,8 +181,10 @@ class Codec(abc.ABC):
         """Code flat ``float32`` vectors (finite; after adding the residual when stateful)."""
 
     @abc.abstractmethod
-    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray]:
-        """Decode flat ``float32`` vectors of ``sizes`` from untrusted ``params`` and ``payload``.
+    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray] | np.ndarray:
+        """Decode flat ``float32`` vectors of ``sizes`` from untrusted ``params`` and ``payload``:
+        a list of them, or one ``float32 [sum(sizes)]`` vector of all of them in order
+        (cheaper for many small tensors).
 
         Raise :class:`BitstreamError` (or ``ValueError``, which the caller turns into one)
         on anything malformed; the caller checks sizes and finiteness of the result.
@@ -236,6 +253,17 @@ class Codec(abc.ABC):
             Truncated, oversized, corrupted (CRC), forged (fields that disagree with each
             other or with this codec), or a payload that does not decode.
         """
+        return unflatten(*self.decode_flat(data))
+
+    def decode_flat(self, data: bytes) -> tuple[list[str], list[tuple[int, ...]], np.ndarray]:
+        """:meth:`decode` as the stream's names and shapes and one ``float32 [n_params]``
+        vector of every tensor in order (what a base station aggregates, with no copy per tensor).
+
+        Raises
+        ------
+        BitstreamError
+            As :meth:`decode`.
+        """
         max_words = (self.max_payload_bytes(self.max_params) + 3) // 4
         fields, words = unpack_frame(data, KIND_CODEC, _HEAD.size, max_words, max_fields_len=_MAX_FIELDS)
         name, version, reserved, n_tensors, n_params, body_len, params_len = _HEAD.unpack_from(fields, 0)
@@ -257,33 +285,38 @@ class Codec(abc.ABC):
             if len(tables) >= 64:
                 tables.clear()
             tables[key] = table
-        names, shapes, off = table
-        sizes = [math.prod(s) for s in shapes]
+        names, shapes, off, sizes = table
         if sum(sizes) != n_params:
             raise BitstreamError(f"tensor table holds {sum(sizes)} elements, the header says {n_params}")
         if off + params_len != len(fields):
             raise BitstreamError(f"header fields are {len(fields)} bytes, table and params take {off + params_len}")
         params = fields[off:]
-        raw = words.astype("<u4").tobytes()
+        raw = words.astype("<u4", copy=False).tobytes()
         if len(raw) != 4 * ((body_len + 3) // 4) or any(raw[body_len:]):
             raise BitstreamError(f"payload is {len(raw)} bytes, {body_len} declared (padding must be zero)")
         try:
-            flat = self.decode_body(sizes, params, raw[:body_len])
+            got = self.decode_body(list(sizes), params, raw[:body_len])
         except BitstreamError:
             raise
         except (ValueError, struct.error) as e:
             raise BitstreamError(f"{self.name} payload does not decode: {e}") from e
-        if len(flat) != len(sizes):
-            raise BitstreamError(f"{self.name} decoded {len(flat)} tensors, the stream declares {len(sizes)}")
-        out: dict[str, np.ndarray] = {}
-        for k, s, n, v in zip(names, shapes, sizes, flat):
-            v = np.asarray(v)
-            if v.dtype != np.float32 or v.size != n:
-                raise BitstreamError(f"{self.name} decoded {k!r} as {v.dtype} [{v.size}], expected float32 [{n}]")
-            if v.size and not np.isfinite(v).all():
-                raise BitstreamError(f"{self.name} stream decodes {k!r} to non-finite values")
-            out[k] = v.reshape(s)
-        return out
+        if isinstance(got, np.ndarray):
+            flat = got
+            if flat.dtype != np.float32 or flat.shape != (n_params,):
+                raise BitstreamError(f"{self.name} decoded {flat.dtype} {list(flat.shape)}, expected float32 [{n_params}]")
+        else:
+            if len(got) != len(sizes):
+                raise BitstreamError(f"{self.name} decoded {len(got)} tensors, the stream declares {len(sizes)}")
+            vecs = [np.asarray(v) for v in got]
+            for k, n, v in zip(names, sizes, vecs):
+                if v.dtype != np.float32 or v.size != n:
+                    raise BitstreamError(f"{self.name} decoded {k!r} as {v.dtype} [{v.size}], expected float32 [{n}]")
+            flat = np.concatenate([v.ravel() for v in vecs]) if vecs else np.zeros(0, np.float32)
+        # one finiteness pass over all tensors (a base station decodes thousands of small ones)
+        if n_params and not np.isfinite(flat).all():
+            bad = next(k for k, v in zip(names, split(flat, list(sizes))) if not np.isfinite(v).all())
+            raise BitstreamError(f"{self.name} stream decodes {bad!r} to non-finite values")
+        return list(names), list(shapes), flat
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -327,7 +360,8 @@ class Codec(abc.ABC):
         return data, FRAME_OVERHEAD_BYTES + len(fields)
 
 
-def _parse_table(fields: bytes, off: int, n_tensors: int, max_params: int) -> tuple[list[str], list[tuple[int, ...]], int]:
+def _parse_table(fields: bytes, off: int, n_tensors: int, max_params: int) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], int, tuple[int, ...]]:
+    """Names, shapes, the offset after the table and the sizes of the tensor table at ``fields[off:]``."""
     names: list[str] = []
     shapes: list[tuple[int, ...]] = []
     total = 0
@@ -351,4 +385,4 @@ def _parse_table(fields: bytes, off: int, n_tensors: int, max_params: int) -> tu
             raise BitstreamError(f"tensor table declares more than {max_params} elements")
         names.append(name)
         shapes.append(tuple(int(d) for d in dims))
-    return names, shapes, off
+    return tuple(names), tuple(shapes), off, tuple(math.prod(s) for s in shapes)

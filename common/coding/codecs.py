@@ -39,12 +39,12 @@ import zlib
 
 import numpy as np
 
-from common.coding.bitstream import BitstreamError, check_exact_coding
+from common.coding.bitstream import BitstreamError
 from common.coding.codec_base import Body, Codec, read_exact
 from common.coding.codec_base import split as _split
-from common.coding.range_coder import RangeReader, RangeWriter
+from common.coding.range_coder import RangeWriter, decode_exact
 from common.coding.spike_slab import UpdateQuantizer, make_prior
-from common.coding.update_codec import apply_update, pack_update, unpack_update, update_ideal_bits
+from common.coding.update_codec import dequantize_update, pack_update, unpack_update, update_ideal_bits
 
 __all__ = [
     "Float32Codec",
@@ -83,21 +83,25 @@ def _varints(values: np.ndarray) -> bytes:
     return bytes(out)
 
 
-def _read_varints(buf: bytes, off: int, count: int, what: str) -> tuple[np.ndarray, int]:
-    vals = np.zeros(count, dtype=np.int64)
-    for i in range(count):
-        v, shift = 0, 0
-        while True:
-            (b,) = read_exact(buf, off, 1, what)
-            off += 1
-            v |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
+def _read_varints(buf: bytes, off: int, count: int, what: str) -> tuple[list[int], int]:
+    """``count`` LEB128 integers from ``buf[off:]`` (each at most 6 bytes) and the offset after them."""
+    vals: list[int] = []
+    if count == 0:
+        return vals, off
+    v = shift = 0
+    for b in buf[off : off + 6 * count]:
+        off += 1
+        v |= (b & 0x7F) << shift
+        if b & 0x80:
             shift += 7
             if shift > 35:
-                raise BitstreamError(f"{what}: count {i} is longer than 5 bytes")
-        vals[i] = v
-    return vals, off
+                raise BitstreamError(f"{what}: count {len(vals)} is longer than 5 bytes")
+        else:
+            vals.append(v)
+            if len(vals) == count:
+                return vals, off
+            v = shift = 0
+    raise BitstreamError(f"truncated {what}: the payload ends after {len(vals)} of {count} counts")
 
 
 def _code_with_histogram(symbols: np.ndarray, alphabet: int) -> tuple[bytes, bytes, float]:
@@ -115,22 +119,20 @@ def _code_with_histogram(symbols: np.ndarray, alphabet: int) -> tuple[bytes, byt
 
 
 def _decode_with_histogram(buf: bytes, off: int, alphabet: int, n: int, what: str) -> np.ndarray:
-    """Inverse of :func:`_code_with_histogram` from ``buf[off:]`` (histogram, then words)."""
+    """Inverse of :func:`_code_with_histogram` from ``buf[off:]`` (histogram, then words): ``int32 [n]``."""
     counts, off = _read_varints(buf, off, alphabet, f"{what} histogram")
-    if int(counts.sum()) != n:
-        raise BitstreamError(f"{what} histogram counts {int(counts.sum())} symbols, the stream has {n}")
+    if sum(counts) != n:
+        raise BitstreamError(f"{what} histogram counts {sum(counts)} symbols, the stream has {n}")
     words = _words(buf[off:], what)
-    nz = np.flatnonzero(counts)
-    if nz.size <= 1:
+    present = [i for i, c in enumerate(counts) if c]
+    if len(present) <= 1:
         if words.size:
             raise BitstreamError(f"{what}: {words.size} words after a one-symbol histogram")
-        return np.full(n, nz[0] if nz.size else 0, dtype=np.int64)
-    sym = RangeReader(words).read(counts.astype(np.float64), n).astype(np.int64)
-    if not np.array_equal(np.bincount(sym, minlength=alphabet), counts):
+        return np.full(n, present[0] if present else 0, dtype=np.int32)
+    hist = np.array(counts, dtype=np.int64)
+    sym = decode_exact(words, hist.astype(np.float64), n, what)
+    if not (np.bincount(sym, minlength=alphabet) == hist).all():  # symbols lie in [0, alphabet)
         raise BitstreamError(f"{what}: decoded symbols do not match the histogram")
-    w = RangeWriter()
-    w.write(sym.astype(np.int32), counts.astype(np.float64))
-    check_exact_coding(words, w.words(), what)
     return sym
 
 
@@ -143,11 +145,11 @@ class Float32Codec(Codec):
         flat = _concat(tensors)
         return Body(b"", flat.astype(_F32).tobytes(), 32.0 * flat.size)
 
-    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray]:
+    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray] | np.ndarray:
         n = sum(sizes)
         if params or len(payload) != 4 * n:
             raise BitstreamError(f"fp32 payload of {len(payload)} bytes (params {len(params)}), expected {4 * n} (0)")
-        return _split(np.frombuffer(payload, dtype=_F32).astype(np.float32), sizes)
+        return np.frombuffer(payload, dtype=_F32).astype(np.float32)
 
     def max_payload_bytes(self, n_params: int) -> int:
         return 4 * int(n_params)
@@ -164,11 +166,11 @@ class Float16Codec(Codec):
             raise ValueError(f"fp16 holds magnitudes up to {_FP16_MAX}, got {float(np.abs(flat).max())}")
         return Body(b"", flat.astype("<f2").tobytes(), 16.0 * flat.size)
 
-    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray]:
+    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray] | np.ndarray:
         n = sum(sizes)
         if params or len(payload) != 2 * n:
             raise BitstreamError(f"fp16 payload of {len(payload)} bytes (params {len(params)}), expected {2 * n} (0)")
-        return _split(np.frombuffer(payload, dtype="<f2").astype(np.float32), sizes)
+        return np.frombuffer(payload, dtype="<f2").astype(np.float32)
 
     def max_payload_bytes(self, n_params: int) -> int:
         return 2 * int(n_params)
@@ -217,7 +219,7 @@ class UniformCodec(Codec):
             raise BitstreamError(f"{self.name}: padding nibble is not zero")
         return q[:n]
 
-    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray]:
+    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray] | np.ndarray:
         n, T = sum(sizes), len(sizes)
         code_bytes = n if self.bits == 8 else (n + 1) // 2
         if params or len(payload) != 8 * T + code_bytes:
@@ -302,16 +304,17 @@ class QSGDCodec(Codec):
         hist, words, bits = _code_with_histogram(sym, 2 * s + 1)
         return Body(struct.pack("<H", s), np.asarray(norms, _F32).tobytes() + hist + words, bits + 32.0 * len(tensors))
 
-    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray]:
+    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray] | np.ndarray:
         s, T = self.levels, len(sizes)
         if params != struct.pack("<H", s):
             raise BitstreamError(f"qsgd stream params {params.hex()}, this decoder has levels={s}")
         norms = np.frombuffer(read_exact(payload, 0, 4 * T, "qsgd norms"), dtype=_F32)
-        if not np.all(np.isfinite(norms)) or np.any(norms < 0):
+        if not all(0 <= x < math.inf for x in norms.tolist()):  # nan fails both
             raise BitstreamError("qsgd norms must be finite and >= 0")
         sym = _decode_with_histogram(payload, 4 * T, 2 * s + 1, sum(sizes), "qsgd levels")
         q = (sym - s).astype(np.float32)
-        return [(nm * qi) / np.float32(s) for nm, qi in zip(norms, _split(q, sizes))]
+        # per element float32(norm) * level / s: the same float32 operations as tensor by tensor
+        return (np.repeat(norms, sizes) * q) / np.float32(s)
 
     def error_bound(self, arrays) -> float:  # noqa: ANN001
         """``max_T ||v_T|| / s`` (one level step), plus float32 rounding."""
@@ -380,7 +383,7 @@ class TopKCodec(Codec):
         bits = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2) + 32.0 * k
         return Body(struct.pack("<I", k), acc[idx].astype(_F32).tobytes() + words, bits, _split(dec, [t.size for t in tensors]))
 
-    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray]:
+    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray] | np.ndarray:
         n = sum(sizes)
         k = self.k_of(n)
         if params != struct.pack("<I", k):
@@ -388,12 +391,9 @@ class TopKCodec(Codec):
         vals = np.frombuffer(read_exact(payload, 0, 4 * k, "topk values"), dtype=_F32)
         words = _words(payload[4 * k :], "topk positions")
         if 0 < k < n:
-            mask = RangeReader(words).read(self._mask_pmf(n, k), n)
+            mask = decode_exact(words, self._mask_pmf(n, k), n, "topk positions")
             if int(mask.sum()) != k:
                 raise BitstreamError(f"topk mask marks {int(mask.sum())} positions, the stream sends {k}")
-            w = RangeWriter()
-            w.write(mask, self._mask_pmf(n, k))
-            check_exact_coding(words, w.words(), "topk positions")
             idx = np.flatnonzero(mask)
         else:
             if words.size:
@@ -401,7 +401,7 @@ class TopKCodec(Codec):
             idx = np.arange(k)
         dec = np.zeros(n, np.float32)
         dec[idx] = vals
-        return _split(dec, sizes)
+        return dec
 
 
 class SignCodec(Codec):
@@ -420,7 +420,7 @@ class SignCodec(Codec):
         dec = [np.where(p, sc, -sc).astype(np.float32) for p, sc in zip(_split(pos, [t.size for t in tensors]), scales)]
         return Body(b"", scales.tobytes() + np.packbits(pos).tobytes(), float(acc.size) + 32.0 * len(tensors), dec)
 
-    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray]:
+    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray] | np.ndarray:
         n, T = sum(sizes), len(sizes)
         if params or len(payload) != 4 * T + (n + 7) // 8:
             raise BitstreamError(f"sign payload of {len(payload)} bytes, expected {4 * T + (n + 7) // 8}")
@@ -496,13 +496,12 @@ class SpikeSlabCodec(Codec):
         k = self.quantize(tensors)
         return Body(b"", pack_update(k, self.prior, self.base_tag), update_ideal_bits(k, self.prior))
 
-    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray]:
+    def decode_body(self, sizes: list[int], params: bytes, payload: bytes) -> list[np.ndarray] | np.ndarray:
         if params:
             raise BitstreamError(f"spike_slab stream carries {len(params)} bytes of params, expected none")
         n = sum(sizes)
         k = unpack_update(payload, self.prior, n, self.base_tag)
-        (flat,) = apply_update([np.zeros(n, np.float32)], k, self.quantizer)
-        return _split(flat, sizes)
+        return dequantize_update(k, self.quantizer)  # apply_update on a zero base
 
     def max_payload_bytes(self, n_params: int) -> int:
         return 4 * int(n_params) + 256

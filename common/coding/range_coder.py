@@ -2,23 +2,54 @@
 
 Every model is a ``constriction.stream.model.Categorical(pmf, perfect=False)`` built from a
 float64 PMF that both ends compute identically; symbols are ``int32`` indices into it.
+
+A base station decodes many streams under the same few PMFs (a fixed prior, a top-k mask
+of one fraction): the built models are kept in a small least-recently-used cache keyed by
+the PMF's bytes, so each is validated and built once, not twice a stream.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+from collections import OrderedDict
+
 import constriction
 import numpy as np
 
-__all__ = ["RangeWriter", "RangeReader", "ideal_bits"]
+from common.coding.bitstream import check_exact_coding
+
+__all__ = ["RangeWriter", "RangeReader", "decode_exact", "ideal_bits"]
 
 _MAX_UNIFORM = 1 << 16
+#: PMFs whose models are kept (the least recently used goes first)
+_CACHE_ENTRIES = 64
+#: PMFs longer than this are built every time (a cached one could hold megabytes)
+_CACHE_MAX_SYMBOLS = 1 << 12
+_models: OrderedDict[bytes, object] = OrderedDict()
+_models_lock = threading.Lock()
 
 
 def _categorical(pmf: np.ndarray) -> object:
+    """The constriction model of ``pmf`` (validated; cached for short PMFs)."""
     p = np.asarray(pmf, dtype=np.float64)
-    if p.ndim != 1 or p.size < 1 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+    key = p.tobytes() if p.ndim == 1 and p.size <= _CACHE_MAX_SYMBOLS else None
+    if key is not None:
+        with _models_lock:
+            model = _models.get(key)
+            if model is not None:
+                _models.move_to_end(key)
+                return model
+    # nan or inf makes the sum non-finite; a negative entry the minimum
+    if p.ndim != 1 or p.size < 1 or not p.min() >= 0 or not (math.isfinite(total := float(p.sum())) and total > 0):
         raise ValueError("pmf must be a non-empty finite non-negative float vector")
-    return constriction.stream.model.Categorical(p, perfect=False)
+    model = constriction.stream.model.Categorical(p, perfect=False)
+    if key is not None:
+        with _models_lock:
+            _models[key] = model
+            if len(_models) > _CACHE_ENTRIES:
+                _models.popitem(last=False)
+    return model
 
 
 def ideal_bits(symbols: np.ndarray, pmf: np.ndarray) -> float:
@@ -37,12 +68,12 @@ class RangeWriter:
 
     def write(self, symbols: np.ndarray, pmf: np.ndarray) -> None:
         """Encode i.i.d. ``symbols`` (``int32 [n]``, each in ``[0, len(pmf))``) with ``pmf``."""
-        s = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+        s = np.asarray(symbols).ravel()
         if s.size == 0:
             return
-        if s.min() < 0 or s.max() >= len(pmf):
+        if s.min() < 0 or s.max() >= len(pmf):  # before the cast to int32, which could wrap
             raise ValueError(f"symbols must lie in [0, {len(pmf)}), got range [{s.min()}, {s.max()}]")
-        self._enc.encode(s, _categorical(pmf))
+        self._enc.encode(np.ascontiguousarray(s, dtype=np.int32), _categorical(pmf))
 
     def write_uniform(self, values: np.ndarray, size: int) -> None:
         """Encode ``values`` (``int32``, in ``[0, size)``, ``size <= 65536``) at ``log2(size)`` bits each."""
@@ -68,10 +99,13 @@ class RangeReader:
 
     def read(self, pmf: np.ndarray, n: int) -> np.ndarray:
         """Decode ``n`` symbols coded with ``pmf``: ``int32 [n]``."""
+        return self._read_model(_categorical(pmf), n)
+
+    def _read_model(self, model: object, n: int) -> np.ndarray:
         if n == 0:
             return np.zeros(0, dtype=np.int32)
         try:
-            return np.asarray(self._dec.decode(_categorical(pmf), int(n)), dtype=np.int32)
+            return np.asarray(self._dec.decode(model, int(n)), dtype=np.int32)
         except Exception as e:  # constriction signals invalid data with AssertionError / ValueError
             raise ValueError(f"range decoder rejected the data: {e}") from e
 
@@ -85,3 +119,41 @@ class RangeReader:
             return np.asarray(self._dec.decode(constriction.stream.model.Uniform(size), int(n)), dtype=np.int32)
         except Exception as e:
             raise ValueError(f"range decoder rejected the data: {e}") from e
+
+
+def decode_exact(words: np.ndarray, pmf: np.ndarray, n: int, what: str) -> np.ndarray:
+    """Decode ``n`` i.i.d. symbols that one :meth:`RangeWriter.write` coded with ``pmf``, and
+    refuse ``words`` unless they are exactly that coding (``check_exact_coding``: nothing
+    appended, replaced or missing).
+
+    Parameters
+    ----------
+    words : np.ndarray
+        ``uint32 [n_words]``, untrusted.
+    pmf : np.ndarray
+        ``float64 [n_symbols]``.
+    n : int
+        Symbols to decode.
+    what : str
+        The payload's name for messages.
+
+    Returns
+    -------
+    np.ndarray
+        ``int32 [n]``, each in ``[0, n_symbols)``.
+
+    Raises
+    ------
+    ValueError
+        The decoder rejects the words (or ``pmf`` is not a PMF).
+    BitstreamError
+        The words decode, but are not the coding of what they decode to.
+    """
+    model = _categorical(pmf)
+    w = np.ascontiguousarray(words, dtype=np.uint32)
+    sym = RangeReader(w)._read_model(model, n)
+    enc = constriction.stream.queue.RangeEncoder()
+    if n:
+        enc.encode(sym, model)  # decoded symbols lie in the alphabet: nothing to check
+    check_exact_coding(w, np.asarray(enc.get_compressed(), dtype=np.uint32), what)
+    return sym

@@ -17,14 +17,15 @@ import struct
 
 import numpy as np
 
-from common.coding.bitstream import KIND_UPDATE, BitstreamError, check_exact_coding, pack_frame, unpack_frame
-from common.coding.range_coder import RangeReader, RangeWriter, ideal_bits
+from common.coding.bitstream import KIND_UPDATE, BitstreamError, pack_frame, unpack_frame
+from common.coding.range_coder import RangeReader, RangeWriter, decode_exact, ideal_bits
 from common.coding.spike_slab import SpikeSlabPrior, UniformPrior, UpdatePrior, UpdateQuantizer
 
 __all__ = [
     "PRIOR_IDS",
     "quantize_update",
     "apply_update",
+    "dequantize_update",
     "encode_update",
     "decode_update",
     "update_ideal_bits",
@@ -80,14 +81,22 @@ def apply_update(base: list[np.ndarray], k: np.ndarray, quantizer: UpdateQuantiz
     total = sum(int(np.size(a)) for a in base)
     if k.shape != (total,):
         raise ValueError(f"update must be a flat vector of {total} integers, got shape {k.shape}")
-    t = np.float32(quantizer.t)
+    step = dequantize_update(k, quantizer)
     out, pos = [], 0
     for a in base:
         a32 = np.asarray(a, dtype=np.float32)
         n = a32.size
-        out.append((a32 + t * k[pos : pos + n].astype(np.float32).reshape(a32.shape)).astype(np.float32))
+        out.append(np.add(a32, step[pos : pos + n].reshape(a32.shape), dtype=np.float32))
         pos += n
     return out
+
+
+def dequantize_update(k: np.ndarray, quantizer: UpdateQuantizer) -> np.ndarray:
+    """``float32(t) * float32(k)``: the step :func:`apply_update` adds (``float32``, the shape of ``k``).
+
+    On a zero base it is what ``apply_update`` gives, bit for bit: ``t > 0`` never makes ``-0.0``.
+    """
+    return np.multiply(np.asarray(k).astype(np.float32), np.float32(quantizer.t), dtype=np.float32)
 
 
 def _prior_fields(prior: UpdatePrior) -> tuple[int, float, float]:
@@ -101,11 +110,11 @@ def _prior_fields(prior: UpdatePrior) -> tuple[int, float, float]:
 def encode_update(k: np.ndarray, prior: UpdatePrior) -> np.ndarray:
     """Range-code integer updates with the prior's discretized PMF (eq. 15): ``uint32`` words."""
     q = prior.quantizer
-    k = np.asarray(k, dtype=np.int64).ravel()
-    if k.size and (k.min() < q.k_min or k.max() > q.k_max):
-        raise ValueError(f"update integers must lie in [{q.k_min}, {q.k_max}]")
     w = RangeWriter()
-    w.write((k - q.k_min).astype(np.int32), prior.pmf())
+    try:  # the writer refuses symbols k - k_min outside [0, n_bins)
+        w.write(np.asarray(k, dtype=np.int64).ravel() - q.k_min, prior.pmf())
+    except ValueError:
+        raise ValueError(f"update integers must lie in [{q.k_min}, {q.k_max}]") from None
     return w.words()
 
 
@@ -169,11 +178,12 @@ def unpack_update(data: bytes, prior: UpdatePrior, n_params: int, base_tag: int)
         raise BitstreamError(f"update made against decoder {tag:08x}, the base station holds {int(base_tag) & 0xFFFFFFFF:08x}")
     if nnz > n:
         raise BitstreamError(f"header claims {nnz} non-zero updates out of {n}")
-    try:
-        k = decode_update(words, prior, n)
+    try:  # what decode_update decodes, refused unless the words are exactly encode_update's
+        k = decode_exact(words, prior.pmf(), n, "update") + np.int32(q.k_min)
+    except BitstreamError:
+        raise
     except ValueError as e:
         raise BitstreamError(f"update payload does not decode: {e}") from e
     if int(np.count_nonzero(k)) != nnz:
         raise BitstreamError(f"decoded {int(np.count_nonzero(k))} non-zero updates, header says {nnz}")
-    check_exact_coding(words, encode_update(k, prior), "update")
     return k

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from common.coding.codec_base import unflatten
 from common.schema import Field, ScenarioError, validate_section
 from common.stage_spec import StageSpec
 
@@ -253,15 +254,30 @@ class WeightedMean:
             A weight that is not positive and finite, or other names or shapes than the
             first update's (nothing is accumulated then).
         """
+        if self.sum is None:
+            names, shapes = list(arrays), [np.shape(arrays[k]) for k in arrays]
+        elif len(arrays) != len(self.names) or any(np.shape(arrays.get(k)) != s for k, s in zip(self.names, self.shapes)):
+            raise ValueError("update names or shapes differ from the ones already aggregated")
+        else:
+            names, shapes = self.names, self.shapes
+        flat = np.concatenate([np.asarray(arrays[k]).ravel() for k in names], dtype=np.float64) if names else np.zeros(0)
+        return self._accumulate(weight, names, shapes, flat)
+
+    def add_flat(self, weight: float, names: list[str], shapes: list[tuple[int, ...]], flat: np.ndarray) -> np.ndarray:
+        """:meth:`add` of an update given as one flat vector (``float32`` or ``float64``,
+        ``[sum(prod(shapes))]``) of the tensors ``names`` of ``shapes`` in that order
+        (``Codec.decode_flat``'s form): no copy per tensor when the order is the aggregated one."""
+        if self.sum is not None and (names != self.names or shapes != self.shapes):
+            return self.add(weight, unflatten(names, shapes, flat))  # reorders, or refuses other names or shapes
+        if self.sum is None and flat.shape != (sum(math.prod(s) for s in shapes),):
+            raise ValueError(f"flat update of shape {flat.shape} does not hold shapes {shapes}")
+        return self._accumulate(weight, list(names), [tuple(s) for s in shapes], np.asarray(flat, dtype=np.float64))
+
+    def _accumulate(self, weight: float, names: list[str], shapes: list[tuple[int, ...]], flat: np.ndarray) -> np.ndarray:
         if not weight > 0 or not math.isfinite(weight):
             raise ValueError(f"weight must be positive and finite, got {weight}")
         if self.sum is None:
-            self.names = list(arrays)
-            self.shapes = [np.shape(arrays[k]) for k in self.names]
-        elif len(arrays) != len(self.names) or any(np.shape(arrays.get(k)) != s for k, s in zip(self.names, self.shapes)):
-            raise ValueError("update names or shapes differ from the ones already aggregated")
-        flat = np.concatenate([np.asarray(arrays[k]).ravel() for k in self.names]).astype(np.float64)
-        if self.sum is None:
+            self.names, self.shapes = names, shapes
             self.sum = weight * flat
         else:
             self.sum += weight * flat
@@ -272,14 +288,7 @@ class WeightedMean:
     @property
     def sums(self) -> dict[str, np.ndarray]:
         """``sum_i w_i x_i`` by name (float64 views of the running sum)."""
-        if self.sum is None:
-            return {}
-        out, off = {}, 0
-        for k, s in zip(self.names, self.shapes):
-            n = math.prod(s)
-            out[k] = self.sum[off : off + n].reshape(s)
-            off += n
-        return out
+        return {} if self.sum is None else unflatten(self.names, self.shapes, self.sum)
 
     def mean(self) -> dict[str, np.ndarray]:
         if self.count == 0:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from common.coding.codec_base import unflatten
 from common.coding.registry import Codec, make_codec
 from common.learngene import LearngeneUnit
 from common.learngene.federation import (
@@ -139,12 +140,14 @@ class UnitUpdateBaseStation(BaseStationStage):
         """
         data = payloads[UPDATE_KEY]
         co = self.cohorts[self.cohort_of(device.class_name)]
-        delta = self.codecs[device.class_name].decode(data)  # Codec.decode refuses non-finite values
-        check_update(delta, co.current.tensors, finite=False)
+        names, shapes, values = self.codecs[device.class_name].decode_flat(data)  # refuses non-finite values
+        cur = co.current.tensors
+        if names != list(cur) or shapes != [a.shape for a in cur.values()]:  # another order, or refused
+            check_update(unflatten(names, shapes, values), cur, finite=False)
         w = self.weights[device.class_name]
-        flat = co.mean.add(w, delta)  # checked above: it cannot fail half-way
+        flat = co.mean.add_flat(w, names, shapes, values)  # checked above: it cannot fail half-way
         if self.fed["aggregation"] in ("fedmedian", "fedtrimmedavg", "krum"):
-            co.held.append((w, delta))
+            co.held.append((w, unflatten(names, shapes, values)))
         co.up_bits += 8 * len(data)
         co.contributors.add(device.device_id)
         self.held[device.device_id] = str(co.current.meta["content_hash"])  # it trained from it: instructions were verified
