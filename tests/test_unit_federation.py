@@ -373,3 +373,67 @@ def test_checkpoint_restore_continues_as_if_never_stopped(rule: str) -> None:
     assert rows == rows_whole
     for name, co in whole.cohorts.items():
         assert [v.meta["content_hash"] for v in co.versions] == [v.meta["content_hash"] for v in resumed.cohorts[name].versions]
+
+
+@pytest.mark.parametrize(
+    "rule, options, every",
+    [
+        ("fedadam", {}, 1),  # Flower's defaults: eta 0.1, beta_1 0.9, beta_2 0.99, tau 1e-3
+        ("fedadam", {"eta": 0.05, "beta_1": 0.5, "beta_2": 0.9, "tau": 1e-2}, 2),
+        ("fedavgm", {"server_momentum": 0.9, "server_learning_rate": 0.5}, 1),
+        ("fedavgm", {"server_momentum": 0.5}, 2),
+    ],
+)
+def test_server_optimizers_equal_their_formulas_over_versions(rule: str, options: dict, every: int) -> None:
+    """FedAdam's and FedAvgM's server state carries over publications: each published
+    version equals an oracle written out here in float64 from the papers' formulas, with
+    Flower 1.41's conventions (``flwr.serverapp.strategy``), over four versions.
+
+    Delta_t is the sample-weighted mean of the window's updates (two classes, weights 100
+    and 300; fp32 up and down, so the decoded updates are the sent ones). FedAdam (Reddi
+    et al. 2021, Alg. 2): m = b1 m + (1-b1) Delta, v = b2 v + (1-b2) Delta^2,
+    x += eta_t m / (sqrt(v) + tau), where Flower scales eta by Adam's bias correction
+    eta_t = eta sqrt(1 - b2^(t+1)) / (1 - b1^(t+1)) with t the publication index from 1
+    (Flower's ``server_round``). FedAvgM (Hsu et al. 2019; Flower: PyTorch's SGD momentum
+    on the pseudo-gradient -Delta): v = beta v + Delta (v_1 = Delta_1), x += lr v."""
+    unit = _unit()
+    classes = {"a": _cfg(), "b": _cfg()}
+    weights = {"a": 100.0, "b": 300.0}
+    bs = _bs(classes, weights, aggregation=rule, options=options, publish_every_rounds=every)
+    g = np.random.default_rng(11)
+    x = {k: v.astype(np.float64) for k, v in unit.tensors.items()}
+    m = {k: np.zeros_like(v) for k, v in x.items()}
+    v2 = {k: np.zeros_like(v) for k, v in x.items()}
+    b1, b2, eta, tau = (options.get(k, d) for k, d in (("beta_1", 0.9), ("beta_2", 0.99), ("eta", 0.1), ("tau", 1e-3)))
+    beta, lr = options.get("server_momentum", 0.0), options.get("server_learning_rate", 1.0)
+    window: list[tuple[float, dict[str, np.ndarray]]] = []
+    t = 0
+    for rnd in range(1, 4 * every + 1):
+        bs.begin_round(rnd, unit)
+        for did, cls in enumerate(("a", "a", "b", "b", "b")[: 3 + rnd % 3]):  # 3 to 5 updates a round
+            up = {k: g.normal(0.002 * (-1) ** rnd, 1e-2, a.shape).astype(np.float32) for k, a in unit.tensors.items()}
+            bs.ingest(_dev(did, cls), {UPDATE_KEY: make_codec("fp32").encode(up).data}, {})
+            window.append((weights[cls], up))
+        bs.end_round(rnd)
+        if rnd % every:
+            continue
+        t += 1
+        w = np.array([wi for wi, _ in window])
+        delta = {k: sum(wi * u[k].astype(np.float64) for wi, u in window) / w.sum() for k in x}
+        window = []
+        for k in x:
+            if rule == "fedadam":
+                m[k] = b1 * m[k] + (1 - b1) * delta[k]
+                v2[k] = b2 * v2[k] + (1 - b2) * delta[k] ** 2
+                step = eta * np.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1)) * m[k] / (np.sqrt(v2[k]) + tau)
+                fresh = eta * np.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1)) * (1 - b1) * delta[k] / (np.sqrt(1 - b2) * np.abs(delta[k]) + tau)
+            else:
+                m[k] = beta * m[k] + delta[k]
+                step, fresh = lr * m[k], lr * delta[k]
+            if t > 1:  # the server state matters: a rule that forgot it would be far off
+                assert np.abs(step - fresh).max() > 1e-4
+            x[k] = x[k] + step
+        co = bs.cohorts["fleet"]
+        assert len(co.versions) == t + 1
+        for k in x:
+            np.testing.assert_allclose(co.current.tensors[k], x[k], rtol=0, atol=1e-6, err_msg=f"version {t}, {k}")
