@@ -179,7 +179,7 @@ def test_devices_behind_receive_the_steps_and_hold_the_exact_version(down: str) 
         assert got.meta["content_hash"] == co.current.meta["content_hash"]  # bit-exact tensors, whatever the down codec
         assert all(np.array_equal(got.tensors[k], co.current.tensors[k]) for k in got.tensors)
         assert m["down_bits"] == 8 * sum(len(s) for s in ins[DOWN_KEY])
-    # a device that already applied the steps (its reply came late) skips them
+    # a device that already applied the steps (its reply timed out: the server could not know) skips them
     ins = bs.instructions(_dev(1, "a"))
     got, _ = dev.receive_unit(co.versions[1], ins, cfg)
     assert got.meta["content_hash"] == co.current.meta["content_hash"]
@@ -437,3 +437,55 @@ def test_server_optimizers_equal_their_formulas_over_versions(rule: str, options
         assert len(co.versions) == t + 1
         for k in x:
             np.testing.assert_allclose(co.current.tensors[k], x[k], rtol=0, atol=1e-6, err_msg=f"version {t}, {k}")
+
+
+def test_a_late_device_is_sent_only_the_steps_it_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device 1's replies come late (``round_deadline_s``) in rounds 1 and 2: its updates
+    are not aggregated, but each reply shows it completed its round from the instructed
+    version (the device refuses any other), so the server's pricing step
+    (``FleetServer._take_reply``) acknowledges it and the next round sends it one step,
+    the same bytes as on-time device 0, not the chain from v0 again. The oracle is what
+    the devices (``receive_unit``) actually apply and the bytes each is sent."""
+    from server.app import FleetServer, _Device
+
+    monkeypatch.setenv("AIRFLEET_CACHE_DIR", str(tmp_path / "cache"))
+    s = _scenario(tmp_path, {"codec": "fp16", "down_codec": "int8"})
+    srv = FleetServer(None, s, tmp_path / "run", quiet=True)  # type: ignore[arg-type]
+    srv.devices = {d: _Device(device_profile(s, d), 100 + d) for d in range(2)}
+    bs, cfg, unit = srv.stages["unit_update"], s.classes[0]["unit_update"], _unit()
+    holds = {0: unit, 1: unit}  # what each device holds (the device side)
+    steps_sent: dict[int, list[int]] = {0: [], 1: []}
+    bytes_sent: dict[int, list[int]] = {0: [], 1: []}
+    reply = SimpleNamespace(content=SimpleNamespace(array_records={}))  # what _ingest reads of a Message
+    ups = _updates(unit, 6)
+    for rnd in (1, 2, 3):
+        bs.begin_round(rnd, unit)
+        told = {d: {UNIT_VERSION: unit.meta["content_hash"], **bs.instructions(srv.devices[d].profile)} for d in (0, 1)}
+        rows = {}
+        for d, ins in told.items():
+            steps = ins.get(DOWN_KEY, [])
+            steps_sent[d].append(len(steps))
+            bytes_sent[d].append(sum(len(x) for x in steps))
+            holds[d], _ = UnitUpdateDevice().receive_unit(holds[d], ins, cfg)
+            assert holds[d].meta["content_hash"] == ins[UNIT_VERSION]  # what the device checks before training
+            data = make_codec("fp16").encode(ups[2 * rnd - 2 + d]).data
+            rows[d] = {"status": "late" if d == 1 and rnd < 3 else "ok", "metrics": {}, "_reply": (reply, {UPDATE_KEY: data})}
+        for d, row in rows.items():
+            srv._take_reply(d, row, told[d])
+            assert "_reply" not in row and row["status"] in ("ok", "late")
+        bs.end_round(rnd)
+    co = bs.cohorts["fleet"]
+    assert len(co.versions) == 4
+    assert steps_sent == {0: [0, 1, 1], 1: [0, 1, 1]}  # without the acknowledgement: [0, 1, 2]
+    assert bytes_sent[1] == bytes_sent[0] == [0, len(co.steps[1]), len(co.steps[2])]
+    # the late updates were not aggregated: v1 is device 0's round-1 update alone (int8 down)
+    v1_step = {k: co.versions[1].tensors[k] - unit.tensors[k] for k in unit.tensors}
+    for k, u in ups[0].items():
+        np.testing.assert_allclose(v1_step[k], u, rtol=0, atol=(u.max() - u.min()) / 255 * 0.51 + 2e-5)  # int8 down, fp16 up
+    # a late reply without the stage's payload (the device did not run the stage) or naming
+    # a version the cohort never had tells nothing
+    p1 = srv.devices[1].profile
+    before = dict(bs.held)
+    bs.acknowledge(p1, {UNIT_VERSION: co.current.meta["content_hash"]}, {})
+    bs.acknowledge(p1, {UNIT_VERSION: "f" * 64}, {UPDATE_KEY: b"x"})
+    assert bs.held == before
