@@ -192,6 +192,14 @@ class BaseStationStage(ABC):
         """
         return {}
 
+    def acknowledge(self, device: DeviceProfile, instructions: dict[str, Any], payloads: dict[str, bytes]) -> None:
+        """Take ``device``'s late reply (it arrived, but after ``[server] round_deadline_s``):
+        its payloads among ``spec.payload_keys`` are not ingested, but the device did
+        complete its round with ``instructions`` (the ConfigRecord it was sent). A stage
+        whose instructions move state the device keeps (e.g. a unit version) records here
+        what the device now holds, so that later rounds do not send it again. Not called
+        for replies that never arrived (timeouts): the server cannot know what those did."""
+
     def checkpoint(self) -> dict[str, np.ndarray]:
         """The stage's state after a completed round, as flat named arrays (written with the
         round by the server; ``restore`` takes it back on ``airfleet run --resume``). A

@@ -326,6 +326,7 @@ class FleetServer:
         unit_bytes: dict[int, int] = {}
         sent_unit: dict[int, bool] = {}
         trains_from: dict[int, str] = {}  # the unit version each device is told to train from (a stage may move it on)
+        told: dict[int, dict[str, Any]] = {}  # each device's instructions
         for stage in self.stages.values():
             stage.begin_round(rnd, self.unit)
         for did, dev in sorted(self.devices.items()):
@@ -337,6 +338,7 @@ class FleetServer:
             for name, stage in self.stages.items():
                 if name in dev.profile.cfg:
                     instructions.update(stage.instructions(dev.profile))
+            told[did] = instructions
             trains_from[did] = str(instructions[UNIT_VERSION])
             content = RecordDict({CONFIG_KEY: ConfigRecord(instructions)})
             send_unit = self.unit_records is not None and dev.unit_version != self.unit_version
@@ -378,13 +380,7 @@ class FleetServer:
             row.setdefault("bytes_up", 0)
         self._emulate(rnd, rows)
         for did, row in rows.items():
-            if row["status"] == "ok":
-                try:
-                    self._ingest(did, row)  # base-station stages take on-time replies only
-                except Exception as e:  # noqa: BLE001 - any bad reply is recorded, the round goes on
-                    row["status"] = "failed"
-                    row["error"] = f"{type(e).__name__}: {e}"
-            row.pop("_reply", None)
+            self._take_reply(did, row, told.get(did, {}))
             if row["status"] in ("ok", "late") and sent_unit.get(did):
                 self.devices[did].unit_version = self.unit_version
         for stage in self.stages.values():
@@ -447,6 +443,32 @@ class FleetServer:
         row["metrics"] = metrics
         row["_reply"] = (reply, {k: bytes(v) for k, v in payloads.items()})  # ingested once the round is priced
 
+    def _take_reply(self, did: int, row: dict[str, Any], instructions: dict[str, Any]) -> None:
+        """The base-station stages take device ``did``'s priced reply: an on-time one is
+        ingested, a late one (``round_deadline_s``) only acknowledged
+        (``BaseStationStage.acknowledge``: what the device completed its round with)."""
+        if row["status"] == "ok":
+            try:
+                self._ingest(did, row)  # base-station stages aggregate on-time replies only
+            except Exception as e:  # noqa: BLE001 - any bad reply is recorded, the round goes on
+                row["status"] = "failed"
+                row["error"] = f"{type(e).__name__}: {e}"
+        elif row["status"] == "late" and "_reply" in row:
+            profile = self.devices[did].profile
+            for stage, own in self._stage_payloads(profile, row["_reply"][1]):
+                stage.acknowledge(profile, instructions, own)
+        row.pop("_reply", None)
+
+    def _stage_payloads(self, profile: DeviceProfile, payloads: dict[str, bytes]) -> list[tuple[BaseStationStage, dict[str, bytes]]]:
+        """The stages ``profile``'s class enables that ``payloads`` carries some of their keys
+        for, each with its own payloads."""
+        out = []
+        for name, stage in self.stages.items():
+            own = {k: v for k, v in payloads.items() if k in stage.spec.payload_keys}
+            if name in profile.cfg and own:
+                out.append((stage, own))
+        return out
+
     def _ingest(self, did: int, row: dict[str, Any]) -> None:
         """The base-station stages take a device's on-time reply (its payloads, side channel)."""
         if "_reply" not in row:
@@ -455,10 +477,7 @@ class FleetServer:
         metrics = row["metrics"]
         side_np: dict[str, Any] | None = None
         profile = self.devices[did].profile
-        for name, stage in self.stages.items():
-            own = {k: v for k, v in payloads.items() if k in stage.spec.payload_keys}  # bytes since _read_reply
-            if name not in profile.cfg or not own:
-                continue
+        for stage, own in self._stage_payloads(profile, payloads):  # bytes since _read_reply
             if side_np is None:
                 side = reply.content.array_records.get(SIDE_KEY)
                 side_np = {k: a.numpy() for k, a in side.items()} if side is not None else {}

@@ -179,7 +179,7 @@ def test_devices_behind_receive_the_steps_and_hold_the_exact_version(down: str) 
         assert got.meta["content_hash"] == co.current.meta["content_hash"]  # bit-exact tensors, whatever the down codec
         assert all(np.array_equal(got.tensors[k], co.current.tensors[k]) for k in got.tensors)
         assert m["down_bits"] == 8 * sum(len(s) for s in ins[DOWN_KEY])
-    # a device that already applied the steps (its reply came late) skips them
+    # a device that already applied the steps (its reply timed out: the server could not know) skips them
     ins = bs.instructions(_dev(1, "a"))
     got, _ = dev.receive_unit(co.versions[1], ins, cfg)
     assert got.meta["content_hash"] == co.current.meta["content_hash"]
@@ -373,3 +373,119 @@ def test_checkpoint_restore_continues_as_if_never_stopped(rule: str) -> None:
     assert rows == rows_whole
     for name, co in whole.cohorts.items():
         assert [v.meta["content_hash"] for v in co.versions] == [v.meta["content_hash"] for v in resumed.cohorts[name].versions]
+
+
+@pytest.mark.parametrize(
+    "rule, options, every",
+    [
+        ("fedadam", {}, 1),  # Flower's defaults: eta 0.1, beta_1 0.9, beta_2 0.99, tau 1e-3
+        ("fedadam", {"eta": 0.05, "beta_1": 0.5, "beta_2": 0.9, "tau": 1e-2}, 2),
+        ("fedavgm", {"server_momentum": 0.9, "server_learning_rate": 0.5}, 1),
+        ("fedavgm", {"server_momentum": 0.5}, 2),
+    ],
+)
+def test_server_optimizers_equal_their_formulas_over_versions(rule: str, options: dict, every: int) -> None:
+    """FedAdam's and FedAvgM's server state carries over publications: each published
+    version equals an oracle written out here in float64 from the papers' formulas, with
+    Flower 1.41's conventions (``flwr.serverapp.strategy``), over four versions.
+
+    Delta_t is the sample-weighted mean of the window's updates (two classes, weights 100
+    and 300; fp32 up and down, so the decoded updates are the sent ones). FedAdam (Reddi
+    et al. 2021, Alg. 2): m = b1 m + (1-b1) Delta, v = b2 v + (1-b2) Delta^2,
+    x += eta_t m / (sqrt(v) + tau), where Flower scales eta by Adam's bias correction
+    eta_t = eta sqrt(1 - b2^(t+1)) / (1 - b1^(t+1)) with t the publication index from 1
+    (Flower's ``server_round``). FedAvgM (Hsu et al. 2019; Flower: PyTorch's SGD momentum
+    on the pseudo-gradient -Delta): v = beta v + Delta (v_1 = Delta_1), x += lr v."""
+    unit = _unit()
+    classes = {"a": _cfg(), "b": _cfg()}
+    weights = {"a": 100.0, "b": 300.0}
+    bs = _bs(classes, weights, aggregation=rule, options=options, publish_every_rounds=every)
+    g = np.random.default_rng(11)
+    x = {k: v.astype(np.float64) for k, v in unit.tensors.items()}
+    m = {k: np.zeros_like(v) for k, v in x.items()}
+    v2 = {k: np.zeros_like(v) for k, v in x.items()}
+    b1, b2, eta, tau = (options.get(k, d) for k, d in (("beta_1", 0.9), ("beta_2", 0.99), ("eta", 0.1), ("tau", 1e-3)))
+    beta, lr = options.get("server_momentum", 0.0), options.get("server_learning_rate", 1.0)
+    window: list[tuple[float, dict[str, np.ndarray]]] = []
+    t = 0
+    for rnd in range(1, 4 * every + 1):
+        bs.begin_round(rnd, unit)
+        for did, cls in enumerate(("a", "a", "b", "b", "b")[: 3 + rnd % 3]):  # 3 to 5 updates a round
+            up = {k: g.normal(0.002 * (-1) ** rnd, 1e-2, a.shape).astype(np.float32) for k, a in unit.tensors.items()}
+            bs.ingest(_dev(did, cls), {UPDATE_KEY: make_codec("fp32").encode(up).data}, {})
+            window.append((weights[cls], up))
+        bs.end_round(rnd)
+        if rnd % every:
+            continue
+        t += 1
+        w = np.array([wi for wi, _ in window])
+        delta = {k: sum(wi * u[k].astype(np.float64) for wi, u in window) / w.sum() for k in x}
+        window = []
+        for k in x:
+            if rule == "fedadam":
+                m[k] = b1 * m[k] + (1 - b1) * delta[k]
+                v2[k] = b2 * v2[k] + (1 - b2) * delta[k] ** 2
+                step = eta * np.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1)) * m[k] / (np.sqrt(v2[k]) + tau)
+                fresh = eta * np.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1)) * (1 - b1) * delta[k] / (np.sqrt(1 - b2) * np.abs(delta[k]) + tau)
+            else:
+                m[k] = beta * m[k] + delta[k]
+                step, fresh = lr * m[k], lr * delta[k]
+            if t > 1:  # the server state matters: a rule that forgot it would be far off
+                assert np.abs(step - fresh).max() > 1e-4
+            x[k] = x[k] + step
+        co = bs.cohorts["fleet"]
+        assert len(co.versions) == t + 1
+        for k in x:
+            np.testing.assert_allclose(co.current.tensors[k], x[k], rtol=0, atol=1e-6, err_msg=f"version {t}, {k}")
+
+
+def test_a_late_device_is_sent_only_the_steps_it_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device 1's replies come late (``round_deadline_s``) in rounds 1 and 2: its updates
+    are not aggregated, but each reply shows it completed its round from the instructed
+    version (the device refuses any other), so the server's pricing step
+    (``FleetServer._take_reply``) acknowledges it and the next round sends it one step,
+    the same bytes as on-time device 0, not the chain from v0 again. The oracle is what
+    the devices (``receive_unit``) actually apply and the bytes each is sent."""
+    from server.app import FleetServer, _Device
+
+    monkeypatch.setenv("AIRFLEET_CACHE_DIR", str(tmp_path / "cache"))
+    s = _scenario(tmp_path, {"codec": "fp16", "down_codec": "int8"})
+    srv = FleetServer(None, s, tmp_path / "run", quiet=True)  # type: ignore[arg-type]
+    srv.devices = {d: _Device(device_profile(s, d), 100 + d) for d in range(2)}
+    bs, cfg, unit = srv.stages["unit_update"], s.classes[0]["unit_update"], _unit()
+    holds = {0: unit, 1: unit}  # what each device holds (the device side)
+    steps_sent: dict[int, list[int]] = {0: [], 1: []}
+    bytes_sent: dict[int, list[int]] = {0: [], 1: []}
+    reply = SimpleNamespace(content=SimpleNamespace(array_records={}))  # what _ingest reads of a Message
+    ups = _updates(unit, 6)
+    for rnd in (1, 2, 3):
+        bs.begin_round(rnd, unit)
+        told = {d: {UNIT_VERSION: unit.meta["content_hash"], **bs.instructions(srv.devices[d].profile)} for d in (0, 1)}
+        rows = {}
+        for d, ins in told.items():
+            steps = ins.get(DOWN_KEY, [])
+            steps_sent[d].append(len(steps))
+            bytes_sent[d].append(sum(len(x) for x in steps))
+            holds[d], _ = UnitUpdateDevice().receive_unit(holds[d], ins, cfg)
+            assert holds[d].meta["content_hash"] == ins[UNIT_VERSION]  # what the device checks before training
+            data = make_codec("fp16").encode(ups[2 * rnd - 2 + d]).data
+            rows[d] = {"status": "late" if d == 1 and rnd < 3 else "ok", "metrics": {}, "_reply": (reply, {UPDATE_KEY: data})}
+        for d, row in rows.items():
+            srv._take_reply(d, row, told[d])
+            assert "_reply" not in row and row["status"] in ("ok", "late")
+        bs.end_round(rnd)
+    co = bs.cohorts["fleet"]
+    assert len(co.versions) == 4
+    assert steps_sent == {0: [0, 1, 1], 1: [0, 1, 1]}  # without the acknowledgement: [0, 1, 2]
+    assert bytes_sent[1] == bytes_sent[0] == [0, len(co.steps[1]), len(co.steps[2])]
+    # the late updates were not aggregated: v1 is device 0's round-1 update alone (int8 down)
+    v1_step = {k: co.versions[1].tensors[k] - unit.tensors[k] for k in unit.tensors}
+    for k, u in ups[0].items():
+        np.testing.assert_allclose(v1_step[k], u, rtol=0, atol=(u.max() - u.min()) / 255 * 0.51 + 2e-5)  # int8 down, fp16 up
+    # a late reply without the stage's payload (the device did not run the stage) or naming
+    # a version the cohort never had tells nothing
+    p1 = srv.devices[1].profile
+    before = dict(bs.held)
+    bs.acknowledge(p1, {UNIT_VERSION: co.current.meta["content_hash"]}, {})
+    bs.acknowledge(p1, {UNIT_VERSION: "f" * 64}, {UPDATE_KEY: b"x"})
+    assert bs.held == before

@@ -6,8 +6,9 @@ unit versions and which version each device holds; it tells each device the vers
 train from (overriding the ``unit-version`` instruction) and sends the coded steps it
 lacks; it decodes every on-time update with the class's codec, checks it against the
 unit (names, shapes, finite values) and only then streams it into the cohort's running
-aggregate, so a rejected stream leaves every piece of state as it was; at the end of a
-round it publishes a new version when ``[manufacturer.federation]`` says so.
+aggregate, so a rejected stream leaves every piece of state as it was; a late reply is
+not aggregated, but it tells which version the device now holds (:meth:`acknowledge`);
+at the end of a round it publishes a new version when ``[manufacturer.federation]`` says so.
 
 Memory: the weighted mean (and FedAvgM / FedAdam, which step on it) holds one float64
 copy of the unit per cohort, whatever the number of updates; the robust rules
@@ -152,6 +153,15 @@ class UnitUpdateBaseStation(BaseStationStage):
         co.contributors.add(device.device_id)
         self.held[device.device_id] = str(co.current.meta["content_hash"])  # it trained from it: instructions were verified
         return {"unit_update_decoded_norm": float(np.sqrt(flat @ flat)), "unit_generation": float(co.current.meta.get("generation", 0))}
+
+    def acknowledge(self, device: DeviceProfile, instructions: dict[str, Any], payloads: dict[str, bytes]) -> None:
+        """A late reply with an update: the device holds the version it was told to train
+        from (it refuses to train from any other, ``clients.device``), so later rounds send
+        it only the steps after that one. Its update is not aggregated."""
+        co = self.cohorts.get(self.cohort_of(device.class_name))
+        version = str(instructions.get(UNIT_VERSION, ""))
+        if co is not None and UPDATE_KEY in payloads and version in co.index:
+            self.held[device.device_id] = version
 
     def end_round(self, rnd: int) -> dict[str, list[dict[str, Any]]]:
         every, after = int(self.fed["publish_every_rounds"]), int(self.fed["publish_after_updates"])
