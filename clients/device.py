@@ -30,7 +30,7 @@ from common.stage import DeviceContext, StageResult
 from common.runtime import resolve_device
 from common.seeding import derive_seed, torch_generator
 
-__all__ = ["DeviceRoundResult", "run_device_round", "CrashInjected"]
+__all__ = ["DeviceRoundResult", "run_device_round", "device_data", "CrashInjected"]
 
 _UNIT_PREFIX = "unit/"
 _MODEL_PREFIX = "model/"
@@ -94,7 +94,7 @@ def _architecture(model: Any) -> dict[str, Any]:
     }
 
 
-def _device_data(profile: DeviceProfile, cfg: dict[str, Any], cache_dir: str) -> tuple[Any, Any]:
+def device_data(profile: DeviceProfile, cfg: dict[str, Any], cache_dir: str) -> tuple[Any, Any]:
     """The device's own train/validation detection batches (cached channels under the
     scenario's ``[server] cache_dir`` root, own seed)."""
     import torch
@@ -202,7 +202,7 @@ def run_device_round(
                 for k, a in anchors.items():
                     model.get_parameter(k).copy_(a)
 
-    train, val = _device_data(profile, cfg, str(scenario.data["server"]["cache_dir"]))
+    train, val = device_data(profile, cfg, str(scenario.data["server"]["cache_dir"]))
     input_shape = tuple(train.sdnet_input.shape[1:])
     # fine-tuning runs on the class's torch device (finetune moves batches and anchors
     # there); evaluation and the stages run on the CPU copy the device keeps
