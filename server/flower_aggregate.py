@@ -99,3 +99,26 @@ class FlowerRule:
         if arrays is None:
             raise RuntimeError(f"Flower's {self.rule} returned no arrays")
         return {k: np.asarray(a.numpy(), dtype=np.float32) for k, a in arrays.items()}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The strategy's server-side optimizer state (a checkpoint): FedAdam's moments
+        ``m/<tensor>`` and ``v/<tensor>``, FedAvgM's momentum ``momentum/<i>`` (in the
+        order of the unit's tensors); empty before the first aggregation and for the
+        stateless rules."""
+        if self.rule == "fedadam":
+            m, v = self.strategy.m_t or {}, self.strategy.v_t or {}
+            return {**{f"m/{k}": np.array(a) for k, a in m.items()}, **{f"v/{k}": np.array(a) for k, a in v.items()}}
+        if self.rule == "fedavgm" and self.strategy.momentum_vector is not None:
+            return {f"momentum/{i}": np.array(a) for i, a in enumerate(self.strategy.momentum_vector)}
+        return {}
+
+    def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Take back what :meth:`state` returned."""
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix):]: np.array(a) for k, a in arrays.items() if k.startswith(prefix)}
+
+        if self.rule == "fedadam":
+            self.strategy.m_t, self.strategy.v_t = part("m/") or None, part("v/") or None
+        elif self.rule == "fedavgm":
+            mom = part("momentum/")
+            self.strategy.momentum_vector = [mom[str(i)] for i in range(len(mom))] if mom else None

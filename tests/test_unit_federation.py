@@ -341,10 +341,11 @@ def test_a_plugin_codec_named_in_a_scenario_validates_and_round_trips(tmp_path: 
         np.testing.assert_allclose(got.tensors[k] - base, up[k], rtol=2**-7, atol=1e-8)
 
 
-@pytest.mark.parametrize("rule", ["weighted_mean", "fedmedian"])
+@pytest.mark.parametrize("rule", ["weighted_mean", "fedmedian", "fedadam", "fedavgm"])
 def test_checkpoint_restore_continues_as_if_never_stopped(rule: str) -> None:
     """Issue #22: the base station's federation state survives a resume: a restored stage
-    gives the same instructions and publishes the same next version as the original."""
+    gives the same instructions and publishes the same next version as the original
+    (FedAdam's moments and FedAvgM's momentum included: version 2 depends on them)."""
     unit = _unit()
     classes = {"a": _cfg("topk", "int8", fraction=0.3), "b": _cfg("fp16")}
     ups = _updates(unit, 5)
@@ -360,11 +361,15 @@ def test_checkpoint_restore_continues_as_if_never_stopped(rule: str) -> None:
         return rows
 
     fed = dict(cohort="class", aggregation=rule, publish_every_rounds=2)
+    if rule == "fedavgm":  # Flower's FedAvgM keeps momentum only when it has some
+        fed["options"] = {"server_momentum": 0.9}
     whole = _bs(classes, {"a": 1.0, "b": 2.0}, **fed)
     rows_whole = run_rounds(whole, range(1, 6))
     first = _bs(classes, {"a": 1.0, "b": 2.0}, **fed)
     rows = run_rounds(first, range(1, 4))  # round 3 leaves an open window: one round aggregated, not published
     saved = {k: np.array(v) for k, v in first.checkpoint().items()}
+    if rule in ("fedadam", "fedavgm"):  # the server optimizer's state is in the checkpoint
+        assert any("/rule/" in k for k in saved)
     resumed = _bs(classes, {"a": 1.0, "b": 2.0}, **fed)
     resumed.restore(saved)
     for did, cls in ((0, "a"), (1, "b"), (7, "a")):

@@ -224,18 +224,13 @@ class UnitUpdateBaseStation(BaseStationStage):
     def checkpoint(self) -> dict[str, np.ndarray]:
         """Every cohort's lineage (versions, coded steps), the window being aggregated (the
         streamed sum, the held updates of robust rules, bits, contributors), the downlink
-        residual and which version each device holds, as flat arrays plus one JSON blob.
-
-        Raises
-        ------
-        NotImplementedError
-            For FedAvgM / FedAdam, whose Flower strategy objects keep server-side moments
-            that are not exported (a run with them cannot resume).
-        """
-        if self._rules and self.fed["aggregation"] in ("fedavgm", "fedadam"):
-            raise NotImplementedError(f"aggregation = {self.fed['aggregation']!r} keeps Flower's server moments, which cannot be checkpointed")
+        residual, which version each device holds and the Flower rules' server-side
+        optimizer state (FedAdam's moments, FedAvgM's momentum), as flat arrays plus one
+        JSON blob."""
         out: dict[str, np.ndarray] = {}
-        meta: dict[str, Any] = {"held": {str(d): v for d, v in self.held.items()}, "cohorts": {}}
+        meta: dict[str, Any] = {"held": {str(d): v for d, v in self.held.items()}, "cohorts": {}, "rules": sorted(self._rules)}
+        for name, rule in self._rules.items():
+            out.update({f"{name}/rule/{k}": a for k, a in rule.state().items()})
         for name, co in self.cohorts.items():
             p = f"{name}/"
             for k, v in enumerate(co.versions):
@@ -288,3 +283,11 @@ class UnitUpdateBaseStation(BaseStationStage):
             co.held = [(float(w), group(f"{p}held{j}/")) for j, w in enumerate(m["held_weights"])]
             co.up_bits, co.contributors = int(m["up_bits"]), {int(d) for d in m["contributors"]}
             self.cohorts[name] = co
+        self._rules = {}
+        if meta.get("rules"):
+            from server.flower_aggregate import FlowerRule
+
+            for name in meta["rules"]:
+                rule = FlowerRule(self.fed["aggregation"], self.fed["options"])
+                rule.load_state({k[len(f"{name}/rule/"):]: v for k, v in arrays.items() if k.startswith(f"{name}/rule/")})
+                self._rules[name] = rule
