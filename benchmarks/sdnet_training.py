@@ -80,6 +80,41 @@ def run_path(path: str, init: dict[str, torch.Tensor], train, epochs: int, batch
     return model, times
 
 
+def profile_steps(batch_size: int, steps: int = 5) -> None:
+    """Print the per-op CPU time of ``steps`` Adam steps of SDNet(32, 8, 8) at ``batch_size``,
+    channels-last float32 on one thread (the product's path), after 3 warm-up steps: which
+    kernels a faster path has to beat (convolutions, tanh, batch norm)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = SDNet(32, 8, 8).to(memory_format=torch.channels_last)
+    X = torch.randn(batch_size, 1, 65, 16).to(memory_format=torch.channels_last)
+    Y = torch.rand(batch_size, 16) * 2 - 1
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        loss = mse_loss(model(X), Y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    n = batch_size * 8 * 65 * 16
+    x = torch.randn(batch_size, 8, 65, 16).to(memory_format=torch.channels_last)
+    for name, fn in (("tanh", torch.tanh), ("exp", torch.exp), ("relu", torch.relu)):
+        fn(x)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            fn(x)
+        print(json.dumps({"elementwise": name, "ns_per_element": round((time.perf_counter() - t0) / 20 / n * 1e9, 2)}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
@@ -87,7 +122,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8100)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--profile", action="store_true", help="instead: where one thread's time goes in 5 training steps of the fp32 path (torch.profiler, per op)")
     a = ap.parse_args()
+    if a.profile:
+        profile_steps(a.batch_size)
+        return
     if a.epochs < 2:
         raise SystemExit("--epochs must be >= 2 (the first epoch is warm-up)")
     torch.set_num_threads(1)
