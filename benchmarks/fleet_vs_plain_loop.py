@@ -33,10 +33,16 @@ from common.scenario import load_scenario  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("run_dir", type=Path, nargs="?", default=None, help="default: the newest runs/paper_recipe* with a rounds.parquet")
     ap.add_argument("--device", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=10, help="held-out SER printed every this many epochs")
     a = ap.parse_args()
+    if a.run_dir is None:
+        found = sorted(Path("runs").glob("paper_recipe*/rounds.parquet"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            print("fleet_vs_plain_loop: no run of scenarios/paper_recipe.toml under runs/: `airfleet run scenarios/paper_recipe.toml` first (about 20 min)")
+            return
+        a.run_dir = found[-1].parent
     torch.set_num_threads(1)
     sc = load_scenario(a.run_dir / "scenario.toml")
     if sc.rounds != 1:

@@ -225,12 +225,13 @@ def render() -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd")  # none: render (what `make bench` runs)
     r = sub.add_parser("run")
     r.add_argument("experiment", choices=sorted(EXPERIMENTS))
     sub.add_parser("render")
     sub.add_parser("list")
     a = ap.parse_args()
+    a.cmd = a.cmd or "render"
     torch.set_num_threads(1)
     if a.cmd == "list":
         for k, (q, cases) in EXPERIMENTS.items():

@@ -439,7 +439,7 @@ def probe(stats: list[dict[str, Any]], jobs: int, need: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd")  # none: render (what `make bench` runs)
     sub.add_parser("screen", help="cheap statistics of task ids 100-399 (resumes)")
     s = sub.add_parser("stats", help="ML bounds of the selected tasks (resumes)")
     s.add_argument("--tasks", type=int, nargs="*")
@@ -456,6 +456,7 @@ def main() -> None:
     pr.add_argument("--jobs", type=int, default=2, help="parallel single-thread training processes")
     sub.add_parser("render")
     a = ap.parse_args()
+    a.cmd = a.cmd or "render"
     torch.set_num_threads(1)
     if a.cmd == "render":
         print(render())
