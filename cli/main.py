@@ -179,9 +179,13 @@ def _exit_event():  # noqa: ANN202 - flwr telemetry enum
 def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
     """Run a study scenario in-process; write its tables, summary and plots."""
     from common.progress import ConsoleProgress
-    from server.results import init_run_dir, write_json
+    from server.results import RunError, init_run_dir, write_json
     from studies import load_study
 
+    held = run_dir / "scenario.resolved.json"
+    if (run_dir / "work").is_dir() and held.is_file() and json.dumps(json.loads(held.read_text()), sort_keys=True) != scenario.to_json():
+        # a study loads every completed unit it finds: never those of another scenario
+        raise RunError(f"{run_dir} holds completed units of work of another scenario: give a new --run-dir, or continue it with --resume {run_dir}")
     init_run_dir(run_dir, scenario)
     study = dict(scenario.data["study"])
     module = load_study(study.pop("kind"))

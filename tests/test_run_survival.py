@@ -5,6 +5,7 @@ state on disk, an unwritable run directory. The Flower runs are in
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -248,3 +249,16 @@ def test_a_study_resumes_from_its_own_scenario_copy(tmp_path: Path, monkeypatch:
     (run_dir / "scenario.toml").write_text(study.read_text())
     assert main(["run", "--resume", str(run_dir), "--quiet"]) == 0
     assert seen == [run_dir] and (run_dir / "scenario.toml").read_text() == study.read_text()
+
+
+def test_a_study_never_reuses_the_units_of_another_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A study loads every completed unit under RUN_DIR/work: ``--run-dir`` into a directory
+    whose units came from another scenario is refused with one line, before anything runs."""
+    study = Path(__file__).resolve().parents[1] / "scenarios" / "xrefine.toml"
+    run_dir = tmp_path / "run"
+    (run_dir / "work").mkdir(parents=True)
+    (run_dir / "scenario.resolved.json").write_text(json.dumps({"name": "xrefine", "seed": 999, "study": {"kind": "xrefine"}}))
+    assert main(["run", str(study), "--run-dir", str(run_dir), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "holds completed units of work of another scenario" in err.splitlines()[0] and "Traceback" not in err
+    assert json.loads((run_dir / "scenario.resolved.json").read_text())["seed"] == 999  # nothing overwritten
