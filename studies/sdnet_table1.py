@@ -44,7 +44,7 @@ from common.progress import ProgressFn
 from common.runtime import torch_threads
 from common.schema import Field
 from common.seeding import derive_seed, torch_generator
-from studies.work_units import WorkUnits
+from studies.work_units import WorkUnits, load_model_arrays, model_arrays
 
 __all__ = ["SCHEMA", "check", "run", "report", "train_task"]
 
@@ -160,7 +160,7 @@ def train_task(cfg: dict[str, Any], seed: int, task_id: int, run_dir: str) -> di
         head: dict[str, Any] = {"task_id": task_id, "history": [], "seconds": 0.0}
         if (part := work.load(f"{key}-partial")) is not None:
             head, arrays = part
-            model.load_state_dict({k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model.")})
+            load_model_arrays(model, {k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
             _load_adam(opt, model, arrays)
             gen.set_state(torch.from_numpy(np.array(arrays["gen"])))
         else:
@@ -170,10 +170,10 @@ def train_task(cfg: dict[str, Any], seed: int, task_id: int, run_dir: str) -> di
             r = finetune(model, train, epochs=n, batch_size=cfg["batch_size"], lr=cfg["lr"], generator=gen, optimizer=opt)
             head["seconds"] += r.seconds
             head["history"].append({"epoch": ep + n, "ser": evaluate_ser(model, test)})
-            state = {f"model.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+            state = {f"model.{k}": v for k, v in model_arrays(model).items()}
             arrays = {**state, **_adam_arrays(opt, model), "gen": gen.get_state().numpy()}
             work.save(f"{key}-partial", head, arrays)
-        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        state = model_arrays(model)
     work.save(key, head, state)
     return {**head, "state": state, "from_work": False}
 
@@ -213,7 +213,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
         base = {t: baseline_sers(b) for t, b in tests.items()}
         for i in tasks:
             model = SDNet(cfg["n_r"], cfg["n_t"], cfg["n_conv"])
-            model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in results[i]["state"].items()})
+            load_model_arrays(model, results[i]["state"])
             for j in tasks:
                 s = evaluate_ser(model, tests[j])
                 rows.append({"train_task": i, "test_task": j, "matched": i == j, "ser": s, "ser_zf": base[j]["ser_zf"], "ser_mmse": base[j]["ser_mmse"]})
