@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.airfleet-installed
 
-.PHONY: install run test bench flwr-run clean
+.PHONY: install run test bench reproduction flwr-run clean
 
 SCENARIO ?= scenarios/quickstart.toml
 
@@ -27,6 +27,11 @@ test: install
 
 bench: install
 	for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# docs/reproduction.md from the study outputs kept in docs/evidence (no training). To add
+# runs: airfleet reproduction RUN_DIR ... --evidence docs/evidence -o docs/reproduction.md
+reproduction: install
+	$(VENV)/bin/airfleet reproduction --runs-dir docs/evidence -o docs/reproduction.md
 
 # `flwr run .` through a local managed SuperLink, with this project's .venv (no per-run
 # environment build, which would download another torch).

@@ -334,7 +334,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduction(args: argparse.Namespace) -> int:
-    from studies.reproduction import STUDY_SCENARIOS, RunOutput, find_runs, render
+    from studies.reproduction import STUDY_SCENARIOS, RunOutput, find_runs, keep_evidence, render
 
     runs = find_runs(Path(args.runs_dir))
     for d in args.run_dirs:
@@ -347,6 +347,16 @@ def _cmd_reproduction(args: argparse.Namespace) -> int:
             print(f"error: {d}: not a study run directory (its summary names no study of {sorted(STUDY_SCENARIOS)})", file=sys.stderr)
             return EXIT_BAD_INPUT
         runs[run.kind] = [r for r in runs.get(run.kind, []) if r.seed != run.seed] + [run]
+    if args.evidence:
+        root = Path(args.evidence)
+        try:
+            for kind_runs in runs.values():
+                for run in kind_runs:
+                    keep_evidence(run, root)
+        except OSError as e:
+            print(f"error: {root}: cannot keep evidence: {e.strerror or e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        runs = find_runs(root)
     return _write_or_print(render(runs), args.output)
 
 
@@ -407,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduction", help="the papers' headline claims against study runs (docs/reproduction.md)")
     rp.add_argument("run_dirs", nargs="*", help="study run directories (default: the newest of each kind under --runs-dir)")
     rp.add_argument("--runs-dir", default=os.environ.get("AIRFLEET_RUNS_DIR", "runs"), help="where to look for study runs")
+    rp.add_argument("--evidence", metavar="DIR", default=None, help="first keep these runs' summaries and tables in DIR/<kind>/<run>/ (docs/evidence), then render from all kept there")
     rp.add_argument("-o", "--output", metavar="FILE", default=None, help="write the page here instead of stdout")
     rp.set_defaults(fn=_cmd_reproduction)
     b = sub.add_parser("bench", help="run benchmark scripts (print JSON)")

@@ -14,14 +14,22 @@ Parquet tables, nothing else), then gives a verdict by a rule stated in the clai
 The paper's figures are quoted as the papers print them; every airfleet figure comes
 from a run directory, so the page is regenerated, never edited:
 
-    airfleet reproduction [RUN_DIR ...] [--runs runs] [-o docs/reproduction.md]
+    airfleet reproduction [RUN_DIR ...] [--runs-dir runs] [--evidence DIR] [-o docs/reproduction.md]
 
-Without RUN_DIRs the newest run of each study kind under ``--runs`` is used.
+Without RUN_DIRs the newest run of each study kind and seed under ``--runs-dir`` is used.
+With ``--evidence DIR`` those runs' small outputs (:data:`EVIDENCE_FILES`: the summary,
+the scenario, the environment and the Parquet tables; no weights, no plots) are first
+kept in ``DIR/<kind>/<run name>/`` (replacing an older run of the same kind and seed),
+and the page is rendered from everything kept there. ``docs/evidence`` is that directory
+for ``docs/reproduction.md``, so a fresh clone rebuilds the page with
+``airfleet reproduction --runs-dir docs/evidence -o docs/reproduction.md`` (``make
+reproduction``).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +38,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-__all__ = ["CLAIMS", "Claim", "Measured", "RunOutput", "find_runs", "render", "evaluate"]
+__all__ = ["CLAIMS", "EVIDENCE_FILES", "Claim", "Measured", "RunOutput", "find_runs", "keep_evidence", "render", "evaluate"]
 
 STUDY_SCENARIOS = {
     "learngene_paper": "scenarios/learngene_paper.toml",
@@ -436,11 +444,15 @@ CLAIMS: tuple[Claim, ...] = (
 
 def find_runs(runs_root: Path) -> dict[str, list[RunOutput]]:
     """Per study kind, the newest run directory of each seed under ``runs_root`` (by name,
-    which ends in the run's timestamp), seeds in ascending order."""
+    which ends in the run's timestamp), seeds in ascending order. Run directories are
+    ``runs_root``'s children, or its grandchildren (an evidence directory's
+    ``<kind>/<run name>/``)."""
     found: dict[str, dict[int | None, RunOutput]] = {}
     if not runs_root.is_dir():
         return {}
-    for d in sorted(runs_root.iterdir()):
+    candidates = [d for d in runs_root.iterdir() if d.is_dir()]
+    candidates += [g for d in candidates if not (d / "summary.json").is_file() for g in d.iterdir() if g.is_dir()]
+    for d in sorted(candidates, key=lambda p: p.name):
         if (d / "summary.json").is_file():
             try:
                 run = RunOutput.load(d)
@@ -449,6 +461,36 @@ def find_runs(runs_root: Path) -> dict[str, list[RunOutput]]:
             if run.kind in STUDY_SCENARIOS:
                 found.setdefault(run.kind, {})[run.seed] = run
     return {k: [v[s] for s in sorted(v, key=lambda x: (x is None, x or 0))] for k, v in found.items()}
+
+
+#: What a claim may read from a run directory, and so what evidence keeps: a few KiB a run.
+EVIDENCE_FILES = ("summary.json", "scenario.resolved.json", "scenario.toml", "environment.json", "*.parquet")
+
+
+def keep_evidence(run: RunOutput, root: Path) -> RunOutput:
+    """Copy ``run``'s :data:`EVIDENCE_FILES` to ``root/<kind>/<run name>/``, removing any
+    other run of the same kind and seed kept there; returns the kept copy."""
+    kind_dir = root / run.kind
+    dest = kind_dir / run.run_dir.name
+    if dest.resolve() == run.run_dir.resolve():
+        return run
+    if kind_dir.is_dir():
+        for old in kind_dir.iterdir():
+            if old.is_dir() and old.name != dest.name and (old / "summary.json").is_file():
+                try:
+                    same_seed = RunOutput.load(old).seed == run.seed
+                except (OSError, ValueError):
+                    same_seed = False
+                if same_seed:
+                    shutil.rmtree(old)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for pattern in EVIDENCE_FILES:
+        for f in run.run_dir.glob(pattern):
+            if f.is_file():
+                shutil.copy2(f, dest / f.name)
+    return RunOutput.load(dest)
 
 
 def _combine(per_seed: list[tuple[RunOutput, Measured]]) -> Measured:

@@ -153,3 +153,28 @@ def test_run_dirs_record_their_cpu_kernels_and_the_page_shows_them(tmp_path: Pat
     _learngene(runs, "learngene_paper-20260102-000000", matched=0.01, bottom=0.02, seed=2)
     rows = [ln for ln in render(find_runs(runs)).splitlines() if "learngene_paper-2026" in ln]
     assert "| AVX2 |" in rows[0] and "| - |" in rows[1]
+
+
+def test_evidence_keeps_only_small_outputs_replaces_a_seed_and_rebuilds_the_page(tmp_path: Path) -> None:
+    """``--evidence`` copies a run's summary, scenario and tables (not its weights) to
+    DIR/<kind>/<run>/, a newer run of the same seed replaces the older one, and the page
+    is then rendered from everything kept (another study kept earlier stays)."""
+    runs, evidence = tmp_path / "runs", tmp_path / "evidence"
+    csi = _csi(runs, "csi_feedback_paper-1", fm_nmse=-4.0)
+    (csi / "work").mkdir()
+    (csi / "work" / "weights.npz").write_bytes(b"x" * 1000)
+    (csi / "plot.png").write_bytes(b"png")
+    assert main(["reproduction", "--runs-dir", str(tmp_path / "nothing"), str(csi), "--evidence", str(evidence), "-o", str(tmp_path / "a.md")]) == 0
+    kept = evidence / "csi_feedback_paper" / "csi_feedback_paper-1"
+    assert (kept / "summary.json").is_file() and not (kept / "work").exists() and not (kept / "plot.png").exists()
+    assert {p.name for p in kept.glob("*.parquet")} == {p.name for p in csi.glob("*.parquet")}
+    old = _learngene(runs, "learngene_paper-20260101-000000", matched=0.07, bottom=0.08)
+    assert main(["reproduction", "--runs-dir", str(tmp_path / "nothing"), str(old), "--evidence", str(evidence), "-o", str(tmp_path / "b.md")]) == 0
+    new = _learngene(runs, "learngene_paper-20260102-000000", matched=0.01, bottom=0.02)
+    out = tmp_path / "c.md"
+    assert main(["reproduction", "--runs-dir", str(tmp_path / "nothing"), str(new), "--evidence", str(evidence), "-o", str(out)]) == 0
+    assert sorted(p.name for p in (evidence / "learngene_paper").iterdir()) == ["learngene_paper-20260102-000000"]
+    page = out.read_text()
+    assert "csi_feedback_paper-1" in page and "learngene_paper-20260102-000000" in page and "20260101" not in page
+    assert page == render(find_runs(evidence))
+
