@@ -77,16 +77,22 @@ def mse_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def conv_fast_layout(model: nn.Module, X: torch.Tensor) -> Iterator[torch.Tensor]:
     """Run ``model`` and ``X`` in channels-last layout inside the block (oneDNN's 3x3 convs
-    with few channels run ~20-25% faster on CPU); the model's default layout is restored
-    on exit. Yields ``X`` in the layout to use."""
+    with few channels run ~20-25% faster on CPU), and an SDNet's batch norm and tanh fused
+    where ``common.models.bn_tanh`` applies; the model's default layout and unfused
+    modules are restored on exit. Yields ``X`` in the layout to use."""
     fast = X.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules())
     if not fast:
         yield X
         return
+    fusing = [m for m in model.modules() if hasattr(m, "fuse_bn_tanh")]
     model.to(memory_format=torch.channels_last)
+    for m in fusing:
+        m.fuse_bn_tanh = True
     try:
         yield X.contiguous(memory_format=torch.channels_last)
     finally:
+        for m in fusing:
+            m.fuse_bn_tanh = False
         model.to(memory_format=torch.contiguous_format)
 
 

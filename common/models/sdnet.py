@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from common.models.bn_tanh import bn_tanh, fusable
+
 __all__ = ["SDNet", "sdnet_symbol_indices", "significant_layer_names"]
 
 
@@ -82,6 +84,9 @@ class SDNet(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1) for i in range(n_conv + 2))
         self.bns = nn.ModuleList(nn.BatchNorm2d(chans[i + 1]) for i in range(n_conv + 2))
         self.fc = nn.Linear(len(rows) * 2 * n_t * col_upsample, 2 * n_t)
+        #: train through ``common.models.bn_tanh`` where it applies (set by the training
+        #: loop's ``conv_fast_layout``; the same function, computed faster on one CPU thread)
+        self.fuse_bn_tanh = False
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -96,7 +101,8 @@ class SDNet(nn.Module):
         if self.col_upsample > 1:
             x = x.repeat_interleave(self.col_upsample, dim=3)
         for conv, bn in zip(self.convs, self.bns):
-            x = torch.tanh(bn(conv(x)))
+            z = conv(x)
+            x = bn_tanh(z, bn) if self.fuse_bn_tanh and fusable(z, bn) else torch.tanh(bn(z))
         return torch.tanh(self.fc(x.flatten(1)))
 
 
