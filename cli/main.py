@@ -176,8 +176,13 @@ def _exit_event():  # noqa: ANN202 - flwr telemetry enum
     return EventType.PYTHON_API_RUN_SIMULATION_LEAVE
 
 
+#: a study run's wall time per sitting (s): ``summary.json``'s ``wall_s`` is their sum
+SITTINGS_FILE = "sittings.json"
+
+
 def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
-    """Run a study scenario in-process; write its tables, summary and plots."""
+    """Run a study scenario in-process; write its tables, summary and plots. ``wall_s`` in
+    the summary is the wall time of every sitting of the run (``--resume`` adds one)."""
     from common.progress import ConsoleProgress
     from server.results import RunError, init_run_dir, write_json
     from studies import load_study
@@ -189,9 +194,18 @@ def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
     init_run_dir(run_dir, scenario)
     study = dict(scenario.data["study"])
     module = load_study(study.pop("kind"))
+    sittings_file = run_dir / SITTINGS_FILE
+    try:
+        sittings = [float(x) for x in json.loads(sittings_file.read_text())]
+    except (OSError, ValueError, TypeError):
+        sittings = []
     t0 = time.perf_counter()
-    summary = module.run(study, scenario.seed, run_dir, ConsoleProgress(quiet))
-    summary = {"study": scenario.data["study"]["kind"], "wall_s": time.perf_counter() - t0, **(summary or {})}
+    try:
+        summary = module.run(study, scenario.seed, run_dir, ConsoleProgress(quiet))
+    finally:  # a stopped sitting counts too (one killed by SIGKILL cannot)
+        sittings.append(time.perf_counter() - t0)
+        write_json(sittings_file, sittings)
+    summary = {"study": scenario.data["study"]["kind"], "wall_s": sum(sittings), "sittings": len(sittings), **(summary or {})}
     write_json(run_dir / "summary.json", summary)
     module.report(run_dir)
     return summary

@@ -550,6 +550,8 @@ def render(runs: dict[str, list[RunOutput]]) -> str:
         for run in runs.get(kind, []):
             wall = run.summary.get("wall_s")
             wall_s = f"{float(wall):.0f}" if wall is not None else "-"
+            if int(run.summary.get("sittings") or 1) > 1:
+                wall_s += f" ({int(run.summary['sittings'])} sittings)"
             lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {run.channels} | {wall_s} | {run.cpu_kernels} | `airfleet run {scen}` |")
     lines += [
         "",

@@ -262,3 +262,29 @@ def test_a_study_never_reuses_the_units_of_another_scenario(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "holds completed units of work of another scenario" in err.splitlines()[0] and "Traceback" not in err
     assert json.loads((run_dir / "scenario.resolved.json").read_text())["seed"] == 999  # nothing overwritten
+
+
+def test_a_resumed_study_reports_the_wall_time_of_all_its_sittings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """summary.json's wall_s is the sum over sittings: a stopped sitting's time is kept, and
+    the resumed one adds to it (not only the last sitting's)."""
+    import time
+
+    import studies.xrefine as xrefine
+
+    calls = {"n": 0}
+
+    def slow_then_stop(cfg: dict, seed: int, run_dir: Path, progress: object) -> dict:
+        calls["n"] += 1
+        time.sleep(0.3)
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return {}
+
+    monkeypatch.setattr(xrefine, "run", slow_then_stop)
+    monkeypatch.setattr(xrefine, "report", lambda run_dir: [])
+    study = Path(__file__).resolve().parents[1] / "scenarios" / "xrefine.toml"
+    run_dir = tmp_path / "run"
+    assert main(["run", str(study), "--run-dir", str(run_dir), "--quiet"]) != 0
+    assert main(["run", "--resume", str(run_dir), "--quiet"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["sittings"] == 2 and summary["wall_s"] >= 0.6
