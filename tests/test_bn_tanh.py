@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common.learngene.training import conv_fast_layout, mse_loss
-from common.models.bn_tanh import bn_tanh, fast_tanh_max_error, fusable
+from common.models.bn_tanh import MAX_THREADS, bn_tanh, fast_tanh_max_error, fusable
 from common.models.sdnet import SDNet
 from common.runtime import torch_threads
 
@@ -59,7 +59,7 @@ def test_only_where_it_computes_the_same_thing() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not fusable(z, bn)
         assert not fusable(z, torch.nn.BatchNorm2d(8, momentum=None))  # cumulative average
-    with torch_threads(2):
+    with torch_threads(MAX_THREADS + 1):
         assert not fusable(z, bn)
 
 

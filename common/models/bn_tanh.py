@@ -1,4 +1,4 @@
-"""``tanh(BatchNorm2d(z))`` fused for SDNet's training on one CPU thread (issue #21, item 3).
+"""``tanh(BatchNorm2d(z))`` fused for SDNet's training on one or two CPU threads (issue #21, item 3).
 
 SDNet (learngene paper, Sec. III-B, Fig. 2) follows each 3x3 conv by batch norm and tanh.
 On a CPU thread at batch 500 these two are memory-bound passes over a 16 MB activation
@@ -36,7 +36,7 @@ from numba import njit
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["bn_tanh", "fusable", "fast_tanh_max_error"]
+__all__ = ["MAX_THREADS", "bn_tanh", "fusable", "fast_tanh_max_error"]
 
 _F = np.float32
 # Eigen's generic_fast_tanh_float coefficients
@@ -44,7 +44,9 @@ _A1, _A3, _A5, _A7 = _F(4.89352455891786e-03), _F(6.37261928875436e-04), _F(1.48
 _A9, _A11, _A13 = _F(-8.60467152213735e-11), _F(2.00018790482477e-13), _F(-2.76076847742355e-16)
 _B0, _B2, _B4, _B6 = _F(4.89352518554385e-03), _F(2.26843463243900e-03), _F(1.18534705686654e-04), _F(1.19825839466702e-06)
 _CLAMP = _F(7.90531110763549805)
-_BLOCK_ROWS = 256  # float32 partial sums over at most this many rows, then float64
+_BLOCK_ROWS = 256
+#: torch intra-op threads up to which the serial fused kernels are the faster
+MAX_THREADS = 2  # float32 partial sums over at most this many rows, then float64
 
 
 @njit(fastmath=True, inline="always", error_model="numpy", cache=True)
@@ -183,13 +185,15 @@ class _BNTanh(torch.autograd.Function):
 def fusable(z: torch.Tensor, bn: nn.Module) -> bool:
     """Whether ``bn_tanh`` computes ``tanh(bn(z))`` here: a training-mode affine
     ``BatchNorm2d`` with running statistics and a momentum, a float32 channels-last CPU
-    activation of more than one value per channel, outside autocast, on one torch thread
-    (the kernels are serial; several threads run ATen's parallel kernels instead)."""
+    activation of more than one value per channel, outside autocast, on at most
+    ``MAX_THREADS`` torch threads (the kernels are serial: at batch 500 they take ~11 ms a
+    layer against ~30 ms for ATen's batch norm and tanh on one thread, so from about three
+    threads on ATen's parallel kernels are the faster)."""
     return (
         isinstance(bn, nn.BatchNorm2d) and bn.training and bn.affine and bn.track_running_stats and bn.momentum is not None
         and z.dim() == 4 and z.device.type == "cpu" and z.dtype == torch.float32 and z.numel() > z.shape[1]
         and z.is_contiguous(memory_format=torch.channels_last) and not torch.is_autocast_enabled("cpu")
-        and torch.get_num_threads() == 1
+        and torch.get_num_threads() <= MAX_THREADS
     )
 
 

@@ -85,7 +85,7 @@ class SDNet(nn.Module):
         self.bns = nn.ModuleList(nn.BatchNorm2d(chans[i + 1]) for i in range(n_conv + 2))
         self.fc = nn.Linear(len(rows) * 2 * n_t * col_upsample, 2 * n_t)
         #: train through ``common.models.bn_tanh`` where it applies (set by the training
-        #: loop's ``conv_fast_layout``; the same function, computed faster on one CPU thread)
+        #: loop's ``conv_fast_layout``; the same function, computed faster on one or two CPU threads)
         self.fuse_bn_tanh = False
 
     @property
