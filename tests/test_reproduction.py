@@ -178,3 +178,10 @@ def test_evidence_keeps_only_small_outputs_replaces_a_seed_and_rebuilds_the_page
     assert "csi_feedback_paper-1" in page and "learngene_paper-20260102-000000" in page and "20260101" not in page
     assert page == render(find_runs(evidence))
 
+
+
+def test_the_shipped_page_is_the_one_its_kept_evidence_renders() -> None:
+    """docs/reproduction.md is generated from docs/evidence (``make reproduction``): edited
+    by hand, or left stale after a claim's rule changed, it fails here."""
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "docs" / "reproduction.md").read_text() == render(find_runs(root / "docs" / "evidence"))
