@@ -90,6 +90,34 @@ def test_collective_runs_and_the_cache_hits(tmp_path: Path) -> None:
         CollectiveConfig(tasks=[ChannelTask.make("gbsm", 4, 2), ChannelTask.make("gbsm", 8, 2)])
 
 
+def test_a_stopped_collective_training_resumes_at_its_next_task(tmp_path: Path) -> None:
+    """Per-task checkpoints: a training that stopped after task 1 of 3 (the later files
+    gone) and is run again trains tasks 2 and 3 only, and ends bit for bit where an
+    uninterrupted one does; a damaged checkpoint is trained again, never trusted."""
+    from common.learngene.collective import train_collective
+
+    tasks = [ChannelTask.make("gbsm", 4, 2, k, 0) for k in range(3)]
+    cfg = CollectiveConfig(tasks=tasks, n_conv=4, samples_per_task=100, epochs_per_task=2, batch_size=50, unit_layers=2, val_samples=50, seed=5)
+    whole = train_collective(cfg)
+    ck = tmp_path / "tasks"
+    train_collective(cfg, checkpoint_dir=ck)
+    assert sorted(p.name for p in ck.glob("*.npz")) == ["task-000.npz", "task-001.npz", "task-002.npz"]
+    (ck / "task-002.npz").unlink()
+    (ck / "task-001.npz").write_bytes((ck / "task-001.npz").read_bytes()[:-20])  # damaged: retrained
+    seen: list[tuple[str, int, int]] = []
+    resumed = train_collective(cfg, progress=lambda *a: seen.append(a), checkpoint_dir=ck)
+    assert seen == [("collective", 1, 3), ("collective", 2, 3), ("collective", 3, 3)]
+    assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()))
+    assert resumed.significance.equals(whole.significance)
+    assert str(resumed.history.to_pylist()) == str(whole.history.to_pylist())  # NaN != NaN for Table.equals
+    assert resumed.unit.meta["content_hash"] == whole.unit.meta["content_hash"]
+    # another configuration's checkpoints are not picked up
+    other = CollectiveConfig(tasks=tasks, n_conv=4, samples_per_task=100, epochs_per_task=1, batch_size=50, unit_layers=2, val_samples=50, seed=5)
+    seen.clear()
+    train_collective(other, progress=lambda *a: seen.append(a), checkpoint_dir=ck)
+    assert seen[0] == ("collective", 1, 3)
+
+
 def test_final_epoch_gradient_is_eq19_over_the_task_data() -> None:
     """With one full batch and a vanishing step the recorded final-epoch gradient is the
     gradient of the per-element MSE over all of D_k in train mode (eq. 19)."""

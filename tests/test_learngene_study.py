@@ -56,7 +56,7 @@ def test_scenario_file_validates_and_paper_scale_applies_table_iii() -> None:
     assert (c["n_r"], c["n_t"], c["collective_tasks"], c["collective_epochs"], c["individual_epochs"], c["batch_size"]) == (32, 8, 50, 50, 200, 500)
     c = study._resolve({"scale": "paper-per-task"})  # the per-task recipe, fewer tasks
     assert (c["n_r"], c["n_t"], c["collective_samples"], c["collective_epochs"], c["individual_samples"], c["batch_size"]) == (32, 8, 8100, 50, 8100, 500)
-    assert (c["collective_tasks"], c["target_tasks"], c["individual_epochs"]) == (5, 2, 50)
+    assert (c["collective_tasks"], c["target_tasks"], c["individual_epochs"], c["table1_n_conv"]) == (3, 2, 20, 8)
     from common.schema import validate_section
 
     with pytest.raises(ScenarioError):

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from common.learngene.significance import select_unit_layers, significance_from_
 from common.learngene.expansion import unit_source_layers
 from common.learngene.unit import LearngeneUnit, extract_unit, read_array_file, write_array_file
 from common.models.sdnet import SDNet
+from common.npz_files import read_npz, write_npz
 from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.progress import ProgressFn
 from common.seeding import derive_seed, torch_generator
@@ -192,26 +194,67 @@ def task_detection_batch(
     return make_detection_batch(H, snr_db, n_pilots, torch_generator(seed, "symbols", *key))
 
 
+def _task_checkpoint(d: Path, k: int) -> Path:
+    return d / f"task-{k:03d}.npz"
+
+
+def _resume_tasks(cfg: CollectiveConfig, model: SDNet, d: Path) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Load the longest run of completed tasks ``0 .. k-1`` checkpointed in ``d`` for this
+    configuration: the model after task ``k-1`` goes into ``model``; returns ``k`` and the
+    significance and history rows of those tasks. A damaged or foreign file ends the run
+    (that task and the ones after it are trained again)."""
+    sig: list[dict[str, Any]] = []
+    hist: list[dict[str, Any]] = []
+    state: dict[str, np.ndarray] | None = None
+    k = 0
+    for k in range(len(cfg.tasks)):
+        path = _task_checkpoint(d, k)
+        if not path.is_file():
+            break
+        try:
+            arrays, header = read_npz(path)
+        except ValueError as e:
+            _log.warning("%s; training collective task %d again", e, k)
+            break
+        if not isinstance(header, dict) or header.get("hash") != cfg.config_hash():
+            break
+        state, sig, hist = arrays, sig + header["significance"], hist + header["history"]
+    else:
+        k = len(cfg.tasks)
+    if state is not None:
+        model.load_state_dict({n: torch.from_numpy(np.array(a)) for n, a in state.items()})
+    return k, sig, hist
+
+
 def train_collective(
     cfg: CollectiveConfig,
     progress: ProgressFn | None = None,
     device: str | torch.device = "cpu",
     channel_cache: Path | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> CollectiveResult:
     """Sequentially train the collective SDNet on ``cfg.tasks`` and extract the learngene.
 
     ``device`` only changes where the arithmetic runs (the result is returned on the CPU);
-    it is not part of the config hash.
+    it is not part of the config hash. ``checkpoint_dir``: after each task the model and
+    that task's rows are written there (``task-<k>.npz``, atomically); a later call with the
+    same configuration resumes after the last completed task. Each task's optimiser is fresh
+    and its shuffling seeded by ``(seed, k)``, so a resumed training equals an
+    uninterrupted one.
     """
     t0 = cfg.tasks[0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "collective", "init"))
         model = SDNet(t0.n_rx, t0.n_tx, cfg.n_conv)
-    model.to(device)
-    sig_rows: list[dict[str, Any]] = []
-    hist_rows: list[dict[str, Any]] = []
     K = len(cfg.tasks)
+    start, sig_rows, hist_rows = (0, [], []) if checkpoint_dir is None else _resume_tasks(cfg, model, checkpoint_dir)
+    if start and progress is not None:
+        progress("collective", start, K)
+    model.to(device)
     for k, task in enumerate(cfg.tasks):
+        if k < start:
+            continue
+        n_sig, n_hist = len(sig_rows), len(hist_rows)
         train = task_detection_batch(task, cfg.samples_per_task, cfg.snr_db, cfg.n_pilots, cfg.seed, "collective-train", channel_cache)
         val = task_detection_batch(task, cfg.val_samples, cfg.snr_db, cfg.n_pilots, cfg.seed, "collective-val", channel_cache)
         res = finetune(
@@ -231,6 +274,9 @@ def train_collective(
         # the final epoch in each task is recorded")
         for r in significance_from_gradients(model, res.last_epoch_gradient, cfg.epsilon):
             sig_rows.append({"task": k, "task_id": task.task_id, **r})
+        if checkpoint_dir is not None:
+            header = {"hash": cfg.config_hash(), "significance": sig_rows[n_sig:], "history": hist_rows[n_hist:]}
+            write_npz(_task_checkpoint(checkpoint_dir, k), _model_arrays(model), header)
         if progress is not None:
             progress("collective", k + 1, K)
     model.cpu()
@@ -287,8 +333,11 @@ def load_or_train_collective(
     """``train_collective`` behind a cache at ``cache_dir/collective-<config_hash>/``.
 
     A missing or unreadable cache entry (corrupt file, hash mismatch) is retrained and
-    rewritten; ``cache_dir=None`` always trains. ``channel_cache``: where the tasks'
-    channels are cached (None: the default channel cache).
+    rewritten; ``cache_dir=None`` always trains. While training, each completed task is
+    checkpointed in ``cache_dir/collective-<config_hash>.tasks/`` (removed once the entry
+    is written), so a training stopped part-way resumes at its next task.
+    ``channel_cache``: where the tasks' channels are cached (None: the default channel
+    cache).
     """
     if cache_dir is None:
         return train_collective(cfg, progress, device, channel_cache)
@@ -298,8 +347,10 @@ def load_or_train_collective(
             return _load(cfg, d)
         except (OSError, ValueError, KeyError, RuntimeError, pa.ArrowException) as e:
             _log.warning("collective model cache %s unreadable (%s); retraining", d, e)
-    res = train_collective(cfg, progress, device, channel_cache)
+    tasks_dir = d.with_name(d.name + ".tasks")
+    res = train_collective(cfg, progress, device, channel_cache, checkpoint_dir=tasks_dir)
     _save(res, cfg, d)
+    shutil.rmtree(tasks_dir, ignore_errors=True)
     return res
 
 
