@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-__all__ = ["CLAIMS", "EVIDENCE_FILES", "Claim", "Measured", "RunOutput", "find_runs", "keep_evidence", "render", "evaluate"]
+__all__ = ["CLAIMS", "EVIDENCE_FILES", "SCALE_ORDER", "Claim", "Measured", "RunOutput", "find_runs", "keep_evidence", "render", "evaluate"]
 
 STUDY_SCENARIOS = {
     "learngene_paper": "scenarios/learngene_paper.toml",
@@ -442,12 +443,20 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
+#: Scales in the order the page lists them: the CPU defaults first, the papers' sizes last
+SCALE_ORDER = ("quick", "reduced", "default", "paper-per-task", "paper")
+
+
+def _scale_rank(scale: str) -> int:
+    return SCALE_ORDER.index(scale) if scale in SCALE_ORDER else len(SCALE_ORDER)
+
+
 def find_runs(runs_root: Path) -> dict[str, list[RunOutput]]:
-    """Per study kind, the newest run directory of each seed under ``runs_root`` (by name,
-    which ends in the run's timestamp), seeds in ascending order. Run directories are
-    ``runs_root``'s children, or its grandchildren (an evidence directory's
-    ``<kind>/<run name>/``)."""
-    found: dict[str, dict[int | None, RunOutput]] = {}
+    """Per study kind, the newest run directory of each scale and seed under ``runs_root``
+    (by name, which ends in the run's timestamp), ordered by scale (:data:`SCALE_ORDER`)
+    then seed. Run directories are ``runs_root``'s children, or its grandchildren (an
+    evidence directory's ``<kind>/<run name>/``)."""
+    found: dict[str, dict[tuple[str, int | None], RunOutput]] = {}
     if not runs_root.is_dir():
         return {}
     candidates = [d for d in runs_root.iterdir() if d.is_dir()]
@@ -459,8 +468,9 @@ def find_runs(runs_root: Path) -> dict[str, list[RunOutput]]:
             except (OSError, ValueError):
                 continue
             if run.kind in STUDY_SCENARIOS:
-                found.setdefault(run.kind, {})[run.seed] = run
-    return {k: [v[s] for s in sorted(v, key=lambda x: (x is None, x or 0))] for k, v in found.items()}
+                found.setdefault(run.kind, {})[(run.scale, run.seed)] = run
+    order = lambda k: (_scale_rank(k[0]), k[0], k[1] is None, k[1] or 0)  # noqa: E731
+    return {kind: [v[k] for k in sorted(v, key=order)] for kind, v in found.items()}
 
 
 #: What a claim may read from a run directory, and so what evidence keeps: a few KiB a run.
@@ -469,7 +479,7 @@ EVIDENCE_FILES = ("summary.json", "scenario.resolved.json", "scenario.toml", "en
 
 def keep_evidence(run: RunOutput, root: Path) -> RunOutput:
     """Copy ``run``'s :data:`EVIDENCE_FILES` to ``root/<kind>/<run name>/``, removing any
-    other run of the same kind and seed kept there; returns the kept copy."""
+    other run of the same kind, scale and seed kept there; returns the kept copy."""
     kind_dir = root / run.kind
     dest = kind_dir / run.run_dir.name
     if dest.resolve() == run.run_dir.resolve():
@@ -478,10 +488,11 @@ def keep_evidence(run: RunOutput, root: Path) -> RunOutput:
         for old in kind_dir.iterdir():
             if old.is_dir() and old.name != dest.name and (old / "summary.json").is_file():
                 try:
-                    same_seed = RunOutput.load(old).seed == run.seed
+                    kept = RunOutput.load(old)
+                    same = (kept.seed, kept.scale) == (run.seed, run.scale)
                 except (OSError, ValueError):
-                    same_seed = False
-                if same_seed:
+                    same = False
+                if same:
                     shutil.rmtree(old)
     if dest.exists():
         shutil.rmtree(dest)
@@ -506,22 +517,36 @@ def _combine(per_seed: list[tuple[RunOutput, Measured]]) -> Measured:
 
 
 def evaluate(runs: dict[str, list[RunOutput]]) -> list[tuple[Claim, Measured, RunOutput | None]]:
-    """Each claim with airfleet's measurement over the runs of its study (one per seed;
-    ``not run`` without any)."""
+    """Each claim with airfleet's measurement over the runs of its study (one per seed),
+    once per scale its study was run at (``not run`` without any run)."""
     out = []
     for c in CLAIMS:
         study_runs = runs.get(c.study, [])
         if not study_runs:
             out.append((c, Measured("-", NOT_RUN, "no run directory of this study"), None))
             continue
-        per_seed = []
-        for run in study_runs:
-            try:
-                per_seed.append((run, c.measure(run)))
-            except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
-                per_seed.append((run, Measured("-", NOT_RUN, f"run output lacks what this claim reads ({type(e).__name__}: {e})")))
-        out.append((c, _combine(per_seed), study_runs[-1]))
+        for scale in dict.fromkeys(r.scale for r in study_runs):
+            per_seed = []
+            for run in (r for r in study_runs if r.scale == scale):
+                try:
+                    per_seed.append((run, c.measure(run)))
+                except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+                    per_seed.append((run, Measured("-", NOT_RUN, f"run output lacks what this claim reads ({type(e).__name__}: {e})")))
+            out.append((c, _combine(per_seed), per_seed[-1][0]))
     return out
+
+
+def _command(kind: str, scale: str) -> str:
+    """The command that makes a run of ``kind`` at ``scale``: the study's scenario file, with
+    the scale key named when the file ships another."""
+    scen = STUDY_SCENARIOS[kind]
+    path = Path(__file__).resolve().parents[1] / scen
+    try:
+        shipped = tomllib.loads(path.read_text()).get("study", {}).get("scale")
+    except (OSError, tomllib.TOMLDecodeError):
+        shipped = None
+    extra = f" with `scale = \"{scale}\"`" if shipped is not None and scale != shipped else ""
+    return f"`airfleet run {scen}`{extra}"
 
 
 def render(runs: dict[str, list[RunOutput]]) -> str:
@@ -534,14 +559,15 @@ def render(runs: dict[str, list[RunOutput]]) -> str:
         "Generated by `airfleet reproduction` from the run directories listed below; do not edit.",
         "Verdict rules are in `studies/reproduction.py`; the paper's figures are quoted as printed.",
         "",
-        f"**{count[REPRODUCED]} reproduced, {count[PARTLY]} partly, {count[NOT]} not, {count[NOT_RUN]} not run** of {len(rows)} claims.",
+        f"**{count[REPRODUCED]} reproduced, {count[PARTLY]} partly, {count[NOT]} not, {count[NOT_RUN]} not run** of {len(rows)} claims"
+        + (f" ({len(CLAIMS)} claims, each once per scale its study was run at)." if len(rows) > len(CLAIMS) else "."),
         "",
         "| paper | where | claim | paper's figure | airfleet's figure | scale | command | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for c, m, run in rows:
         scale = run.scale if run else "-"
-        cmd = f"`airfleet run {STUDY_SCENARIOS[c.study]}`"
+        cmd = _command(c.study, scale) if run else f"`airfleet run {STUDY_SCENARIOS[c.study]}`"
         lines.append(f"| {c.paper} | {c.where} | {c.claim} | {c.paper_figure} | {m.figure} | {scale} | {cmd} | **{m.verdict}**: {m.why} |")
     lines += ["", "## Runs", "", "| study | run directory | seed | scale | channels | wall (s) | CPU kernels | command |", "|---|---|---|---|---|---|---|---|"]
     for kind, scen in STUDY_SCENARIOS.items():
@@ -552,12 +578,14 @@ def render(runs: dict[str, list[RunOutput]]) -> str:
             wall_s = f"{float(wall):.0f}" if wall is not None else "-"
             if int(run.summary.get("sittings") or 1) > 1:
                 wall_s += f" ({int(run.summary['sittings'])} sittings)"
-            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {run.channels} | {wall_s} | {run.cpu_kernels} | `airfleet run {scen}` |")
+            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {run.channels} | {wall_s} | {run.cpu_kernels} | {_command(kind, run.scale)} |")
     lines += [
         "",
-        "Scale: `quick` is each study's CPU default (minutes on two cores); `paper` is the papers'",
-        "own sizes, a GPU job; `default` is a study without a scale switch, at its scenario file's",
-        "sizes (stated in the file's header). With runs of several seeds (`seed = ...` in a copy of the scenario),",
+        "Scale: `quick` and `reduced` are a study's CPU default (minutes on two cores); `paper` is the papers'",
+        "own sizes, a GPU job; `paper-per-task` is the paper's per-task recipe (samples, batch, epochs per",
+        "task) with fewer tasks, as the study's `PER_TASK_SCALE` or scenario file says; `default` is a study",
+        "without a scale switch, at its scenario file's sizes (stated in the file's header). A claim whose",
+        "study was run at several scales has one row per scale. With runs of several seeds (`seed = ...` in a copy of the scenario),",
         "each figure lists every seed's value and the verdict says how many seeds agree.",
         "",
         "Across machines: torch, oneDNN and MKL pick CPU kernels by the instruction set, and",

@@ -25,7 +25,7 @@ def _run_dir(root: Path, name: str, kind: str, summary: dict, tables: dict[str, 
     return d
 
 
-def _learngene(root: Path, name: str, matched: float, bottom: float, seed: int = 1) -> Path:
+def _learngene(root: Path, name: str, matched: float, bottom: float, seed: int = 1, scale: str = "quick") -> Path:
     ser = {"zf": 0.09, "mmse": 0.06, "scratch": 0.05, "transfer": 0.045, "learngene": bottom, **{s: 0.04 for s in SIX}}
     ser["bottom-embed"] = ser["bottom-inherit"] = bottom
     epochs = [
@@ -33,7 +33,7 @@ def _learngene(root: Path, name: str, matched: float, bottom: float, seed: int =
         for s in ("scratch", "transfer", "learngene", *SIX) for e in range(3)
     ]
     return _run_dir(root, name, "learngene_paper", {
-        "scale": "quick", "ser_at_train_snr": ser, "table1_matched_mean": matched, "table1_mismatched_mean": 2 * matched,
+        "scale": scale, "ser_at_train_snr": ser, "table1_matched_mean": matched, "table1_mismatched_mean": 2 * matched,
     }, {"ser_epoch": epochs}, seed)
 
 
@@ -115,6 +115,30 @@ def test_missing_runs_newest_run_per_seed_and_seed_spread(tmp_path: Path) -> Non
     t1 = next(m for c, m, _ in evaluate(found) if c.where == "Table I" and "beats" in c.claim)
     assert t1.verdict == REPRODUCED and "(2/3 seeds)" in t1.why
     assert all(f"seed {k}:" in t1.figure for k in (1, 2, 3))
+
+
+def test_a_study_run_at_two_scales_gets_a_row_per_scale_and_keeps_both(tmp_path: Path) -> None:
+    """Runs of one seed at two scales are two measurements: each learngene claim gets a row
+    per scale (CPU default first), and keeping evidence of one does not drop the other."""
+    from studies.reproduction import keep_evidence
+
+    runs = tmp_path / "runs"
+    _learngene(runs, "learngene_paper-b", matched=0.01, bottom=0.02, scale="paper-per-task")
+    _learngene(runs, "learngene_paper-a", matched=0.07, bottom=0.08)
+    found = find_runs(runs)
+    assert [r.scale for r in found["learngene_paper"]] == ["quick", "paper-per-task"]
+    t1 = [(m, r.scale) for c, m, r in evaluate(found) if c.where == "Table I" and c.study == "learngene_paper" and "beats" in c.claim]
+    assert [(m.verdict, s) for m, s in t1] == [(NOT, "quick"), (REPRODUCED, "paper-per-task")]
+    n_lg = sum(c.study == "learngene_paper" for c in CLAIMS)
+    assert len(evaluate(found)) == len(CLAIMS) + n_lg
+    assert f"of {len(CLAIMS) + n_lg} claims ({len(CLAIMS)} claims, each once per scale" in render(found)
+    ev = tmp_path / "evidence"
+    for r in found["learngene_paper"]:
+        keep_evidence(r, ev)
+    assert sorted(d.name for d in (ev / "learngene_paper").iterdir()) == ["learngene_paper-a", "learngene_paper-b"]
+    _learngene(runs, "learngene_paper-c", matched=0.01, bottom=0.02, scale="paper-per-task")  # a newer run of that scale and seed replaces it
+    keep_evidence(RunOutput.load(runs / "learngene_paper-c"), ev)
+    assert sorted(d.name for d in (ev / "learngene_paper").iterdir()) == ["learngene_paper-a", "learngene_paper-c"]
 
 
 def test_cli_writes_the_page_and_rejects_a_broken_run_dir(tmp_path: Path, capsys) -> None:
