@@ -34,6 +34,7 @@ one channel realisation (each with its own noise and symbols).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pathlib
@@ -54,6 +55,7 @@ from common.influence.ihvp import LowRankInverseHessian
 from common.influence.losses import LossFn, bce_bits
 from common.influence.scores import METHODS, InfluenceEngine
 from common.influence.selection import gap_reduction, instance_ber, select_samples, select_targets
+from common.learngene.training import conv_fast_layout
 from common.runtime import torch_threads
 from common.schema import Field
 from common.seeding import derive_seed, torch_generator
@@ -152,7 +154,7 @@ def _sdnet_problem(cfg: dict[str, Any], seed: int, state: dict[str, np.ndarray] 
         load_model_arrays(model, state)
     else:
         _pretrain(model, sdnet_bce_loss, train.sdnet_input, train.bits.float(), steps=cfg["sdnet_pretrain_epochs"] * math.ceil(len(train) / 64),
-                  batch=64, lr=2e-3, gen=torch_generator(seed, "sdnet", "pretrain"))
+                  batch=64, lr=2e-3, gen=torch_generator(seed, "sdnet", "pretrain"), fast_layout=True)
     model.eval()
 
     def make_val(s: int) -> ValSet:
@@ -201,16 +203,20 @@ def _deeprx_problem(cfg: dict[str, Any], seed: int, state: dict[str, np.ndarray]
 
 
 def _pretrain(model: nn.Module, loss_fn: LossFn, X: torch.Tensor, Y: torch.Tensor, *, steps: int, batch: int, lr: float,
-              gen: torch.Generator) -> None:
+              gen: torch.Generator, fast_layout: bool = False) -> None:
+    """Adam with a cosine decay over ``steps`` mini-batches drawn with replacement.
+    ``fast_layout``: train inside ``conv_fast_layout`` (SDNet's channels-last layout with
+    batch norm and tanh fused, the path every other SDNet training takes; issue #21)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
     model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, X.shape[0], (batch,), generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(X[idx]), Y[idx]).mean().backward()
-        opt.step()
-        sched.step()
+    with conv_fast_layout(model, X) if fast_layout else contextlib.nullcontext(X) as X:
+        for _ in range(steps):
+            idx = torch.randint(0, X.shape[0], (batch,), generator=gen)
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(X[idx]), Y[idx]).mean().backward()
+            opt.step()
+            sched.step()
 
 
 # ----------------------------------------------------------------------------- run
