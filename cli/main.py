@@ -2,7 +2,8 @@
 
     airfleet validate FILE [FILE ...]      check scenario files; exit 2 on the first bad one
     airfleet run FILE [--ray-address ADDR] [--runs-dir DIR] [--run-dir DIR] [--quiet] [--debug]
-    airfleet run --resume RUN_DIR          continue a stopped fleet run after its last completed round
+    airfleet run --resume RUN_DIR          continue a stopped run: a fleet after its last completed round,
+                                           a study with the units of work it completed
     airfleet report RUN_DIR                redraw every plot and the summary table
     airfleet bench [NAME ...]              run benchmarks/NAME.py (all if none) and print JSON
     airfleet devices FILE                  number of devices (supernodes) a fleet needs
@@ -414,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=_cmd_devices)
     r = sub.add_parser("run", help="run a scenario (fleet simulation or study)")
     r.add_argument("scenario", nargs="?", default=None)
-    r.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a stopped fleet run after its last completed round")
+    r.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a stopped run: a fleet after its last completed round, a study with the units of work (trained models, collective tasks) it completed")
     r.add_argument("--debug", action="store_true", help="re-raise internal errors (full traceback) instead of one line")
     r.add_argument("--ray-address", default=None, help="existing Ray cluster to run the simulation on")
     r.add_argument("--runs-dir", default=os.environ.get("AIRFLEET_RUNS_DIR", "runs"), help="parent of new run directories")
