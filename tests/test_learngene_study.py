@@ -82,6 +82,12 @@ def test_a_stopped_study_resumes_from_its_completed_units(tmp_path: Path, monkey
         return real(*a, **k)
 
     monkeypatch.setattr(study, "finetune", counting)
+    import common.learngene.collective as collective
+
+    def no_collective(*a: object, **k: object) -> object:
+        raise AssertionError("the collective kept in the run directory was trained again")
+
+    monkeypatch.setattr(collective, "train_collective", no_collective)
     study.run(dict(TINY), 5, tmp_path, no_progress)
     assert len(trained) == 1  # only the missing unit
     assert {n: json.dumps(pq.read_table(tmp_path / f"{n}.parquet").to_pylist()) for n in tables} == tables
