@@ -219,7 +219,7 @@ def _fig11_schemes(run: RunOutput) -> Measured:
     if not all(s in curves and curves[s] for s in need):
         return Measured("n/a", NOT_RUN, "no scratch / transfer / learngene curves")
     final = {s: curves[s][-1] for s in need}
-    fig = "final val SER: " + "; ".join(f"{s} {_e(final[s])}" for s in need)
+    fig = f"final val SER (epoch {len(curves['learngene']) - 1}): " + "; ".join(f"{s} {_e(final[s])}" for s in need)
     lg_best = final["learngene"] < min(final["scratch"], final["transfer"])
     if lg_best and final["scratch"] >= final["transfer"]:
         return Measured(fig, REPRODUCED, "learngene lowest, scratch highest")
