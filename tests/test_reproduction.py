@@ -52,6 +52,10 @@ def test_learngene_verdicts_follow_the_numbers(tmp_path: Path) -> None:
     assert fig9.measure(bad).verdict == NOT  # bottom worst, above scratch
     assert fig11.measure(good).verdict == REPRODUCED
     assert fig11.measure(bad).verdict == NOT
+    # learngene between transfer and scratch: partly, and the reason is transfer's head start
+    between = fig11.measure(RunOutput.load(_learngene(tmp_path, "d", matched=0.01, bottom=0.047)))
+    assert between.verdict == PARTLY and "not below transfer (epoch 0: transfer 1.35e-01, learngene 1.41e-01" in between.why
+    assert "(epoch 0:" not in fig11.measure(good).why
 
 
 def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> None:
