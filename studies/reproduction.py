@@ -179,6 +179,17 @@ def _table1_per_task(run: RunOutput) -> Measured:
     return Measured(fig, NOT, "no task below MMSE")
 
 
+def _within_noise(run: RunOutput, schemes: Iterable[str], label: str = "") -> str:
+    """`` (... within each other's 95% CIs ...)`` when the test SERs of ``schemes`` at the
+    training SNR (``ser_table``: binomial intervals over the pooled symbols) share a common
+    point: the run cannot tell them apart. Empty otherwise."""
+    rows = {r["scheme"]: r for r in run.table("ser_table")}
+    names = [s for s in schemes if s in rows]
+    if len(names) < 2 or max(float(rows[s]["ser_lo"]) for s in names) > min(float(rows[s]["ser_hi"]) for s in names):
+        return ""
+    return f"; {label or ', '.join(names)} within each other's 95% CIs at {int(rows[names[0]]['symbols']):,} test symbols"
+
+
 def _fig9_strategies(run: RunOutput) -> Measured:
     ser = _ser_at(run)
     six = {k: v for k, v in ser.items() if k.endswith(("-embed", "-inherit"))}
@@ -190,9 +201,10 @@ def _fig9_strategies(run: RunOutput) -> Measured:
     bottom_best = best.startswith("bottom")
     if bottom_best and beat_scratch == len(six):
         return Measured(fig, REPRODUCED, "bottom best, all six below scratch")
+    noise = _within_noise(run, [*six, "scratch"], "the six and scratch")
     if bottom_best or beat_scratch == len(six):
-        return Measured(fig, PARTLY, f"best: {best}; {beat_scratch}/{len(six)} below scratch")
-    return Measured(fig, NOT, f"best: {best}; {beat_scratch}/{len(six)} below scratch")
+        return Measured(fig, PARTLY, f"best: {best}; {beat_scratch}/{len(six)} below scratch{noise}")
+    return Measured(fig, NOT, f"best: {best}; {beat_scratch}/{len(six)} below scratch{noise}")
 
 
 def _epoch_curves(run: RunOutput) -> dict[str, list[float]]:
@@ -235,7 +247,7 @@ def _fig11_schemes(run: RunOutput) -> Measured:
         return Measured(fig, REPRODUCED, "learngene lowest, scratch highest")
     if final["learngene"] < final["scratch"]:
         return Measured(fig, PARTLY, "learngene below scratch" + ("" if lg_best else ", not below transfer" + _head_start(curves)))
-    return Measured(fig, NOT, "learngene not below scratch")
+    return Measured(fig, NOT, "learngene not below scratch" + _within_noise(run, ("learngene", "scratch")))
 
 
 def _fig12_snr(run: RunOutput) -> Measured:

@@ -56,6 +56,12 @@ def test_learngene_verdicts_follow_the_numbers(tmp_path: Path) -> None:
     between = fig11.measure(RunOutput.load(_learngene(tmp_path, "d", matched=0.01, bottom=0.047)))
     assert between.verdict == PARTLY and "not below transfer (epoch 0: transfer 1.35e-01, learngene 1.41e-01" in between.why
     assert "(epoch 0:" not in fig11.measure(good).why
+    # overlapping test-SER intervals: the verdict says the run cannot tell the schemes apart
+    d = _learngene(tmp_path, "e", matched=0.01, bottom=0.06)
+    pq.write_table(pa.Table.from_pylist([{"scheme": s, "ser": v, "ser_lo": v - 0.02, "ser_hi": v + 0.02, "symbols": 16000}
+                                         for s, v in (("scratch", 0.05), ("learngene", 0.06))]), d / "ser_table.parquet")
+    assert fig11.measure(RunOutput.load(d)).why == "learngene not below scratch; learngene, scratch within each other's 95% CIs at 16,000 test symbols"
+    assert fig11.measure(bad).why == "learngene not below scratch"  # no ser_table: nothing claimed
 
 
 def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> None:
