@@ -28,6 +28,7 @@ reproduction``).
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tomllib
@@ -560,17 +561,21 @@ def evaluate(runs: dict[str, list[RunOutput]]) -> list[tuple[Claim, Measured, Ru
     return out
 
 
+@functools.cache
+def _shipped_scale(kind: str) -> str | None:
+    """The ``[study] scale`` of the scenario file the repository ships for ``kind``."""
+    try:
+        return tomllib.loads((Path(__file__).resolve().parents[1] / STUDY_SCENARIOS[kind]).read_text()).get("study", {}).get("scale")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+
+
 def _command(kind: str, scale: str) -> str:
     """The command that makes a run of ``kind`` at ``scale``: the study's scenario file, with
     the scale key named when the file ships another."""
-    scen = STUDY_SCENARIOS[kind]
-    path = Path(__file__).resolve().parents[1] / scen
-    try:
-        shipped = tomllib.loads(path.read_text()).get("study", {}).get("scale")
-    except (OSError, tomllib.TOMLDecodeError):
-        shipped = None
+    shipped = _shipped_scale(kind)
     extra = f" with `scale = \"{scale}\"`" if shipped is not None and scale != shipped else ""
-    return f"`airfleet run {scen}`{extra}"
+    return f"`airfleet run {STUDY_SCENARIOS[kind]}`{extra}"
 
 
 def render(runs: dict[str, list[RunOutput]]) -> str:
