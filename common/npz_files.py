@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
-__all__ = ["write_npz", "read_npz"]
+__all__ = ["write_npz", "read_npz", "model_arrays", "load_model_arrays"]
 
 _JSON = "__json__"
 
@@ -57,3 +59,14 @@ def read_npz(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], Any]:
     except Exception as e:  # noqa: BLE001 - any damage is one line
         raise ValueError(f"{path}: damaged file ({type(e).__name__}: {e})") from e
     return arrays, header
+
+
+def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """A model's weights and buffers as NumPy arrays (copies on the CPU: a snapshot that
+    later training does not change), the arrays a checkpoint keeps."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_model_arrays(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    """Put :func:`model_arrays` back into ``model`` (same architecture), bit for bit."""
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})

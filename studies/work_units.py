@@ -18,10 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-
-from common.npz_files import read_npz, write_npz
+from common.npz_files import load_model_arrays, model_arrays, read_npz, write_npz
 
 __all__ = ["WorkUnits", "model_arrays", "load_model_arrays"]
 
@@ -70,13 +67,3 @@ class WorkUnits:
         rows = compute()
         self.save(key, rows, {})
         return rows
-
-
-def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
-    """A model's weights and buffers as NumPy arrays (the arrays of a completed unit)."""
-    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-
-
-def load_model_arrays(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
-    """Put :func:`model_arrays` back into ``model`` (same architecture), bit for bit."""
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})

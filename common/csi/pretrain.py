@@ -29,6 +29,7 @@ from common.csi.data import pretrain_csi
 from common.csi.training import minibatches, rd_objective, seeded_rng
 from common.models.csi_compressor import CSICompressor, csi_to_planes
 from common.fingerprint import code_fingerprint
+from common.npz_files import load_model_arrays, model_arrays
 from common.runtime import cache_root, torch_threads
 from common.seeding import derive_seed
 
@@ -158,12 +159,12 @@ def pretrained_compressor(cfg: dict[str, Any], device: torch.device | None = Non
             state = None
     if state is None:
         trained = train_backbone(cfg, device)
-        state = {n: v.detach().numpy().copy() for n, v in trained.state_dict().items()}
+        state = model_arrays(trained)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, **state)
         os.replace(tmp, path)
     _MEMO[key] = state
-    model.load_state_dict({n: torch.from_numpy(np.array(v)) for n, v in state.items()})
+    load_model_arrays(model, state)
     model.eval()
     return model

@@ -42,7 +42,7 @@ from common.learngene.significance import select_unit_layers, significance_from_
 from common.learngene.expansion import unit_source_layers
 from common.learngene.unit import LearngeneUnit, extract_unit, read_array_file, write_array_file
 from common.models.sdnet import SDNet
-from common.npz_files import read_npz, write_npz
+from common.npz_files import load_model_arrays, model_arrays, read_npz, write_npz
 from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.progress import ProgressFn
 from common.seeding import derive_seed, torch_generator
@@ -205,12 +205,8 @@ def _resume_tasks(cfg: CollectiveConfig, model: SDNet, d: Path) -> tuple[int, li
     (that task and the ones after it are trained again)."""
     sig: list[dict[str, Any]] = []
     hist: list[dict[str, Any]] = []
-    state: dict[str, np.ndarray] | None = None
     k = 0
-    for k in range(len(cfg.tasks)):
-        path = _task_checkpoint(d, k)
-        if not path.is_file():
-            break
+    while k < len(cfg.tasks) and (path := _task_checkpoint(d, k)).is_file():
         try:
             arrays, header = read_npz(path)
         except ValueError as e:
@@ -218,11 +214,8 @@ def _resume_tasks(cfg: CollectiveConfig, model: SDNet, d: Path) -> tuple[int, li
             break
         if not isinstance(header, dict) or header.get("hash") != cfg.config_hash():
             break
-        state, sig, hist = arrays, sig + header["significance"], hist + header["history"]
-    else:
-        k = len(cfg.tasks)
-    if state is not None:
-        model.load_state_dict({n: torch.from_numpy(np.array(a)) for n, a in state.items()})
+        load_model_arrays(model, arrays)
+        sig, hist, k = sig + header["significance"], hist + header["history"], k + 1
     return k, sig, hist
 
 
@@ -276,7 +269,7 @@ def train_collective(
             sig_rows.append({"task": k, "task_id": task.task_id, **r})
         if checkpoint_dir is not None:
             header = {"hash": cfg.config_hash(), "significance": sig_rows[n_sig:], "history": hist_rows[n_hist:]}
-            write_npz(_task_checkpoint(checkpoint_dir, k), _model_arrays(model), header)
+            write_npz(_task_checkpoint(checkpoint_dir, k), model_arrays(model), header)
         if progress is not None:
             progress("collective", k + 1, K)
     model.cpu()
@@ -296,13 +289,9 @@ def train_collective(
     return CollectiveResult(model, unit, significance, pa.Table.from_pylist(hist_rows), ids)
 
 
-def _model_arrays(model: SDNet) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-
-
 def _save(res: CollectiveResult, cfg: CollectiveConfig, d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
-    write_array_file(d / "model.bin", _model_arrays(res.model), {"config": cfg.to_dict(), "hash": cfg.config_hash()})
+    write_array_file(d / "model.bin", model_arrays(res.model), {"config": cfg.to_dict(), "hash": cfg.config_hash()})
     res.unit.save(d / "unit.bin")
     pq.write_table(res.significance, d / "significance.parquet")
     pq.write_table(res.history, d / "history.parquet")
@@ -314,7 +303,7 @@ def _load(cfg: CollectiveConfig, d: Path) -> CollectiveResult:
         raise ValueError("cached collective model belongs to another configuration")
     t0 = cfg.tasks[0]
     model = SDNet(t0.n_rx, t0.n_tx, cfg.n_conv)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+    load_model_arrays(model, arrays)
     unit = LearngeneUnit.load(d / "unit.bin")
     if unit.meta.get("config_hash") != cfg.config_hash():
         raise ValueError("cached learngene unit belongs to another configuration")
