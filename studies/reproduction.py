@@ -223,7 +223,20 @@ def _fig10_convergence(run: RunOutput) -> Measured:
         return Measured("n/a", NOT_RUN, "no per-epoch rows")
     best = min(six, key=six.get)
     fig = "mean val SER over epochs: " + "; ".join(f"{k} {_e(v)}" for k, v in sorted(six.items(), key=lambda kv: kv[1])[:3])
-    return Measured(fig, REPRODUCED if best.startswith("bottom") else NOT, f"fastest: {best}")
+    draws = run.table("positions")
+    if not draws:
+        return Measured(fig, REPRODUCED if best.startswith("bottom") else NOT, f"fastest: {best}")
+    # initialisation draws of the same run (studies.learngene_draws): the ranking over draws decides
+    from studies.learngene_draws import analyse as analyse_draws  # imported (with torch) only when a run has draws
+
+    a = analyse_draws([dict(r, run=run.run_dir.name) for r in draws])
+    n_draws, n_epochs = len({r["repeat"] for r in draws}), max(int(r["epoch"]) for r in draws)
+    first, n = a["bottom_fastest"], a["blocks"]
+    fig += f"<br>over {n_draws} initialisation draws ({n_epochs} epochs): learngene (bottom) fastest in {first}/{n} blocks"
+    why = (f"over {n_draws} initialisation draws the fastest strategy changes with the draw on {a['fastest_changes_with_draw']}/{a['run_targets']} targets; "
+           f"place of the unit: Friedman p = {a['friedman_p']:.2f}; one strategy's speed spreads {a['draw_sd']:.3f} over draws, the strategies {a['place_sd']:.3f} within one")
+    good = a["bottom_fastest_p"] < 0.05 and a["friedman_p"] < 0.05
+    return Measured(fig, REPRODUCED if good else NOT, f"fastest: {best} in the run's own draw; {why}")
 
 
 def _head_start(curves: dict[str, list[float]]) -> str:

@@ -64,6 +64,26 @@ def test_learngene_verdicts_follow_the_numbers(tmp_path: Path) -> None:
     assert fig11.measure(bad).why == "learngene not below scratch"  # no ser_table: nothing claimed
 
 
+def test_fig10_verdict_follows_the_initialisation_draws_when_a_run_has_them(tmp_path: Path) -> None:
+    fig10 = next(c for c in CLAIMS if c.where == "Fig. 10" and c.study == "learngene_paper")
+    d = _learngene(tmp_path, "a", matched=0.01, bottom=0.08)  # bottom slowest in the run's own draw
+    assert fig10.measure(RunOutput.load(d)).verdict == NOT
+    five = ("learngene", "top-embed", "middle-embed", "top-inherit", "middle-inherit")
+
+    def draws(speed) -> None:
+        rows = [{"repeat": r, "target": t, "scheme": s, "epoch": e, "val_ser": 0.75 if e == 0 else speed(r, i)}
+                for r in range(5) for t in (10, 11) for i, s in enumerate([*five, "scratch"]) for e in range(3)]
+        pq.write_table(pa.Table.from_pylist(rows), d / "positions.parquet")
+
+    draws(lambda r, i: 0.05 + 0.01 * i)  # over five draws the unit at the bottom is always fastest
+    m = fig10.measure(RunOutput.load(d))
+    assert m.verdict == REPRODUCED and "learngene (bottom) fastest in 10/10 blocks" in m.figure
+    draws(lambda r, i: 0.05 + 0.01 * ((r + i) % 5) if i < 5 else 0.2)  # the fastest rotates with the draw
+    m = fig10.measure(RunOutput.load(d))
+    assert m.verdict == NOT and "over 5 initialisation draws (2 epochs)" in m.figure
+    assert "the fastest strategy changes with the draw on 2/2 targets; place of the unit: Friedman p = 1.00" in m.why
+
+
 def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> None:
     t1 = next(c for c in CLAIMS if c.study == "sdnet_table1" and "beats" in c.claim)
 

@@ -59,6 +59,7 @@ __all__ = [
     "task_detection_batch",
     "train_collective",
     "load_or_train_collective",
+    "read_collective",
     "unit_for_strategy",
 ]
 
@@ -297,16 +298,22 @@ def _save(res: CollectiveResult, cfg: CollectiveConfig, d: Path) -> None:
     pq.write_table(res.history, d / "history.parquet")
 
 
-def _load(cfg: CollectiveConfig, d: Path) -> CollectiveResult:
+def read_collective(d: Path, expect_hash: str | None = None) -> CollectiveResult:
+    """The collective model saved in ``d`` (``cache_dir/collective-<hash>/``).
+
+    ``expect_hash``: refuse (``ValueError``) a model another configuration or training code
+    wrote. None accepts whichever wrote it: a finished run's own collective, read back for a
+    follow-up experiment after the training code changed (``benchmarks/learngene_positions.py``).
+    """
     arrays, meta = read_array_file(d / "model.bin")
-    if meta.get("hash") != cfg.config_hash():
+    if expect_hash is not None and meta.get("hash") != expect_hash:
         raise ValueError("cached collective model belongs to another configuration")
-    t0 = cfg.tasks[0]
-    model = SDNet(t0.n_rx, t0.n_tx, cfg.n_conv)
+    t0, n_conv = meta["config"]["tasks"][0], int(meta["config"]["n_conv"])
+    model = SDNet(int(t0["n_rx"]), int(t0["n_tx"]), n_conv)
     load_model_arrays(model, arrays)
     unit = LearngeneUnit.load(d / "unit.bin")
-    if unit.meta.get("config_hash") != cfg.config_hash():
-        raise ValueError("cached learngene unit belongs to another configuration")
+    if unit.meta.get("config_hash") != meta.get("hash"):
+        raise ValueError("cached learngene unit belongs to another configuration than its model")
     sig = pq.read_table(d / "significance.parquet")
     hist = pq.read_table(d / "history.parquet")
     return CollectiveResult(model, unit, sig, hist, [int(i) for i in unit.meta["layer_ids"]], from_cache=True)
@@ -333,7 +340,7 @@ def load_or_train_collective(
     d = Path(cache_dir) / f"collective-{cfg.config_hash()}"
     if d.exists():
         try:
-            return _load(cfg, d)
+            return read_collective(d, cfg.config_hash())
         except (OSError, ValueError, KeyError, RuntimeError, pa.ArrowException) as e:
             _log.warning("collective model cache %s unreadable (%s); retraining", d, e)
     tasks_dir = d.with_name(d.name + ".tasks")
