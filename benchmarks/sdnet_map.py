@@ -445,36 +445,81 @@ def probe(stats: list[dict[str, Any]], jobs: int, need: int) -> None:
 
 TABLE1_BOUNDS_MD = OUT_DIR / "table1_bounds.md"
 EVIDENCE_TABLE1 = OUT_DIR.parent / "evidence" / "sdnet_table1"
+EVIDENCE_LEARNGENE = OUT_DIR.parent / "evidence" / "learngene_paper"
+
+
+def default_table1_runs() -> list[Path]:
+    """The kept ``sdnet_table1`` runs and the kept ``paper-per-task`` learngene runs (the
+    learngene study's Table I at the paper's per-task recipe)."""
+    t1 = sorted(d for d in EVIDENCE_TABLE1.iterdir() if (d / "table1.parquet").is_file())
+    lg = sorted(d for d in EVIDENCE_LEARNGENE.iterdir()
+                if (d / "table1.parquet").is_file() and json.loads((d / "scenario.resolved.json").read_text())["study"].get("scale") == "paper-per-task")
+    return t1 + lg
 
 
 TABLE1_BOUNDS_JSON = OUT_DIR / "table1_bounds.json"
 
 
-def table1_bounds(run_dir: Path, known: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Per matched row of an ``sdnet_table1`` run: its SERs and the H-blind ML bound over
-    MMSE on the first ``N_ML`` of the run's held-out samples of that task (candidate
-    channels: 2,000 other LS estimates of the task). ``known`` (``"seed-task"`` -> bound)
-    holds bounds already computed, and gets the new ones."""
+#: the bounds a run's Table I verdict reads (``studies.reproduction``), written into the run directory
+BOUNDS_TABLE = "hblind_bounds.parquet"
+
+
+def _table1_items(run_dir: Path) -> tuple[str, int, int, list[tuple[int, float, float, float, Callable[[str, int], DetectionBatch]]]]:
+    """``(study, seed, n_t, items)``: each matched Table I row of an ``sdnet_table1`` or
+    ``learngene_paper`` run as ``(task id, ZF, MMSE, SDNet, batch(purpose, n))``, where
+    ``batch`` draws that task's samples as the run did (``"table1-test"`` /
+    ``"target-test-<snr>"``: its held-out samples)."""
     import pyarrow.parquet as pq
 
-    from studies.sdnet_table1 import _batch
-
-    known = {} if known is None else known
     scen = json.loads((run_dir / "scenario.resolved.json").read_text())
     cfg, seed = scen["study"], int(scen["seed"])
+    t1 = [r for r in pq.read_table(run_dir / "table1.parquet").to_pylist() if r["matched"]]
+    if cfg.get("kind") == "learngene_paper":
+        from common.learngene.collective import task_detection_batch
+        from studies.learngene_paper import _resolve, _task as lg_task
+
+        c = _resolve(cfg)
+        snr = float(c["snr_db"])
+        base = {(r["target"], r["scheme"]): r["ser"] for r in pq.read_table(run_dir / "ser_snr.parquet").to_pylist() if r["snr_db"] == snr}
+
+        def lg_batch(tid: int) -> Callable[[str, int], DetectionBatch]:
+            task = lg_task(c, tid, seed)
+            return lambda purpose, n: task_detection_batch(task, n, snr, c["n_pilots"], seed, f"target-test-{snr}" if purpose == "test" else purpose)
+
+        return "learngene_paper", seed, int(c["n_t"]), [(int(r["train_target"]), base[(r["train_target"], "zf")], base[(r["train_target"], "mmse")], r["ser"], lg_batch(int(r["train_target"]))) for r in t1]
+    from studies.sdnet_table1 import _batch
+
+    def t1_batch(tid: int) -> Callable[[str, int], DetectionBatch]:
+        return lambda purpose, n: _batch(cfg, tid, seed, "table1-test" if purpose == "test" else purpose, n)
+
+    return "sdnet_table1", seed, int(cfg["n_t"]), [(int(r["train_task"]), r["ser_zf"], r["ser_mmse"], r["ser"], t1_batch(int(r["train_task"]))) for r in t1]
+
+
+def table1_bounds(run_dir: Path, known: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Per matched Table I row of an ``sdnet_table1`` or ``learngene_paper`` run: its SERs
+    and the H-blind ML bound over MMSE on the first ``N_ML`` of the run's held-out samples
+    of that task (candidate channels: 2,000 other LS estimates of the task). ``known``
+    (``"seed-task"``, learngene runs ``"learngene-<scale>-seed-task"`` -> bound) holds bounds
+    already computed, and gets the new ones. Writes the run's bounds to
+    ``RUN_DIR/hblind_bounds.parquet`` (``task_id, hblind_over_mmse, ml_symbols``: the symbols
+    the bound was measured on)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    known = {} if known is None else known
+    study, seed, n_t, items = _table1_items(run_dir)
+    scale = json.loads((run_dir / "scenario.resolved.json").read_text())["study"].get("scale", "")
     rows = []
-    for r in pq.read_table(run_dir / "table1.parquet").to_pylist():
-        if not r["matched"]:
-            continue
-        tid = int(r["train_task"])
-        key = f"{seed}-{tid}"
+    for tid, zf_ser, mmse_ser, sdnet_ser, batch in items:
+        key = f"{seed}-{tid}" if study == "sdnet_table1" else f"learngene-{scale}-{seed}-{tid}"
         if key not in known:
-            ml = _batch(cfg, tid, seed, "table1-test", cfg["test_samples"])[:N_ML]
-            other = _batch(cfg, tid, seed, "table1-hblind-candidates", 2000)
+            ml = batch("test", N_ML)[:N_ML]
+            other = batch("table1-hblind-candidates", 2000)
             known[key] = ser(hblind_ml_indices(ml, other.H_ls), ml.symbols) / max(baseline_sers(ml)["ser_mmse"], 1.0 / ml.symbols.numel())
             _save(TABLE1_BOUNDS_JSON, known)
-        rows.append({"seed": seed, "task_id": tid, "ser_zf": r["ser_zf"], "ser_mmse": r["ser_mmse"], "ser_sdnet": r["ser"],
-                     "sdnet_over_mmse": r["ser"] / r["ser_mmse"], "hblind_over_mmse": known[key]})
+        rows.append({"study": study, "seed": seed, "task_id": tid, "ser_zf": zf_ser, "ser_mmse": mmse_ser, "ser_sdnet": sdnet_ser,
+                     "sdnet_over_mmse": sdnet_ser / mmse_ser if mmse_ser > 0 else float("nan"), "hblind_over_mmse": known[key]})
+    pq.write_table(pa.Table.from_pylist([{"task_id": r["task_id"], "hblind_over_mmse": r["hblind_over_mmse"], "ml_symbols": N_ML * n_t} for r in rows]), run_dir / BOUNDS_TABLE)
     return rows
 
 
@@ -485,16 +530,18 @@ def render_table1_bounds(run_dirs: list[Path]) -> Path:
         "# Table I's tasks against the map's statistic",
         "",
         "Generated by `python benchmarks/sdnet_map.py table1` from the `sdnet_table1` runs in",
-        "`docs/evidence/sdnet_table1` (bounds kept in `table1_bounds.json`); do not edit.",
+        "`docs/evidence/sdnet_table1` and the `paper-per-task` `learngene_paper` runs in",
+        "`docs/evidence/learngene_paper` (bounds kept in `table1_bounds.json`, and in each run's",
+        f"`{BOUNDS_TABLE}`, which the reproduction page's Table I verdicts read); do not edit.",
         "`hblind_over_mmse`: the H-blind ML bound over MMSE on the first 300 held-out samples",
         "of the task (Experiment 7); the map finds SDNet below MMSE at this recipe only where",
         "it is well below 1.",
         "",
-        "| seed | task | ZF | MMSE | SDNet | SDNet / MMSE | hblind_over_mmse |",
-        "|---|---|---|---|---|---|---|",
+        "| study | seed | task | ZF | MMSE | SDNet | SDNet / MMSE | hblind_over_mmse |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["seed"], r["task_id"])):
-        lines.append(f"| {r['seed']} | {r['task_id']} | {_fmt(r['ser_zf'])} | {_fmt(r['ser_mmse'])} | {_fmt(r['ser_sdnet'])} | {r['sdnet_over_mmse']:.2f} | {r['hblind_over_mmse']:.2f} |")
+    for r in sorted(rows, key=lambda r: (r["study"] != "sdnet_table1", r["seed"], r["task_id"])):
+        lines.append(f"| {r['study']} | {r['seed']} | {r['task_id']} | {_fmt(r['ser_zf'])} | {_fmt(r['ser_mmse'])} | {_fmt(r['ser_sdnet'])} | {r['sdnet_over_mmse']:.2f} | {r['hblind_over_mmse']:.2f} |")
     TABLE1_BOUNDS_MD.write_text("\n".join(lines) + "\n")
     return TABLE1_BOUNDS_MD
 
@@ -526,7 +573,7 @@ def main() -> None:
         print(render())
         return
     if a.cmd == "table1":
-        dirs = a.run_dirs or sorted(d for d in EVIDENCE_TABLE1.iterdir() if (d / "table1.parquet").is_file())
+        dirs = a.run_dirs or default_table1_runs()
         print(render_table1_bounds(dirs))
         return
     stats = _load(TASKS_JSON, [])

@@ -146,6 +146,37 @@ def _ser_at(run: RunOutput) -> dict[str, float]:
     return {str(k): float(v) for k, v in run.summary.get("ser_at_train_snr", {}).items()}
 
 
+#: the map's line (docs/sdnet_fidelity/map.md): SDNet ends below MMSE at the paper's
+#: per-task recipe only on tasks whose H-blind ML bound is at most about this x MMSE
+LEARNER_BOUND = 0.3
+#: a bound measured on fewer MMSE errors than this says nothing about the task
+BOUND_MIN_ERRORS = 20
+
+
+def _bound_reasons(run: RunOutput, misses: list[tuple[int, float]], epochs: int | None) -> str:
+    """Why each task that misses 0.5x MMSE misses, read against the H-blind ML bound the
+    run's ``hblind_bounds`` table holds (``benchmarks/sdnet_map.py table1``, measured on the
+    run's own held-out samples): ``misses`` is ``(task id, MMSE SER)``. Empty without bounds."""
+    bounds = {int(r["task_id"]): r for r in run.table("hblind_bounds")}
+    if not misses or not bounds:
+        return ""
+    groups: dict[str, list[str]] = {}
+    for tid, mmse in misses:
+        b = bounds.get(tid)
+        if b is None:
+            continue
+        q = float(b["hblind_over_mmse"])
+        if mmse * float(b["ml_symbols"]) < BOUND_MIN_ERRORS:
+            why = "MMSE nearly error-free, nothing to beat by a factor"
+        elif q <= LEARNER_BOUND:
+            why = f"learner kind (bound <= {LEARNER_BOUND}x), short of 0.5x" + (f" after {epochs} epochs" if epochs else "")
+        else:
+            why = f"plateau kind (bound above {LEARNER_BOUND}x)"
+        groups.setdefault(why, []).append(f"{tid} (MMSE {_e(mmse)})" if why.startswith("MMSE") else f"{tid} ({q:.2f}x)")
+    parts = [f"{why}: task{'s' if len(t) > 1 else ''} {', '.join(t)}" for why, t in groups.items()]
+    return "; by the H-blind ML bound over MMSE (docs/sdnet_fidelity/table1_bounds.md): " + "; ".join(parts) if parts else ""
+
+
 def _table1_matched(run: RunOutput) -> Measured:
     ser = _ser_at(run)
     matched = float(run.summary.get("table1_matched_mean", float("nan")))
@@ -153,9 +184,15 @@ def _table1_matched(run: RunOutput) -> Measured:
     fig = f"SDNet {_e(matched)}; ZF {_e(zf)}; MMSE {_e(mmse)} ({matched / mmse:.2f}x MMSE)"
     if matched < 0.5 * mmse:
         return Measured(fig, REPRODUCED, "SDNet below half of MMSE's SER")
+    # per target: SDNet (table1) against MMSE (ser_snr) at the training SNR
+    snr = float(run.summary.get("config", {}).get("snr_db", 25.0))
+    mmse_at = {int(r["target"]): float(r["ser"]) for r in run.table("ser_snr") if r["scheme"] == "mmse" and float(r["snr_db"]) == snr}
+    misses = [(int(r["train_target"]), mmse_at[int(r["train_target"])]) for r in run.table("table1")
+              if r["matched"] and int(r["train_target"]) in mmse_at and float(r["ser"]) > 0.5 * mmse_at[int(r["train_target"])]]
+    bounds = _bound_reasons(run, misses, run.summary.get("config", {}).get("individual_epochs"))
     if matched < mmse:
-        return Measured(fig, PARTLY, "below MMSE, but not by the paper's 5-1000x")
-    return Measured(fig, NOT, "SDNet at or above MMSE: too few samples and steps for the task (docs/sdnet_fidelity.md)")
+        return Measured(fig, PARTLY, "below MMSE, but not by the paper's 5-1000x" + bounds)
+    return Measured(fig, NOT, "SDNet at or above MMSE" + (bounds or ": too few samples and steps for the task (docs/sdnet_fidelity.md)"))
 
 
 def _table1_mismatch(run: RunOutput) -> Measured:
@@ -175,9 +212,11 @@ def _table1_per_task(run: RunOutput) -> Measured:
     half, below = sum(x <= 0.5 for x in q), sum(x < 1.0 for x in q)
     if half == len(q):
         return Measured(fig, REPRODUCED, f"every task at or below half of MMSE's SER ({sum(x <= 0.2 for x in q)} at or below 0.2x)")
+    misses = [(int(p["task_id"]), float(p["ser_mmse"])) for p in per if float(p["ratio_mmse"]) > 0.5]
+    bounds = _bound_reasons(run, misses, run.study.get("epochs"))
     if below:
-        return Measured(fig, PARTLY, f"{below}/{len(q)} tasks below MMSE, {half} at or below 0.5x; the paper's are 5-1000x below")
-    return Measured(fig, NOT, "no task below MMSE")
+        return Measured(fig, PARTLY, f"{below}/{len(q)} tasks below MMSE, {half} at or below 0.5x; the paper's are 5-1000x below{bounds}")
+    return Measured(fig, NOT, "no task below MMSE" + bounds)
 
 
 def _within_noise(run: RunOutput, schemes: Iterable[str], label: str = "") -> str:

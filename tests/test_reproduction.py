@@ -95,6 +95,16 @@ def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> N
     partly = t1.measure(run("b", [0.1, 0.3, 0.9, 1.2, 1.3]))
     assert partly.verdict == PARTLY and "3/5 tasks below MMSE, 2 at or below 0.5x" in partly.why
     assert t1.measure(run("c", [1.1, 1.3])).verdict == NOT
+    # a miss is read against the H-blind ML bound measured on the run's own samples
+    d = tmp_path / "b"
+    pq.write_table(pa.Table.from_pylist([{"task_id": t, "hblind_over_mmse": q, "ml_symbols": 2400} for t, q in ((102, 0.2), (103, 1.1), (104, 0.9))]), d / "hblind_bounds.parquet")
+    why = t1.measure(RunOutput.load(d)).why
+    assert why.endswith("by the H-blind ML bound over MMSE (docs/sdnet_fidelity/table1_bounds.md): learner kind (bound <= 0.3x), short of 0.5x: task 102 (0.20x); "
+                        "plateau kind (bound above 0.3x): tasks 103 (1.10x), 104 (0.90x)")
+    per = json.loads((d / "summary.json").read_text())
+    per["per_task"][4]["ser_mmse"] = 0.005  # 12 MMSE errors in 2,400 symbols: the bound says nothing
+    (d / "summary.json").write_text(json.dumps(per))
+    assert "MMSE nearly error-free, nothing to beat by a factor: task 104 (MMSE 5.00e-03)" in t1.measure(RunOutput.load(d)).why
 
 
 def _csi(root: Path, name: str, fm_nmse: float) -> Path:
