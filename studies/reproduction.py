@@ -630,6 +630,21 @@ def _command(kind: str, scale: str) -> str:
     return f"`airfleet run {STUDY_SCENARIOS[kind]}`{extra}"
 
 
+def _budget(run: RunOutput) -> str:
+    """The SDNet training a run did, from its summary's ``config`` (one scale name covers
+    different budgets in different studies); ``-`` for a study that states none."""
+    c = run.summary.get("config", {})
+    try:
+        if "collective_tasks" in c:
+            return (f"{c['collective_tasks']} collective tasks x {c['collective_epochs']} epochs, {c['target_tasks']} targets x {c['individual_epochs']} epochs; "
+                    f"{int(c['individual_samples']):,} samples, batch {c['batch_size']}")
+        if "train_samples" in c and "epochs" in c:
+            return f"{len(run.summary.get('tasks', []))} tasks x {c['epochs']} epochs; {int(c['train_samples']):,} samples, batch {c['batch_size']}"
+    except (KeyError, TypeError, ValueError):
+        pass
+    return "-"
+
+
 def render(runs: dict[str, list[RunOutput]]) -> str:
     """``docs/reproduction.md`` as text."""
     rows = evaluate(runs)
@@ -650,16 +665,16 @@ def render(runs: dict[str, list[RunOutput]]) -> str:
         scale = run.scale if run else "-"
         cmd = _command(c.study, scale) if run else f"`airfleet run {STUDY_SCENARIOS[c.study]}`"
         lines.append(f"| {c.paper} | {c.where} | {c.claim} | {c.paper_figure} | {m.figure} | {scale} | {cmd} | **{m.verdict}**: {m.why} |")
-    lines += ["", "## Runs", "", "| study | run directory | seed | scale | channels | wall (s) | CPU kernels | command |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Runs", "", "| study | run directory | seed | scale | training budget | channels | wall (s) | CPU kernels | command |", "|---|---|---|---|---|---|---|---|---|"]
     for kind, scen in STUDY_SCENARIOS.items():
         if not runs.get(kind):
-            lines.append(f"| {kind} | not run | - | - | - | - | - | `airfleet run {scen}` |")
+            lines.append(f"| {kind} | not run | - | - | - | - | - | - | `airfleet run {scen}` |")
         for run in runs.get(kind, []):
             wall = run.summary.get("wall_s")
             wall_s = f"{float(wall):.0f}" if wall is not None else "-"
             if int(run.summary.get("sittings") or 1) > 1:
                 wall_s += f" ({int(run.summary['sittings'])} sittings)"
-            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {run.channels} | {wall_s} | {run.cpu_kernels} | {_command(kind, run.scale)} |")
+            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {_budget(run)} | {run.channels} | {wall_s} | {run.cpu_kernels} | {_command(kind, run.scale)} |")
     lines += [
         "",
         "Scale: `quick` and `reduced` are a study's CPU default (minutes on two cores); `paper` is the papers'",

@@ -95,6 +95,10 @@ def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> N
     partly = t1.measure(run("b", [0.1, 0.3, 0.9, 1.2, 1.3]))
     assert partly.verdict == PARTLY and "3/5 tasks below MMSE, 2 at or below 0.5x" in partly.why
     assert t1.measure(run("c", [1.1, 1.3])).verdict == NOT
+    # the runs table names the training budget the scale stood for in this study
+    cfg = {"epochs": 50, "train_samples": 8100, "batch_size": 500}
+    budget = RunOutput.load(_run_dir(tmp_path, "f", "sdnet_table1", {"scale": "paper-per-task", "per_task": [], "tasks": [1, 2, 3], "config": cfg}, {}))
+    assert "| paper-per-task | 3 tasks x 50 epochs; 8,100 samples, batch 500 |" in render({"sdnet_table1": [budget]})
     # a miss is read against the H-blind ML bound measured on the run's own samples
     d = tmp_path / "b"
     pq.write_table(pa.Table.from_pylist([{"task_id": t, "hblind_over_mmse": q, "ml_symbols": 2400} for t, q in ((102, 0.2), (103, 1.1), (104, 0.9))]), d / "hblind_bounds.parquet")
