@@ -270,10 +270,11 @@ def _fig10_convergence(run: RunOutput) -> Measured:
 
     a = analyse_draws([dict(r, run=run.run_dir.name) for r in draws])
     n_draws, n_epochs = len({r["repeat"] for r in draws}), max(int(r["epoch"]) for r in draws)
-    first, n = a["bottom_fastest"], a["blocks"]
+    first, n, d = a["bottom_fastest"], a["blocks"], a["learngene_minus_scratch"]
     fig += f"<br>over {n_draws} initialisation draws ({n_epochs} epochs): learngene (bottom) fastest in {first}/{n} blocks"
     why = (f"over {n_draws} initialisation draws the fastest strategy changes with the draw on {a['fastest_changes_with_draw']}/{a['run_targets']} targets; "
-           f"place of the unit: Friedman p = {a['friedman_p']:.2f}; one strategy's speed spreads {a['draw_sd']:.3f} over draws, the strategies {a['place_sd']:.3f} within one")
+           f"place of the unit: Friedman p = {a['friedman_p']:.2f}; one strategy's speed spreads {a['draw_sd']:.3f} over draws, the strategies {a['place_sd']:.3f} within one; "
+           f"learngene - scratch {d[0]:+.3f} (95% CI {d[1]:+.3f} .. {d[2]:+.3f})")
     good = a["bottom_fastest_p"] < 0.05 and a["friedman_p"] < 0.05
     return Measured(fig, REPRODUCED if good else NOT, f"fastest: {best} in the run's own draw; {why}")
 

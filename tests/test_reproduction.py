@@ -82,6 +82,7 @@ def test_fig10_verdict_follows_the_initialisation_draws_when_a_run_has_them(tmp_
     m = fig10.measure(RunOutput.load(d))
     assert m.verdict == NOT and "over 5 initialisation draws (2 epochs)" in m.figure
     assert "the fastest strategy changes with the draw on 2/2 targets; place of the unit: Friedman p = 1.00" in m.why
+    assert "learngene - scratch -0.130 (95% CI" in m.why  # what the unit itself buys, whatever its place
 
 
 def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> None:
