@@ -21,8 +21,8 @@ validation SER over epochs ``1..E``. A *block* is one (run, draw, target): withi
 schemes share everything but the unit and its place. :func:`analyse` counts how often each
 strategy is the fastest, runs the Friedman test of the strategies' speeds over the blocks
 (``scipy.stats.friedmanchisquare``: does the place of the unit change the speed at all),
-and gives the paired differences "learngene (the bottom strategies) - fastest other
-strategy" and "learngene - scratch" per block with 95 % t intervals.
+and gives the paired differences "learngene (the unit at the bottom) - mean of the other
+strategies" and "learngene - scratch" per block with 95 % t intervals.
 
 ``benchmarks/learngene_positions.py`` is the command line; the reproduction page's Fig. 10
 verdict reads a kept run's ``positions.parquet``.
@@ -86,11 +86,11 @@ def train_draws(run_dir: Path, repeats: int, epochs: int, log: Callable[[str], N
     own = _run_rows(run_dir, epochs)
     rows: list[dict[str, Any]] = [r for r in own if r["scheme"] in schemes]
     total, done, t0 = (repeats - 1) * T * len(schemes), 0, time.time()
+    data = {j: tuple(task_detection_batch(_task(c, K + j, seed), n, c["snr_db"], c["n_pilots"], seed, purpose)
+                     for n, purpose in ((c["individual_samples"], "target-train"), (c["val_samples"], "target-val"))) for j in range(T)}
     for r in range(1, repeats):
         for j in range(T):
-            task = _task(c, K + j, seed)
-            trn = task_detection_batch(task, c["individual_samples"], c["snr_db"], c["n_pilots"], seed, "target-train")
-            val = task_detection_batch(task, c["val_samples"], c["snr_db"], c["n_pilots"], seed, "target-val")
+            trn, val = data[j]
             if r == 1 and j == 0:  # the run's data, init and unit are what this script rebuilds
                 m0 = _init_model(c, seed, f"target-{j}")
                 expand(col.unit, m0, "bottom-inherit")
