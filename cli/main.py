@@ -352,6 +352,7 @@ def _cmd_reproduction(args: argparse.Namespace) -> int:
     from studies.reproduction import STUDY_SCENARIOS, RunOutput, find_runs, keep_evidence, render
 
     runs = find_runs(Path(args.runs_dir))
+    named: list[RunOutput] = []
     for d in args.run_dirs:
         try:
             run = RunOutput.load(Path(d))
@@ -361,13 +362,16 @@ def _cmd_reproduction(args: argparse.Namespace) -> int:
         if run.kind not in STUDY_SCENARIOS:
             print(f"error: {d}: not a study run directory (its summary names no study of {sorted(STUDY_SCENARIOS)})", file=sys.stderr)
             return EXIT_BAD_INPUT
-        runs[run.kind] = [r for r in runs.get(run.kind, []) if r.seed != run.seed] + [run]
+        runs[run.kind] = [r for r in runs.get(run.kind, []) if (r.scale, r.seed) != (run.scale, run.seed)] + [run]
+        named.append(run)
     if args.evidence:
         root = Path(args.evidence)
+        # the runs named on the command line, or else every run found: a run found under
+        # --runs-dir is never kept over the evidence when other runs were named
+        keep = named or [run for kind_runs in runs.values() for run in kind_runs]
         try:
-            for kind_runs in runs.values():
-                for run in kind_runs:
-                    keep_evidence(run, root)
+            for run in keep:
+                keep_evidence(run, root)
         except OSError as e:
             print(f"error: {root}: cannot keep evidence: {e.strerror or e}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -432,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduction", help="the papers' headline claims against study runs (docs/reproduction.md)")
     rp.add_argument("run_dirs", nargs="*", help="study run directories (default: the newest of each kind under --runs-dir)")
     rp.add_argument("--runs-dir", default=os.environ.get("AIRFLEET_RUNS_DIR", "runs"), help="where to look for study runs")
-    rp.add_argument("--evidence", metavar="DIR", default=None, help="first keep these runs' summaries and tables in DIR/<kind>/<run>/ (docs/evidence), then render from all kept there")
+    rp.add_argument("--evidence", metavar="DIR", default=None, help="first keep the named runs' summaries and tables (none named: every run found under --runs-dir) in DIR/<kind>/<run>/ (docs/evidence), then render from all kept there")
     rp.add_argument("-o", "--output", metavar="FILE", default=None, help="write the page here instead of stdout")
     rp.set_defaults(fn=_cmd_reproduction)
     b = sub.add_parser("bench", help="run benchmark scripts (print JSON)")

@@ -249,6 +249,25 @@ def test_evidence_keeps_only_small_outputs_replaces_a_seed_and_rebuilds_the_page
 
 
 
+def test_evidence_keeps_only_the_named_runs_when_runs_are_named(tmp_path: Path) -> None:
+    """Naming a run keeps that run alone: a run found under --runs-dir does not replace its
+    kept copy (which may hold tables added since, such as hblind_bounds); and a named run
+    of another scale leaves the found run of the same seed on the page."""
+    runs, evidence = tmp_path / "runs", tmp_path / "evidence"
+    found = _csi(runs, "csi_feedback_paper-1", fm_nmse=-4.0)
+    assert main(["reproduction", "--runs-dir", str(tmp_path / "nothing"), str(found), "--evidence", str(evidence), "-o", str(tmp_path / "a.md")]) == 0
+    extra = evidence / "csi_feedback_paper" / "csi_feedback_paper-1" / "hblind_bounds.parquet"
+    pq.write_table(pa.Table.from_pylist([{"task_id": 10, "hblind_over_mmse": 0.2, "ml_symbols": 2400}]), extra)
+    named = _learngene(tmp_path / "elsewhere", "learngene_paper-b", matched=0.01, bottom=0.02, seed=1, scale="paper-per-task")
+    assert main(["reproduction", "--runs-dir", str(runs), str(named), "--evidence", str(evidence), "-o", str(tmp_path / "b.md")]) == 0
+    assert extra.is_file()  # the found run was not kept again over its richer copy
+    assert "csi_feedback_paper-1" in (tmp_path / "b.md").read_text()
+    _learngene(runs, "learngene_paper-a", matched=0.07, bottom=0.08, seed=1, scale="reduced")
+    assert main(["reproduction", "--runs-dir", str(runs), str(named), "-o", str(tmp_path / "c.md")]) == 0
+    page = (tmp_path / "c.md").read_text()
+    assert "learngene_paper-a" in page and "learngene_paper-b" in page  # one seed, two scales: both stay
+
+
 def test_the_shipped_page_is_the_one_its_kept_evidence_renders() -> None:
     """docs/reproduction.md is generated from docs/evidence (``make reproduction``): edited
     by hand, or left stale after a claim's rule changed, it fails here."""
