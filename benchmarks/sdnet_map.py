@@ -464,14 +464,13 @@ TABLE1_BOUNDS_JSON = OUT_DIR / "table1_bounds.json"
 BOUNDS_TABLE = "hblind_bounds.parquet"
 
 
-def _table1_items(run_dir: Path) -> tuple[str, int, int, list[tuple[int, float, float, float, Callable[[str, int], DetectionBatch]]]]:
-    """``(study, seed, n_t, items)``: each matched Table I row of an ``sdnet_table1`` or
-    ``learngene_paper`` run as ``(task id, ZF, MMSE, SDNet, batch(purpose, n))``, where
+def _table1_items(run_dir: Path, scen: dict[str, Any]) -> tuple[str, int, int, list[tuple[int, float, float, float, Callable[[str, int], DetectionBatch]]]]:
+    """``(study, seed, n_t, items)``: each matched Table I row of the ``sdnet_table1`` or
+    ``learngene_paper`` run in ``run_dir`` (``scen``: its ``scenario.resolved.json``) as ``(task id, ZF, MMSE, SDNet, batch(purpose, n))``, where
     ``batch`` draws that task's samples as the run did (``"table1-test"`` /
     ``"target-test-<snr>"``: its held-out samples)."""
     import pyarrow.parquet as pq
 
-    scen = json.loads((run_dir / "scenario.resolved.json").read_text())
     cfg, seed = scen["study"], int(scen["seed"])
     t1 = [r for r in pq.read_table(run_dir / "table1.parquet").to_pylist() if r["matched"]]
     if cfg.get("kind") == "learngene_paper":
@@ -507,8 +506,9 @@ def table1_bounds(run_dir: Path, known: dict[str, float] | None = None) -> list[
     import pyarrow.parquet as pq
 
     known = {} if known is None else known
-    study, seed, n_t, items = _table1_items(run_dir)
-    scale = json.loads((run_dir / "scenario.resolved.json").read_text())["study"].get("scale", "")
+    scen = json.loads((run_dir / "scenario.resolved.json").read_text())
+    study, seed, n_t, items = _table1_items(run_dir, scen)
+    scale = scen["study"].get("scale", "")
     rows = []
     for tid, zf_ser, mmse_ser, sdnet_ser, batch in items:
         key = f"{seed}-{tid}" if study == "sdnet_table1" else f"learngene-{scale}-{seed}-{tid}"

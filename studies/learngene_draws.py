@@ -118,7 +118,8 @@ def train_draws(run_dir: Path, repeats: int, epochs: int, log: Callable[[str], N
                 done += 1
                 log(f"{run_dir.name}: {done}/{total} {key} speed {np.mean([x['val_ser'] for x in new[1:]]):.4f} ({time.time() - t0:.0f} s)")
             _write_table(run_dir, rows)  # after every block: a stopped experiment leaves whole blocks
-    _write_table(run_dir, rows)
+    if repeats < 2:  # no block trained: the table is the run's own draw
+        _write_table(run_dir, rows)
 
 
 def _write_table(run_dir: Path, rows: list[dict[str, Any]]) -> None:
