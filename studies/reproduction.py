@@ -584,13 +584,21 @@ def keep_evidence(run: RunOutput, root: Path) -> RunOutput:
 
 def _combine(per_seed: list[tuple[RunOutput, Measured]]) -> Measured:
     """One claim over several seeds: every seed's figure, the most common verdict and how
-    many seeds gave it (the spread a reader needs to tell a difference from noise)."""
+    many seeds gave it (the spread a reader needs to tell a difference from noise), with the
+    reason of every seed that gave it, once per distinct reason."""
     if len(per_seed) == 1:
         return per_seed[0][1]
     verdicts = [m.verdict for _, m in per_seed]
     top = max(dict.fromkeys(verdicts), key=verdicts.count)
     figure = "<br>".join(f"seed {r.seed}: {m.figure}" for r, m in per_seed)
-    why = next(m.why for _, m in per_seed if m.verdict == top)
+    seeds_by_why: dict[str, list[str]] = {}
+    for r, m in per_seed:
+        if m.verdict == top:
+            seeds_by_why.setdefault(m.why, []).append(str(r.seed))
+    if len(seeds_by_why) == 1:
+        why = next(iter(seeds_by_why))
+    else:  # the seeds agree on the verdict for different reasons: quote each reason
+        why = "; ".join(f"seed{'s' if len(s) > 1 else ''} {', '.join(s)}: {w}" for w, s in seeds_by_why.items())
     return Measured(figure, top, f"{why} ({verdicts.count(top)}/{len(verdicts)} seeds)")
 
 

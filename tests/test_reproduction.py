@@ -112,6 +112,23 @@ def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> N
     assert "MMSE nearly error-free, nothing to beat by a factor: task 104 (MMSE 5.00e-03)" in t1.measure(RunOutput.load(d)).why
 
 
+def test_seeds_that_agree_on_a_verdict_for_different_reasons_each_give_theirs(tmp_path: Path) -> None:
+    def run(name: str, seed: int, ratios: list[float]) -> RunOutput:
+        per = [{"task_id": 100 + i, "ser": 0.06 * q, "ser_mmse": 0.06, "ser_zf": 0.08, "ratio_mmse": q} for i, q in enumerate(ratios)]
+        return RunOutput.load(_run_dir(tmp_path, name, "sdnet_table1", {"scale": "paper-per-task", "per_task": per}, {}, seed))
+
+    same = [run("a", 1, [1.1, 1.3]), run("b", 2, [1.1, 1.3])]
+    bounded = run("c", 3, [1.2, 1.4])  # the same verdict, but its misses are named by the bound
+    pq.write_table(pa.Table.from_pylist([{"task_id": t, "hblind_over_mmse": 1.1, "ml_symbols": 2400} for t in (100, 101)]), bounded.run_dir / "hblind_bounds.parquet")
+    differ = [*same, RunOutput.load(bounded.run_dir)]
+    t1 = lambda runs: next(m for c, m, _ in evaluate({"sdnet_table1": runs}) if c.study == "sdnet_table1" and "beats" in c.claim)  # noqa: E731
+    one = t1(same)
+    assert one.verdict == NOT and "seed" not in one.why.removesuffix("(2/2 seeds)") and one.why.endswith("(2/2 seeds)")
+    three = t1(differ)
+    assert three.verdict == NOT and three.why.startswith("seeds 1, 2: ") and "; seed 3: " in three.why and three.why.endswith("(3/3 seeds)")
+    assert three.why.count("no task below MMSE") == 2 and "seed 3: no task below MMSE; by the H-blind ML bound" in three.why
+
+
 def _csi(root: Path, name: str, fm_nmse: float) -> Path:
     rows = []
     for lm, rate in ((32.0, 1.0), (128.0, 1.5)):
