@@ -29,10 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.*` when run as a script
 
 from benchmarks.sdnet_map import held_out, map_task, training_set
 from common.learngene.training import evaluate_ser, finetune, mse_loss
