@@ -576,7 +576,8 @@ def table1_bounds(run_dir: Path, known: dict[str, float] | None = None) -> list[
     and the H-blind ML bound over MMSE on the first ``N_ML`` of the run's held-out samples
     of that task (candidate channels: 2,000 other LS estimates of the task). ``known``
     (``"seed-task"``, learngene runs ``"learngene-<scale>-seed-task"`` -> bound) holds bounds
-    already computed, and gets the new ones. Writes the run's bounds to
+    already computed, and ``"erank_tx:<key>"`` -> the task's ``erank_tx`` on the same
+    samples; it gets the new ones. Writes the run's bounds to
     ``RUN_DIR/hblind_bounds.parquet`` (``task_id, hblind_over_mmse, ml_symbols``: the symbols
     the bound was measured on)."""
     import pyarrow as pa
