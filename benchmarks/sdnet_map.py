@@ -3,7 +3,8 @@
 Experiment 11 of ``docs/sdnet_fidelity.md``. Tasks of the default ``gbsm`` model (TR 38.901
 UMi NLoS, 5 m circle, 32x8, QPSK, 25 dB, 16 pilots), chosen by ``map_task_ids`` from the
 statistics of held-out task ids 100-199 (ids 100-399 are screened); each trained from scratch at the paper's Table III
-recipe (MSE, Adam 1e-3, batch 500, 8,100 training samples; ``VARIANTS`` change one thing),
+recipe (MSE, Adam 1e-3, batch 500, 8,100 training samples; ``VARIANTS`` change the data, the
+schedule, or SDNet's width or depth),
 with the held-out SER on 1,000 samples every ``CHUNK`` epochs. Each (task, variant) is
 checkpointed after every chunk (model, Adam state, shuffling generator) under the artifact
 cache (``common.runtime.cache_root() / "sdnet_map"``), so ``train --resume`` continues
@@ -79,6 +80,8 @@ class Variant:
     n_train: int = 8100
     schedule: str = "const"  # "const" | "cosine": lr * (1 + cos(pi e / schedule_epochs)) / 2 per epoch e | "step": lr / 10 from epoch schedule_epochs on
     schedule_epochs: int = 40
+    width: int = 8  # channels of every conv but the last (the paper: 8)
+    n_conv: int = 8  # significant convs (the paper's individual depth: 8)
     seed: int = 0
     note: str = ""
 
@@ -90,6 +93,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("data4x", n_train=32400, note="4x the samples (32,400), batch 500"),
     Variant("cosine", schedule="cosine", schedule_epochs=40, note="cosine learning-rate decay to 0 over 40 epochs, batch 500"),
     Variant("data4x-drop40", n_train=32400, schedule="step", schedule_epochs=40, note="data4x, Adam's rate cut to a tenth from epoch 40"),
+    Variant("data4x-w16", n_train=32400, width=16, note="data4x, every conv 16 channels wide (the paper's 8): about 4x the convolution work"),
+    Variant("data4x-d12", n_train=32400, n_conv=12, note="data4x, 12 significant convs (the paper's collective depth; individual 8)"),
 )}
 
 
@@ -290,7 +295,7 @@ def train_case(task_id: int, v: Variant, epochs: int, ckpt_dir: Path, resume: bo
     train = training_set(task, v.n_train, v.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(v.seed)
-        model = SDNet(32, 8, 8)
+        model = SDNet(32, 8, v.n_conv, widths=[v.width] * (v.n_conv + 1))
     opt = torch.optim.Adam(model.parameters(), lr=v.lr)
     gen = torch.Generator().manual_seed(v.seed)
     row: dict[str, Any] = {"task_id": task_id, "variant": asdict(v), "history": [], "seconds": 0.0}
@@ -454,6 +459,9 @@ def render() -> Path:
         eps = [h["epoch_s"] for h in r["history"] if h.get("epoch_s")]
         lines.append(f"| {r['task_id']} | {r['variant']['name']} | {_fmt(s.get('ser_zf'))} | {_fmt(mm)} | " + " | ".join(cells) + f" | {_fmt(best)} | {_fmt(last.get('ser_train'))} | {_fmt(float(np.median(eps)) if eps else None, 1)} |")
     lines += ["", "Ratios are SDNet's held-out SER (1,000 samples, 8,000 symbols, eval-mode BN) over MMSE's on the same samples; `best SDNet` is the lowest SER recorded.", ""]
+    used = {r["variant"]["name"] for r in results.values()}
+    lines += ["Variants (the paper's recipe and SDNet(32, 8, 8), every conv 8 channels wide, changed as each says):", ""]
+    lines += [f"- `{v.name}`: {v.note}" for v in VARIANTS.values() if v.name in used] + [""]
     cols = ["ser_zf", "ser_mmse", "ser_ml_ls", "ser_hblind_ml", "hblind_over_mmse", "mmse_over_ml", "cond_median", "ue_corr", "h_var", "erank_vec", "rank90_vec", "erank_rx", "erank_tx", "top_rx", "u1_align", "n_clusters_eff", "top_cluster", "ds_ns", "asd_deg", "asa_deg"]
     lines += ["### Task statistics (held-out samples; ML on the first 300)", "", "Selected by `map_task_ids`: " + ", ".join(map(str, ids)), ""]
     lines += ["| task | map | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]

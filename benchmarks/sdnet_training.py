@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.*
 
 from benchmarks.sdnet_map import held_out, map_task, training_set
 from common.learngene.training import evaluate_ser, finetune, mse_loss
+from common.models.complexity import layer_costs
 from common.models.sdnet import SDNet
 from common.phy.metrics import baseline_sers
 
@@ -94,15 +95,32 @@ def run_path(path: str, init: dict[str, torch.Tensor], train, epochs: int, batch
     return model, times
 
 
-def profile_steps(batch_size: int, steps: int = 5) -> None:
-    """Print the per-op CPU time of ``steps`` Adam steps of SDNet(32, 8, 8) at ``batch_size``,
-    channels-last float32 on one thread with batch norm and tanh fused (the product's path),
-    after 3 warm-up steps: which kernels a faster path has to beat."""
+def sgemm_gflops(n: int = 1024, reps: int = 5) -> float:
+    """This core's float32 matrix-multiply rate (GFLOP/s, one thread, median of ``reps``
+    ``n x n`` products): the practical ceiling a convolution kernel is measured against."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(ts) / 1e9
+
+
+def profile_steps(batch_size: int, steps: int = 5, width: int = 8) -> None:
+    """Print the per-op CPU time of ``steps`` Adam steps of SDNet(32, 8, 8) (every conv but the
+    last ``width`` channels wide; the paper's 8) at ``batch_size``, channels-last float32 on one
+    thread with batch norm and tanh fused (the product's path), after 3 warm-up steps: which
+    kernels a faster path has to beat. Then a roofline line: the convolutions' forward and
+    backward rates in GFLOP/s (``2 x MACs``; backward = weight and input gradients, the first
+    conv's input needs none) beside this core's float32 ``sgemm_gflops``, and each kind of
+    op's share of the step."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = SDNet(32, 8, 8).to(memory_format=torch.channels_last)
+    model = SDNet(32, 8, 8, widths=[width] * 9).to(memory_format=torch.channels_last)
     model.fuse_bn_tanh = True
     X = torch.randn(batch_size, 1, 65, 16).to(memory_format=torch.channels_last)
     Y = torch.rand(batch_size, 16) * 2 - 1
@@ -116,10 +134,25 @@ def profile_steps(batch_size: int, steps: int = 5) -> None:
 
     for _ in range(3):
         step()
+    t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
+    wall = time.perf_counter() - t0
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    self_s = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+    conv_fwd = [c.flops for c in layer_costs(model, (1, *model.input_shape)) if c.kind == "Conv2d"]
+    fwd = batch_size * steps * sum(conv_fwd)
+    bwd = batch_size * steps * (2 * sum(conv_fwd) - conv_fwd[0])
+    t_fwd, t_bwd = self_s.get("aten::mkldnn_convolution", float("nan")), self_s.get("aten::convolution_backward", float("nan"))
+    t_bn = self_s.get("_BNTanh", 0.0) + self_s.get("_BNTanhBackward", 0.0)
+    total = sum(self_s.values())
+    print(json.dumps({
+        "roofline": {"width": width, "batch_size": batch_size, "sgemm_gflops": round(sgemm_gflops(), 1),
+                     "conv_fwd_gflops": round(fwd / t_fwd / 1e9, 1), "conv_bwd_gflops": round(bwd / t_bwd / 1e9, 1),
+                     "share_conv_fwd": round(t_fwd / total, 3), "share_conv_bwd": round(t_bwd / total, 3),
+                     "share_bn_tanh": round(t_bn / total, 3), "samples_per_s_profiled": round(batch_size * steps / wall, 1)},
+    }))
     n = batch_size * 8 * 65 * 16
     x = torch.randn(batch_size, 8, 65, 16).to(memory_format=torch.channels_last)
     for name, fn in (("tanh", torch.tanh), ("exp", torch.exp), ("relu", torch.relu)):
@@ -137,10 +170,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8100)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=500)
-    ap.add_argument("--profile", action="store_true", help="instead: where one thread's time goes in 5 training steps of the fp32 path (torch.profiler, per op)")
+    ap.add_argument("--profile", action="store_true", help="instead: where one thread's time goes in 5 training steps of the fp32 path (torch.profiler, per op), and the convolutions' GFLOP/s against this core's sgemm")
+    ap.add_argument("--width", type=int, default=8, help="with --profile: channels of every conv but the last (the paper's 8)")
     a = ap.parse_args()
     if a.profile:
-        profile_steps(a.batch_size)
+        profile_steps(a.batch_size, width=a.width)
         return
     if a.epochs < 2:
         raise SystemExit("--epochs must be >= 2 (the first epoch is warm-up)")
