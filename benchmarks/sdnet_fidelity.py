@@ -30,7 +30,7 @@ from common.channels import ChannelTask, sample_channels
 from common.learngene.training import evaluate_ser, finetune
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
-from common.phy.detection import ml_detect
+from common.phy.detection import covariance_ml_detect, ml_detect, zf_error_covariance
 from common.phy.metrics import baseline_sers, ser
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "sdnet_fidelity"
@@ -82,16 +82,22 @@ def hblind_ml_indices(test: DetectionBatch, H_task: torch.Tensor) -> torch.Tenso
 
     ``C = E[(H_LS^H H_LS)^{-1}]`` over ``H_task`` (LS estimates of other channels of the
     task) is the average covariance of ``x_ZF - x`` up to ``sigma_n^2``; the decision is
-    ``argmin_x (x_ZF - x)^H C^{-1} (x_ZF - x)``: the best joint detector that does not look at
-    this sample's ``H`` (Gaussian approximation). Returns ``int64 [n, n_t]``.
+    ``argmin_x (x_ZF - x)^H C^{-1} (x_ZF - x)`` (``covariance_ml_detect``): the best joint
+    detector that does not look at this sample's ``H`` (Gaussian approximation). Returns
+    ``int64 [n, n_t]``.
     """
     Hd = H_task.to(torch.complex128)
-    C = torch.linalg.inv(Hd.conj().transpose(-1, -2) @ Hd).mean(0)
-    C = (C + C.conj().T) / 2
-    U = torch.linalg.cholesky(torch.linalg.inv(C)).conj().T  # C^{-1} = U^H U
-    n = len(test)
-    A = U.unsqueeze(0).expand(n, -1, -1).to(torch.complex64)
-    return ml_detect((A @ test.x_zf.unsqueeze(-1)).squeeze(-1), A)
+    return covariance_ml_detect(test.x_zf, torch.linalg.inv(Hd.conj().transpose(-1, -2) @ Hd).mean(0))
+
+
+def hblind_fit_indices(test: DetectionBatch, train: DetectionBatch) -> torch.Tensor:
+    """The detector of ``hblind_ml_indices`` with its covariance fitted from labelled
+    samples instead of channels (``zf_error_covariance`` of ``train``; no ``H`` of any sample
+    is used): what a model-based ``x_ZF`` detector with one ``n_t x n_t`` Hermitian matrix
+    (64 real parameters at n_t = 8) learns from the training samples SDNet is given.
+    Returns ``int64 [n, n_t]``."""
+    n_t = train.x.shape[1] // 2
+    return covariance_ml_detect(test.x_zf, zf_error_covariance(train.x_zf, torch.complex(train.x[:, :n_t], train.x[:, n_t:])))
 
 
 def run_case(c: Case) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import torch
 
 from common.phy import (
     baseline_sers,
+    covariance_ml_detect,
     binomial_ci,
     complex_to_real_channel,
     make_detection_batch,
@@ -21,6 +22,7 @@ from common.phy import (
     ser,
     ser_with_ci,
     zf,
+    zf_error_covariance,
 )
 from common.phy.estimation import ls_estimate, transmit_pilots
 from common.phy.modulation import (
@@ -119,6 +121,44 @@ def test_ml_is_optimal_and_at_least_as_good_as_zf() -> None:
     assert ser(ml, b.symbols) < ser(zf_idx, b.symbols)
     with pytest.raises(ValueError):
         ml_detect(b.y[:1].repeat(1, 5), _crandn(1, 10, 9, g=g))  # 4**9 candidates: refused
+
+
+def _one_channel_samples(H: torch.Tensor, n: int, noise_var: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` samples through one known channel ``H [n_r, n_t]``: symbols, ``y``, ``x_ZF``."""
+    idx = torch.randint(0, 4, (n, H.shape[1]), generator=g)
+    y = (H @ indices_to_symbols(idx).unsqueeze(-1)).squeeze(-1) + math.sqrt(noise_var) * _crandn(n, H.shape[0], g=g)
+    return idx, y, zf(y, H.expand(n, -1, -1))
+
+
+def test_covariance_ml_under_the_channels_own_covariance_is_exact_ml() -> None:
+    g = torch.Generator().manual_seed(11)
+    H = _crandn(6, 3, g=g) @ torch.diag(torch.tensor([1.0, 0.3, 0.1], dtype=torch.complex64))  # ill-conditioned
+    s2 = 0.05
+    idx, y, x_zf = _one_channel_samples(H, 2000, s2, g)
+    Hd = H.to(torch.complex128)
+    C = s2 * torch.linalg.inv(Hd.conj().T @ Hd)  # ||y - H x||^2 = (x_zf - x)^H H^H H (x_zf - x) + const
+    assert torch.equal(covariance_ml_detect(x_zf, C), ml_detect(y, H.expand(len(y), -1, -1)))
+
+
+def test_fitted_zf_error_covariance_recovers_the_channel_and_beats_zf() -> None:
+    g = torch.Generator().manual_seed(12)
+    H = _crandn(6, 3, g=g) @ torch.diag(torch.tensor([1.0, 0.3, 0.1], dtype=torch.complex64))
+    s2 = 0.05
+    idx, _, x_zf = _one_channel_samples(H, 20000, s2, g)
+    C = zf_error_covariance(x_zf, indices_to_symbols(idx))
+    Hd = H.to(torch.complex128)
+    truth = s2 * torch.linalg.inv(Hd.conj().T @ Hd)
+    assert torch.allclose(C, C.conj().T)
+    assert float(torch.linalg.norm(C - truth) / torch.linalg.norm(truth)) < 0.05
+    t_idx, t_y, t_zf = _one_channel_samples(H, 3000, s2, g)  # fresh samples: fitted, not memorised
+    ser_fit = ser(covariance_ml_detect(t_zf, C), t_idx)
+    ser_ml = ser(ml_detect(t_y, H.expand(len(t_y), -1, -1)), t_idx)
+    assert ser_fit < 0.8 * ser(hard_qpsk(t_zf), t_idx)
+    assert ser_fit <= ser_ml + 0.005
+    with pytest.raises(ValueError):
+        zf_error_covariance(x_zf, indices_to_symbols(idx)[:, :2])
+    with pytest.raises(ValueError):
+        covariance_ml_detect(t_zf, C[:2, :2])
 
 
 def test_batch_shapes_snr_and_baselines() -> None:

@@ -7,7 +7,7 @@ from common.phy.dataset import (
     concat_batches,
     make_detection_batch,
 )
-from common.phy.detection import hard_qpsk, lmmse_genie, ml_detect, mmse, zf
+from common.phy.detection import covariance_ml_detect, hard_qpsk, lmmse_genie, ml_detect, mmse, zf, zf_error_covariance
 from common.phy.estimation import ls_channel_estimate, ls_estimate, orthogonal_pilots
 from common.phy.metrics import baseline_sers, ber, ber_with_ci, binomial_ci, nmse_db, ser, ser_with_ci
 from common.phy.noise import noise_variance
@@ -24,6 +24,8 @@ __all__ = [
     "hard_qpsk",
     "lmmse_genie",
     "ml_detect",
+    "covariance_ml_detect",
+    "zf_error_covariance",
     "mmse",
     "zf",
     "ls_channel_estimate",

@@ -1,4 +1,5 @@
-"""Classical MIMO detectors: ZF (eq. 9), MMSE (eq. 11), genie LMMSE, exact ML (eq. 6).
+"""Classical MIMO detectors: ZF (eq. 9), MMSE (eq. 11), genie LMMSE, exact ML (eq. 6), and
+ML on the ZF estimate under a known or fitted error covariance (``covariance_ml_detect``).
 
 All detectors work on complex tensors; the real-valued forms of eq. (8)-(11) with the
 block matrix of eq. (2) are algebraically identical to the complex ones used here
@@ -15,7 +16,7 @@ import torch
 
 from common.phy.modulation import hard_qpsk, qpsk_constellation
 
-__all__ = ["zf", "mmse", "lmmse_genie", "ml_detect", "hard_qpsk", "ML_MAX_CANDIDATES"]
+__all__ = ["zf", "mmse", "lmmse_genie", "ml_detect", "covariance_ml_detect", "zf_error_covariance", "hard_qpsk", "ML_MAX_CANDIDATES"]
 
 #: exact ML enumerates 4**n_t candidates; refuse beyond this many
 ML_MAX_CANDIDATES: int = 4**8
@@ -127,3 +128,57 @@ def ml_detect(y: torch.Tensor, H: torch.Tensor, chunk: int = 16) -> torch.Tensor
         d = (r.real**2 + r.imag**2).sum(-1)
         out.append(cands[d.argmin(dim=1)])
     return torch.cat(out, 0)
+
+
+def zf_error_covariance(x_zf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sample covariance ``E[e e^H]`` of ZF errors ``e = x_ZF - x`` over labelled samples.
+
+    Parameters
+    ----------
+    x_zf, x : torch.Tensor
+        ``complex [n, n_t]``: ZF estimates and the transmitted symbols.
+
+    Returns
+    -------
+    torch.Tensor
+        ``complex128 [n_t, n_t]``, Hermitian. For one channel ``H`` known exactly it tends to
+        ``sigma_n^2 (H^H H)^{-1}``; over a task it is the task-average ZF noise covariance.
+    """
+    if x_zf.shape != x.shape or x_zf.dim() != 2 or not (x_zf.is_complex() and x.is_complex()):
+        raise ValueError(f"expected complex x_zf and x of one shape [n, n_t], got {tuple(x_zf.shape)} and {tuple(x.shape)}")
+    e = (x_zf - x).to(torch.complex128)
+    C = e.T @ e.conj() / len(e)
+    return (C + C.conj().T) / 2
+
+
+def covariance_ml_detect(x_zf: torch.Tensor, C: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """ML QPSK decisions from the ZF estimate alone, under a Gaussian error of covariance ``C``.
+
+    ``argmin_x (x_ZF - x)^H C^{-1} (x_ZF - x)``: with ``C^{-1} = U^H U`` this is exact ML
+    (``ml_detect``) on ``U x_ZF = U x + w``, ``w`` white. With ``C = sigma_n^2 (H^H H)^{-1}``
+    of the sample's own ``H`` it is eq. (6)'s ML; with one ``C`` for a whole task
+    (``zf_error_covariance`` of labelled samples, or ``E[(H^H H)^{-1}]`` over the task's
+    channels) it is the detector that knows the task's shared ZF-error correlation but not
+    the sample's ``H`` (the H-blind detector of ``docs/sdnet_fidelity.md``, Experiment 7).
+
+    Parameters
+    ----------
+    x_zf : torch.Tensor
+        ``complex [n, n_t]``.
+    C : torch.Tensor
+        ``complex [n_t, n_t]`` Hermitian positive definite (one for all samples).
+    chunk : int, default 16
+        Passed to ``ml_detect``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``int64 [n, n_t]`` symbol indices.
+    """
+    n_t = x_zf.shape[-1]
+    if x_zf.dim() != 2 or not x_zf.is_complex() or tuple(C.shape) != (n_t, n_t):
+        raise ValueError(f"expected complex x_zf [n, n_t] and C [n_t, n_t], got {tuple(x_zf.shape)} and {tuple(C.shape)}")
+    Cd = C.to(torch.complex128)
+    U = torch.linalg.cholesky(torch.linalg.inv((Cd + Cd.conj().T) / 2)).conj().T  # C^{-1} = U^H U
+    A = U.unsqueeze(0).expand(x_zf.shape[0], -1, -1)
+    return ml_detect((A @ x_zf.to(torch.complex128).unsqueeze(-1)).squeeze(-1), A, chunk)
