@@ -96,7 +96,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("data4x-drop40", n_train=32400, schedule="step", schedule_epochs=40, note="data4x, Adam's rate cut to a tenth from epoch 40"),
     Variant("data4x-w16", n_train=32400, width=16, note="data4x, every conv 16 channels wide (the paper's 8): about 4x the convolution work"),
     Variant("data4x-d12", n_train=32400, n_conv=12, note="data4x, 12 significant convs (the paper's collective depth; individual 8)"),
-    Variant("data4x-mlp-xzf", n_train=32400, model="mlp_xzf", note="data4x, not SDNet: an MLP on `x_ZF` alone (16 -> 512 -> 512 -> 16), the detector class the H-blind bound is the best of"),
+    Variant("data4x-mlp-xzf", n_train=32400, model="mlp_xzf", note="data4x, not SDNet: an MLP on `x_ZF` alone (16 -> 512 -> 512 -> 16), the detector class whose best member the H-blind bound approximates"),
     Variant("data4x-mlp-full", n_train=32400, model="mlp_full", note="data4x, not SDNet: an MLP on SDNet's whole input `[H_LS ; x_ZF^T]` (1,040 -> 512 -> 512 -> 16)"),
 )}
 
