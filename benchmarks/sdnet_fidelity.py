@@ -32,6 +32,7 @@ from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.phy.detection import covariance_ml_detect, ml_detect, zf_error_covariance
 from common.phy.metrics import baseline_sers, ser
+from common.phy.modulation import indices_to_symbols
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "sdnet_fidelity"
 
@@ -96,8 +97,7 @@ def hblind_fit_indices(test: DetectionBatch, train: DetectionBatch) -> torch.Ten
     is used): what a model-based ``x_ZF`` detector with one ``n_t x n_t`` Hermitian matrix
     (64 real parameters at n_t = 8) learns from the training samples SDNet is given.
     Returns ``int64 [n, n_t]``."""
-    n_t = train.x.shape[1] // 2
-    return covariance_ml_detect(test.x_zf, zf_error_covariance(train.x_zf, torch.complex(train.x[:, :n_t], train.x[:, n_t:])))
+    return covariance_ml_detect(test.x_zf, zf_error_covariance(train.x_zf, indices_to_symbols(train.symbols)))
 
 
 def run_case(c: Case) -> dict[str, Any]:
