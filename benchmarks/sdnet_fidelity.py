@@ -30,9 +30,8 @@ from common.channels import ChannelTask, sample_channels
 from common.learngene.training import evaluate_ser, finetune
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
-from common.phy.detection import covariance_ml_detect, ml_detect, zf_error_covariance
+from common.phy.detection import covariance_ml_detect, ml_detect
 from common.phy.metrics import baseline_sers, ser
-from common.phy.modulation import indices_to_symbols
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "sdnet_fidelity"
 
@@ -89,15 +88,6 @@ def hblind_ml_indices(test: DetectionBatch, H_task: torch.Tensor) -> torch.Tenso
     """
     Hd = H_task.to(torch.complex128)
     return covariance_ml_detect(test.x_zf, torch.linalg.inv(Hd.conj().transpose(-1, -2) @ Hd).mean(0))
-
-
-def hblind_fit_indices(test: DetectionBatch, train: DetectionBatch) -> torch.Tensor:
-    """The detector of ``hblind_ml_indices`` with its covariance fitted from labelled
-    samples instead of channels (``zf_error_covariance`` of ``train``; no ``H`` of any sample
-    is used): what a model-based ``x_ZF`` detector with one ``n_t x n_t`` Hermitian matrix
-    (64 real parameters at n_t = 8) learns from the training samples SDNet is given.
-    Returns ``int64 [n, n_t]``."""
-    return covariance_ml_detect(test.x_zf, zf_error_covariance(train.x_zf, indices_to_symbols(train.symbols)))
 
 
 def run_case(c: Case) -> dict[str, Any]:

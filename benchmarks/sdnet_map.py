@@ -47,14 +47,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.*` when run as a script
 
-from benchmarks.sdnet_fidelity import channel_stats, hblind_fit_indices, hblind_ml_indices
+from benchmarks.sdnet_fidelity import channel_stats, hblind_ml_indices
 from common.channels import ChannelTask, sample_channels
 from common.channels.gbsm import gbsm_environment
 from common.learngene.training import evaluate_ser, finetune
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.phy.detection import ml_detect
-from common.phy.metrics import baseline_sers, ser
+from common.phy.metrics import baseline_sers, hblind_fit_indices, ser
 from common.runtime import cache_root
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "sdnet_fidelity"

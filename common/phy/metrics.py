@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from scipy import stats
 
-from common.phy.detection import hard_qpsk, lmmse_genie, mmse, zf
+from common.phy.detection import ML_MAX_CANDIDATES, covariance_ml_detect, hard_qpsk, lmmse_genie, mmse, zf, zf_error_covariance
+from common.phy.modulation import indices_to_symbols
 
 if TYPE_CHECKING:
     from common.phy.dataset import DetectionBatch
 
-__all__ = ["baseline_sers", "ser", "ser_with_ci", "ber", "ber_with_ci", "nmse_db", "binomial_ci"]
+__all__ = ["baseline_sers", "hblind_fit_indices", "ser", "ser_with_ci", "ber", "ber_with_ci", "nmse_db", "binomial_ci"]
 
 
 def _count(pred: torch.Tensor, true: torch.Tensor, what: str) -> tuple[int, int]:
@@ -140,17 +141,39 @@ def nmse_db(estimate: torch.Tensor, reference: torch.Tensor, *, reduction: Liter
     raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
 
 
-def baseline_sers(batch: DetectionBatch) -> dict[str, float]:
+def hblind_fit_indices(test: DetectionBatch, train: DetectionBatch) -> torch.Tensor:
+    """The fitted H-blind detector: ML from ``x_ZF`` alone (``covariance_ml_detect``) under the
+    ZF-error covariance fitted from labelled training samples (``zf_error_covariance`` of
+    ``train``'s ``x_ZF - x``; no ``H`` of any sample is used). What a model-based ``x_ZF``
+    detector with one ``n_t x n_t`` Hermitian matrix (64 real parameters at ``n_t = 8``)
+    learns from the samples SDNet is given; on the default channel model it tracks the
+    H-blind ML bound that SDNet's held-out SER stays above (``docs/sdnet_fidelity.md``,
+    Experiment 11). Needs ``4**n_t <= ML_MAX_CANDIDATES``. Returns ``int64 [n, n_t]``."""
+    return covariance_ml_detect(test.x_zf, zf_error_covariance(train.x_zf, indices_to_symbols(train.symbols)))
+
+
+def baseline_sers(batch: DetectionBatch, fit_from: DetectionBatch | None = None) -> dict[str, float]:
     """SER of the classical detectors on a ``common.phy.dataset.DetectionBatch``.
+
+    Parameters
+    ----------
+    batch : DetectionBatch
+        Where the SERs are measured.
+    fit_from : DetectionBatch, optional
+        Labelled samples to fit ``hblind_fit_indices``'s covariance from (a device's training
+        set); adds ``ser_hblind_fit`` when given and ``4**n_t <= ML_MAX_CANDIDATES``.
 
     Returns
     -------
     dict
         ``ser_zf`` (eq. 9 with ``H_LS``), ``ser_mmse`` (eq. 11 with ``H_LS``),
-        ``ser_lmmse_genie`` (eq. 11 with the true ``H``).
+        ``ser_lmmse_genie`` (eq. 11 with the true ``H``), and ``ser_hblind_fit`` when fitted.
     """
-    return {
+    out = {
         "ser_zf": ser(hard_qpsk(zf(batch.y, batch.H_ls)), batch.symbols),
         "ser_mmse": ser(hard_qpsk(mmse(batch.y, batch.H_ls, batch.noise_var)), batch.symbols),
         "ser_lmmse_genie": ser(hard_qpsk(lmmse_genie(batch.y, batch.H, batch.noise_var)), batch.symbols),
     }
+    if fit_from is not None and 4 ** batch.x_zf.shape[-1] <= ML_MAX_CANDIDATES:
+        out["ser_hblind_fit"] = ser(hblind_fit_indices(batch, fit_from), batch.symbols)
+    return out
