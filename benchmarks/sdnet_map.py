@@ -83,6 +83,7 @@ class Variant:
     width: int = 8  # channels of every conv but the last (the paper: 8)
     n_conv: int = 8  # significant convs (the paper's individual depth: 8)
     model: str = "sdnet"  # "sdnet" | "mlp_xzf" | "mlp_full": a probe in place of SDNet (``MLPDetector``)
+    loss: str = "mse"  # a key of ``common.learngene.training.LOSSES``: "mse" (eq. 13) | "bce" (on the bits' signs)
     seed: int = 0
     note: str = ""
 
@@ -97,6 +98,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("data4x-w16", n_train=32400, width=16, note="data4x, every conv 16 channels wide (the paper's 8): about 4x the convolution work"),
     Variant("data4x-d12", n_train=32400, n_conv=12, note="data4x, 12 significant convs (the paper's collective depth; individual 8)"),
     Variant("data4x-mlp-xzf", n_train=32400, model="mlp_xzf", note="data4x, not SDNet: an MLP on `x_ZF` alone (16 -> 512 -> 512 -> 16), the detector class whose best member the H-blind bound approximates"),
+    Variant("b500-bce", loss="bce", note="the paper's recipe with a cross-entropy on each output's sign (QPSK's bits) in place of eq. (13)'s MSE"),
+    Variant("data4x-bce", n_train=32400, loss="bce", note="data4x with the sign cross-entropy in place of eq. (13)'s MSE"),
+    Variant("data4x-mlp-xzf-bce", n_train=32400, model="mlp_xzf", loss="bce", note="data4x-mlp-xzf with the sign cross-entropy in place of eq. (13)'s MSE"),
     Variant("data4x-mlp-full", n_train=32400, model="mlp_full", note="data4x, not SDNet: an MLP on SDNet's whole input `[H_LS ; x_ZF^T]` (1,040 -> 512 -> 512 -> 16)"),
 )}
 
@@ -354,7 +358,7 @@ def train_case(task_id: int, v: Variant, epochs: int, ckpt_dir: Path, resume: bo
         for e in range(done, done + n_ep):  # one call per epoch: the schedule sets each epoch's lr
             for g in opt.param_groups:
                 g["lr"] = _lr_at(v, e)
-            r = finetune(model, train, epochs=1, batch_size=v.batch_size, lr=v.lr, generator=gen, optimizer=opt)
+            r = finetune(model, train, epochs=1, batch_size=v.batch_size, lr=v.lr, generator=gen, optimizer=opt, loss=v.loss)
             losses += r.loss_per_epoch
             secs += r.seconds
         done += n_ep

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from common.learngene.training import TRAIN_FLOPS_PER_FORWARD, evaluate_ser, finetune
+from common.learngene.training import TRAIN_FLOPS_PER_FORWARD, evaluate_ser, finetune, sign_bce_loss
 from common.channels import ChannelTask, sample_channels
 from common.models.complexity import count_flops
 from common.models.sdnet import SDNet
@@ -28,6 +30,26 @@ def test_trained_sdnet_beats_zf_and_mmse_on_its_task() -> None:
     s = evaluate_ser(model, test)
     assert res.loss_per_epoch[-1] < res.loss_per_epoch[0]
     assert s < base["ser_mmse"] - 0.02 and s < base["ser_zf"] - 0.02, (s, base)
+
+
+def test_sign_bce_loss_is_the_cross_entropy_of_each_bit_and_trains() -> None:
+    """The probe loss: ``-log P(bit)`` with ``P(+) = (1 + out) / 2`` per output, summed over
+    the outputs; an undecided output costs ``ln 2``. SDNet trained with it learns a task."""
+    x = torch.tensor([[0.7071, -0.7071, 0.7071, -0.7071]])
+    assert float(sign_bce_loss(torch.zeros(1, 4), x)) == pytest.approx(4 * math.log(2))
+    out = torch.tensor([[0.8, -0.6, -0.2, 0.0]])  # P(right bit) = 0.9, 0.8, 0.4, 0.5
+    assert float(sign_bce_loss(out, x)) == pytest.approx(-math.log(0.9 * 0.8 * 0.4 * 0.5), rel=1e-5)
+    task = ChannelTask.make("gbsm", 8, 2, task_id=2, seed=0, radius_m=0.002)
+    g = torch.Generator().manual_seed(0)
+    train = make_detection_batch(sample_channels(task, 3000, 1), 10.0, n_pilots=2, generator=g)
+    test = make_detection_batch(sample_channels(task, 2000, 2), 10.0, n_pilots=2, generator=g)
+    torch.manual_seed(0)
+    model = SDNet(8, 2, 2)
+    res = finetune(model, train, epochs=3, batch_size=100, lr=3e-3, generator=torch.Generator().manual_seed(1), loss="bce")
+    assert res.loss_per_epoch[-1] < res.loss_per_epoch[0] < 4 * math.log(2)
+    assert evaluate_ser(model, test) < baseline_sers(test)["ser_zf"]
+    with pytest.raises(ValueError, match="loss"):
+        finetune(model, train, epochs=1, batch_size=100, lr=1e-3, loss="hinge")
 
 
 def test_finetune_flops_determinism_and_val_curve() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +27,7 @@ from common.models.sdnet import sdnet_symbol_indices
 from common.phy.dataset import DetectionBatch
 from common.phy.metrics import ser
 
-__all__ = ["FinetuneResult", "PRECISIONS", "conv_fast_layout", "finetune", "evaluate_ser", "predict_indices", "mse_loss", "TRAIN_FLOPS_PER_FORWARD"]
+__all__ = ["FinetuneResult", "LOSSES", "PRECISIONS", "conv_fast_layout", "finetune", "evaluate_ser", "predict_indices", "mse_loss", "sign_bce_loss", "TRAIN_FLOPS_PER_FORWARD"]
 
 #: training FLOPs per sample per step, in units of forward FLOPs
 TRAIN_FLOPS_PER_FORWARD: int = 3
@@ -72,6 +72,20 @@ class FinetuneResult:
 def mse_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Eq. (13): ``(1/N) sum_n ||x_hat(n) - x(n)||_2^2`` for ``float [N, 2 n_t]`` tensors."""
     return (out - x).pow(2).sum(1).mean()
+
+
+def sign_bce_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Not the paper's: binary cross-entropy on the signs of ``x`` (QPSK's two Gray bits per
+    symbol are the signs of its real and imaginary parts), summed over the ``2 n_t`` outputs
+    and averaged over the batch, like eq. (13). The output ``out = tanh(a)`` in ``(-1, 1)``
+    is read as ``P(sign = +1) = (1 + out) / 2 = sigmoid(2 a)``; for ``float [N, 2 n_t]``."""
+    p_pos = ((1 + out) / 2).clamp(1e-7, 1 - 1e-7)
+    pos = x > 0
+    return -torch.where(pos, p_pos.log(), (1 - p_pos).log()).sum(1).mean()
+
+
+#: training losses ``finetune`` knows: the paper's eq. (13), and a probe (``sign_bce_loss``)
+LOSSES = {"mse": mse_loss, "bce": sign_bce_loss}
 
 
 @contextlib.contextmanager
@@ -133,6 +147,7 @@ def finetune(
     record_last_epoch_gradient: bool = False,
     optimizer: torch.optim.Optimizer | None = None,
     precision: str = "fp32",
+    loss: str = "mse",
 ) -> FinetuneResult:
     """Train ``model`` in place with Adam on ``train``.
 
@@ -163,6 +178,9 @@ def finetune(
     precision : str, default "fp32"
         One of ``PRECISIONS``: "bf16" runs the training forward pass under bfloat16 autocast
         (``benchmarks/sdnet_training.py`` measures speed and held-out SER of both).
+    loss : str, default "mse"
+        A key of ``LOSSES``: "mse" is eq. (13), the paper's; "bce" (``sign_bce_loss``) is a
+        probe that ``benchmarks/sdnet_map.py`` compares with it.
 
     Returns
     -------
@@ -174,6 +192,8 @@ def finetune(
         raise ValueError(f"lam must be >= 0, got {lam}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     n = len(train)
     if n == 0:
         raise ValueError("empty training batch")
@@ -185,7 +205,7 @@ def finetune(
         anchors = {k: v.to(dev) for k, v in anchors.items()}
     with conv_fast_layout(model, X) as X:
         opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
-        res = _train_epochs(model, X, Y, epochs, batch_size, opt, anchors if lam > 0 else None, lam, gen, val, record_last_epoch_gradient, precision)
+        res = _train_epochs(model, X, Y, epochs, batch_size, opt, anchors if lam > 0 else None, lam, gen, val, record_last_epoch_gradient, precision, LOSSES[loss])
     res.flops = TRAIN_FLOPS_PER_FORWARD * fwd * res.samples
     return res
 
@@ -203,6 +223,7 @@ def _train_epochs(
     val: DetectionBatch | None,
     record_last: bool = False,
     precision: str = "fp32",
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mse_loss,
 ) -> FinetuneResult:
     n, dev = len(X), X.device
     cast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
@@ -218,7 +239,7 @@ def _train_epochs(
             idx = perm[s : s + batch_size]
             with cast():
                 out = model(X[idx])
-            loss = mse_loss(out.float(), Y[idx])  # eq. (13)
+            loss = loss_fn(out.float(), Y[idx])  # eq. (13) unless a probe's loss
             total += loss.detach() * len(idx)
             if anchors:
                 loss = loss + l2_to_anchors(model, anchors, lam)  # eq. (21)
