@@ -99,7 +99,6 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("data4x-d12", n_train=32400, n_conv=12, note="data4x, 12 significant convs (the paper's collective depth; individual 8)"),
     Variant("data4x-mlp-xzf", n_train=32400, model="mlp_xzf", note="data4x, not SDNet: an MLP on `x_ZF` alone (16 -> 512 -> 512 -> 16), the detector class whose best member the H-blind bound approximates"),
     Variant("b500-bce", loss="bce", note="the paper's recipe with a cross-entropy on each output's sign (QPSK's bits) in place of eq. (13)'s MSE"),
-    Variant("data4x-bce", n_train=32400, loss="bce", note="data4x with the sign cross-entropy in place of eq. (13)'s MSE"),
     Variant("data4x-mlp-xzf-bce", n_train=32400, model="mlp_xzf", loss="bce", note="data4x-mlp-xzf with the sign cross-entropy in place of eq. (13)'s MSE"),
     Variant("data4x-mlp-full", n_train=32400, model="mlp_full", note="data4x, not SDNet: an MLP on SDNet's whole input `[H_LS ; x_ZF^T]` (1,040 -> 512 -> 512 -> 16)"),
 )}
