@@ -151,7 +151,14 @@ def zf_error_covariance(x_zf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (C + C.conj().T) / 2
 
 
-def covariance_ml_detect(x_zf: torch.Tensor, C: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+def _symbol_grid(n: int) -> torch.Tensor:
+    """All ``4**n`` QPSK index vectors ``int64 [4**n, n]`` in ``itertools.product`` order
+    (the first symbol is the most significant base-4 digit)."""
+    k = torch.arange(4**n)
+    return torch.stack([(k // 4 ** (n - 1 - j)) % 4 for j in range(n)], 1) if n else torch.zeros((1, 0), dtype=torch.long)
+
+
+def covariance_ml_detect(x_zf: torch.Tensor, C: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """ML QPSK decisions from the ZF estimate alone, under a Gaussian error of covariance ``C``.
 
     ``argmin_x (x_ZF - x)^H C^{-1} (x_ZF - x)``: with ``C^{-1} = U^H U`` this is exact ML
@@ -161,11 +168,14 @@ def covariance_ml_detect(x_zf: torch.Tensor, C: torch.Tensor, chunk: int = 0) ->
     channels) it is the detector that knows the task's shared ZF-error correlation but not
     the sample's ``H`` (the H-blind detector of ``docs/sdnet_fidelity.md``, Experiment 7).
 
-    ``U`` is shared by all samples, so the ``4**n_t`` candidate images ``v = U s`` are formed
-    once and the search is one matrix product: ``||z - v||^2 = ||z||^2 - 2 Re(z^H v) + ||v||^2``
-    with ``z = U x_ZF``, and the first term does not depend on ``s`` (about ``8 n_t 4**n_t``
-    real flops a sample: ~2 MFLOP at ``n_t = 8``, against a QR and a triangular search per
-    sample in ``ml_detect``).
+    The search is exact and pruned. ``U`` is upper triangular and shared by all samples, so
+    with the symbols split into a top half ``s_t`` and a bottom half ``s_b``,
+    ``||z - U s||^2 = ||z_b - U_bb s_b||^2 + ||z_t - U_tb s_b - U_tt s_t||^2`` (``z = U x_ZF``).
+    The first term, over the ``4**(n_t/2)`` bottom halves, lower-bounds every full candidate
+    that shares its ``s_b``; the best bottom half completed by its best top half gives a
+    radius, and only the bottom halves whose first term is within it are completed (all
+    ``4**(n_t/2)`` top halves each). At ``n_t = 8`` that is 256 + 256 x (a few) distances a
+    sample instead of 65,536, with the same decision as full enumeration (``ml_detect``).
 
     Parameters
     ----------
@@ -173,9 +183,8 @@ def covariance_ml_detect(x_zf: torch.Tensor, C: torch.Tensor, chunk: int = 0) ->
         ``complex [n, n_t]``; ``4**n_t <= ML_MAX_CANDIDATES``.
     C : torch.Tensor
         ``complex [n_t, n_t]`` Hermitian positive definite (one for all samples).
-    chunk : int, default 0
-        Samples scored at once (memory ``chunk * 4**n_t`` float64); 0 picks about 2**22
-        scores a chunk (32 MiB).
+    chunk : int, default 1024
+        Samples searched at once.
 
     Returns
     -------
@@ -188,13 +197,30 @@ def covariance_ml_detect(x_zf: torch.Tensor, C: torch.Tensor, chunk: int = 0) ->
     if 4**n_t > ML_MAX_CANDIDATES:
         raise ValueError(f"exact ML needs 4**n_t <= {ML_MAX_CANDIDATES} candidates, got n_t={n_t}")
     Cd = C.to(torch.complex128)
-    U = torch.linalg.cholesky(torch.linalg.inv((Cd + Cd.conj().T) / 2)).conj().T  # C^{-1} = U^H U
-    cands = torch.tensor(list(itertools.product(range(4), repeat=n_t)), dtype=torch.long)  # [K, n_t]
-    V = qpsk_constellation()[cands].to(torch.complex128) @ U.T  # [K, n_t]: row k is U s_k
-    Vr = torch.cat([V.real, V.imag], 1)  # [K, 2 n_t]
-    half_norm = Vr.pow(2).sum(1) / 2  # [K]
-    z = x_zf.to(torch.complex128) @ U.T  # [n, n_t]
-    Z = torch.cat([z.real, z.imag], 1)  # [n, 2 n_t]
-    step = chunk if chunk > 0 else max(1, 2**22 // len(cands))
-    best = [(Z[s : s + step] @ Vr.T - half_norm).argmax(1) for s in range(0, len(Z), step)]  # max Re(z^H v) - ||v||^2 / 2
-    return cands[torch.cat(best)] if best else torch.zeros((0, n_t), dtype=torch.long)
+    U = torch.linalg.cholesky(torch.linalg.inv((Cd + Cd.conj().T) / 2)).conj().T  # C^{-1} = U^H U, U upper triangular
+    k = n_t // 2  # top half: symbols 0..k-1
+    top, bot = _symbol_grid(k), _symbol_grid(n_t - k)  # [Kt, k], [Kb, n_t - k]
+    S = qpsk_constellation().to(torch.complex128)
+    Vt = S[top] @ U[:k, :k].T  # [Kt, k]: U_tt s_t
+    Vb = S[bot] @ U[k:, k:].T  # [Kb, n_t - k]: U_bb s_b
+    Vtb = S[bot] @ U[:k, k:].T  # [Kb, k]: U_tb s_b
+    z_all = x_zf.to(torch.complex128) @ U.T  # [n, n_t]
+    out = []
+    for s in range(0, len(z_all), chunk):
+        z = z_all[s : s + chunk]
+        m = torch.arange(len(z))
+        d_b = (z[:, None, k:] - Vb).abs().pow(2).sum(-1)  # [m, Kb]: lower bound of each bottom half
+        r_t = z[:, None, :k] - Vtb  # [m, Kb, k]: top rows' residual before the top half
+        first = d_b.argmin(1)
+        radius = d_b[m, first] + (r_t[m, first][:, None, :] - Vt).abs().pow(2).sum(-1).min(1).values  # [m]
+        si, bi = (d_b <= radius[:, None]).nonzero(as_tuple=True)  # bottom halves that may hold the best
+        best, ti = torch.empty(len(si), dtype=torch.float64), torch.empty(len(si), dtype=torch.long)
+        step = max(1, 2**19 // len(top))  # pairs completed at once: ~2**19 distances (8 MiB)
+        for p in range(0, len(si), step):
+            sp, bp = si[p : p + step], bi[p : p + step]
+            best[p : p + step], ti[p : p + step] = (d_b[sp, bp][:, None] + (r_t[sp, bp][:, None, :] - Vt).abs().pow(2).sum(-1)).min(1)  # [P, Kt] -> [P]
+        sample_best = torch.full((len(z),), float("inf"), dtype=best.dtype).scatter_reduce(0, si, best, "amin")
+        win = (best == sample_best[si]).nonzero(as_tuple=True)[0]
+        first_win = torch.full((len(z),), len(si), dtype=torch.long).scatter_reduce(0, si[win], win, "amin")  # one winner a sample
+        out.append(torch.cat([top[ti[first_win]], bot[bi[first_win]]], 1))
+    return torch.cat(out) if out else torch.zeros((0, n_t), dtype=torch.long)
