@@ -50,7 +50,7 @@ class DeviceRoundResult:
     ----------
     metrics : dict[str, float]
         ``ser`` (its SDNet on its validation set), ``ser_zf``, ``ser_mmse``,
-        ``train_loss``, stage metrics prefixed ``<stage>_``...
+        ``ser_hblind_fit`` (classes with ``hblind_baseline``), ``train_loss``, stage metrics prefixed ``<stage>_``...
     flops : int
         FLOPs actually run this round (training + evaluation + stages).
     n_params : int
@@ -225,7 +225,8 @@ def run_device_round(
         **unit_metrics,
     }
     flops += count_flops(model, (1, *input_shape)) * len(val)
-    metrics.update({k: float(v) for k, v in baseline_sers(val).items() if k in ("ser_zf", "ser_mmse")})
+    fit_from = train if bool(cfg["hblind_baseline"]) else None
+    metrics.update({k: float(v) for k, v in baseline_sers(val, fit_from).items() if k in ("ser_zf", "ser_mmse", "ser_hblind_fit")})
 
     out = DeviceRoundResult()
     ctx = DeviceContext(

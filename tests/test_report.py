@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from common.records import rounds_table
-from server.report import SDNET_NOTE, class_summary, draw_fleet_plots, format_class_table
+from server.report import FIT_NOTE, SDNET_NOTE, class_summary, draw_fleet_plots, format_class_table
 
 
 def _row(rnd: int, did: int, cls: str, metrics: dict[str, float]) -> dict:
@@ -51,3 +51,23 @@ def test_class_table_says_why_when_no_sdnet_beats_mmse() -> None:
     # a fleet without detection figures (CSI only) gets no note
     csi = [_row(1, 3, "ue", {"bs_nmse_db": -2.0})]
     assert SDNET_NOTE not in format_class_table(class_summary(rounds_table(csi)))
+
+
+def test_fitted_hblind_column_and_line_appear_only_when_a_class_reports_it(tmp_path: Path) -> None:
+    plain = [_row(1, 0, "phone", {"ser": 0.05, "ser_zf": 0.05, "ser_mmse": 0.03})]
+    text = format_class_table(class_summary(rounds_table(plain)))
+    assert "SER fit" not in text and FIT_NOTE not in text
+    fitted = plain + [_row(1, 1, "sensor", {"ser": 0.02, "ser_zf": 0.05, "ser_mmse": 0.03, "ser_hblind_fit": 0.0125})]
+    summary = {s["class"]: s for s in class_summary(rounds_table(fitted))}
+    assert summary["sensor"]["ser_hblind_fit"] == 0.0125 and math.isnan(summary["phone"]["ser_hblind_fit"])
+    lines = format_class_table(list(summary.values())).splitlines()
+    header = lines[0].split()
+    assert header.index("fit") == header.index("MMSE") + 2  # "SER fit" right after "SER MMSE"
+    assert "0.013" in lines[3] and lines[-1] == FIT_NOTE
+    # the reason a class is not below MMSE is read off its SER fit
+    why = [_row(1, 0, "phone", {"ser": 0.05, "ser_zf": 0.05, "ser_mmse": 0.03, "ser_hblind_fit": 0.032}),
+           _row(1, 1, "gw", {"ser": 0.2, "ser_zf": 0.15, "ser_mmse": 0.12, "ser_hblind_fit": 0.075})]
+    note = format_class_table(class_summary(rounds_table(why))).splitlines()[-2]
+    assert note.startswith("note: no class's SDNet is below MMSE: ") and SDNET_NOTE not in note
+    assert "phone (SER fit is not below MMSE" in note and "gw (SER fit is below MMSE: room" in note
+    assert (tmp_path / "ser_vs_round.png") in draw_fleet_plots(rounds_table(fitted), tmp_path)
