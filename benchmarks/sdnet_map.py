@@ -50,16 +50,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.*
 from benchmarks.sdnet_fidelity import channel_stats, hblind_ml_indices
 from common.channels import ChannelTask, sample_channels
 from common.channels.gbsm import gbsm_environment
-from common.learngene.training import evaluate_ser, finetune
+from common.learngene.training import evaluate_ser, finetune, predict_indices
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
-from common.phy.detection import ml_detect
+from common.phy.detection import hard_qpsk, ml_detect, mmse
 from common.phy.metrics import baseline_sers, hblind_fit_indices, ser
 from common.runtime import cache_root
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "sdnet_fidelity"
 TASKS_JSON = OUT_DIR / "map_tasks.json"
 MAP_JSON = OUT_DIR / "map.json"
+HSWAP_JSON = OUT_DIR / "hswap.json"
 
 #: held-out task ids screened (the collective uses 0..49)
 SCREEN_IDS = tuple(range(100, 400))
@@ -497,6 +498,64 @@ def _probe_table(stats: dict[int, dict[str, Any]], results: dict[str, Any]) -> l
     return out + ["", "SERs on each task's 1,000 held-out samples (8,000 symbols); `hblind_over_mmse` on the first 300 (`stats`).", ""]
 
 
+def _other_sample(n: int, seed: int = 0) -> torch.Tensor:
+    """``int64 [n]``: for each of ``n`` independent samples, another one (a cyclic shift by a
+    random nonzero offset; no sample is paired with itself)."""
+    shift = int(torch.randint(1, n, (1,), generator=torch.Generator().manual_seed(seed)))
+    return (torch.arange(n) + shift) % n
+
+
+def swapped_h_ser(model: torch.nn.Module, test: DetectionBatch, seed: int = 0) -> float:
+    """Held-out SER of ``model`` with each sample's ``H_LS`` rows of the SDNet input replaced by
+    another held-out sample's (``_other_sample``), its own ``x_ZF`` row kept: a
+    detector that uses the sample's own channel loses accuracy; one that reads ``x_ZF``
+    alone (an H-blind detector) does not."""
+    perm = _other_sample(len(test), seed)
+    X = test.sdnet_input.clone()
+    X[:, :, :-1] = test.sdnet_input[perm][:, :, :-1]
+    return ser(predict_indices(model, replace(test, sdnet_input=X)), test.symbols)
+
+
+def hswap(ckpt_dir: Path) -> list[dict[str, Any]]:
+    """``swapped_h_ser`` of every checkpointed map training whose model sees ``H_LS`` (SDNet
+    and the whole-input MLP), at its last epoch -> ``hswap.json``."""
+    rows = []
+    tests: dict[int, DetectionBatch] = {}
+    for path in sorted(ckpt_dir.glob("task*.pt")):
+        st = torch.load(path, weights_only=False)
+        row = st["row"]
+        v = Variant(**row["variant"])
+        if v.model == "mlp_xzf":
+            continue
+        model = build_model(v)
+        model.load_state_dict(st["model"])
+        tid = int(row["task_id"])
+        test = tests.setdefault(tid, held_out(map_task(tid)))
+        own = evaluate_ser(model, test)
+        other = test.H_ls[_other_sample(len(test))]
+        rows.append({"task_id": tid, "variant": v.name, "epoch": row["history"][-1]["epoch"], "ser": own, "ser_h_swapped": swapped_h_ser(model, test),
+                     "ser_mmse": baseline_sers(test)["ser_mmse"], "ser_mmse_h_swapped": ser(hard_qpsk(mmse(test.y, other, test.noise_var)), test.symbols)})
+        print(json.dumps(rows[-1]), flush=True)
+    _save(HSWAP_JSON, rows)
+    return rows
+
+
+def _hswap_section() -> list[str]:
+    rows = _load(HSWAP_JSON, [])
+    if not rows:
+        return []
+    out = ["### Does the detector use the sample's own H_LS? (`sdnet_map.py hswap`)", "",
+           "Each trained model's held-out SER with every sample's `H_LS` rows of the input swapped for another held-out sample's (its own `x_ZF` row kept), at the checkpoint's last epoch. "
+           "A detector that uses the sample's channel loses accuracy when given another's (MMSE's own SER with the same swap is the last column); an H-blind one does not.", "",
+           "| task | variant | epoch | SER / MMSE | with another sample's H_LS / MMSE | swapped / own | MMSE with another sample's H_LS |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["task_id"], list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 99)):
+        out.append(f"| {r['task_id']} | {r['variant']} | {r['epoch']} | {_fmt(r['ser'] / r['ser_mmse'], 2)} | {_fmt(r['ser_h_swapped'] / r['ser_mmse'], 2)} | {_fmt(r['ser_h_swapped'] / max(r['ser'], 1e-9), 2)} | {_fmt(r.get('ser_mmse_h_swapped'))} |")
+    sd = [r["ser_h_swapped"] / max(r["ser"], 1e-9) for r in rows if VARIANTS.get(r["variant"], Variant("?")).model == "sdnet"]
+    if sd:
+        out += ["", f"Over the {len(sd)} SDNet trainings, swapped / own SER: median {float(np.median(sd)):.2f}, range {min(sd):.2f}-{max(sd):.2f}.", ""]
+    return out
+
+
 def render() -> Path:
     """Write ``map.md`` from ``map_tasks.json`` and ``map.json``."""
     stats = {r["task_id"]: r for r in _load(TASKS_JSON, [])}
@@ -533,6 +592,7 @@ def render() -> Path:
     lines += ["", "`mmse_over_ml`: MMSE's SER over exact ML's on the 300 ML samples (ML at 0 errors counted as 1 error); `hblind_over_mmse`: the H-blind ML bound over MMSE on those samples; `hblind_fit_over_mmse`: the same detector with its covariance fitted from the 8,100 training samples' ZF errors (no `H`), over MMSE.", ""]
     lines += _separation(stats, results, cols)
     lines += _probe_table(stats, results)
+    lines += _hswap_section()
     out = OUT_DIR / "map.md"
     out.write_text("\n".join(lines))
     return out
@@ -739,12 +799,18 @@ def main() -> None:
     pr.add_argument("--need", type=int, default=5)
     pr.add_argument("--jobs", type=int, default=2, help="parallel single-thread training processes")
     sub.add_parser("render")
+    hs = sub.add_parser("hswap", help="held-out SER of every checkpointed training with another sample's H_LS in the input -> hswap.json")
+    hs.add_argument("--ckpt-dir", type=Path, default=None)
     tb = sub.add_parser("table1", help="the H-blind bound of each Table I task of sdnet_table1 runs -> table1_bounds.md")
     tb.add_argument("run_dirs", nargs="*", type=Path, help="default: the runs in docs/evidence/sdnet_table1")
     a = ap.parse_args()
     a.cmd = a.cmd or "render"
     torch.set_num_threads(1)
     if a.cmd == "render":
+        print(render())
+        return
+    if a.cmd == "hswap":
+        hswap(a.ckpt_dir or cache_root() / "sdnet_map")
         print(render())
         return
     if a.cmd == "table1":
