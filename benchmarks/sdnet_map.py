@@ -85,6 +85,7 @@ class Variant:
     n_conv: int = 8  # significant convs (the paper's individual depth: 8)
     model: str = "sdnet"  # "sdnet" | "mlp_xzf" | "mlp_full": a probe in place of SDNet (``MLPDetector``)
     loss: str = "mse"  # a key of ``common.learngene.training.LOSSES``: "mse" (eq. 13) | "bce" (on the bits' signs)
+    inputs: str = "h_ls"  # "h_ls": the paper's image [H_LS ; x_ZF^T] | "gram": [H_LS^H H_LS / n_r ; x_ZF^T] (``gram_input``)
     seed: int = 0
     note: str = ""
 
@@ -101,6 +102,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("data4x-mlp-xzf", n_train=32400, model="mlp_xzf", note="data4x, not SDNet: an MLP on `x_ZF` alone (16 -> 512 -> 512 -> 16), the detector class whose best member the H-blind bound approximates"),
     Variant("b500-bce", loss="bce", note="the paper's recipe with a cross-entropy on each output's sign (QPSK's bits) in place of eq. (13)'s MSE"),
     Variant("data4x-mlp-xzf-bce", n_train=32400, model="mlp_xzf", loss="bce", note="data4x-mlp-xzf with the sign cross-entropy in place of eq. (13)'s MSE"),
+    Variant("b500-gram", inputs="gram", note="the paper's recipe with SDNet's input image `[G ; x_ZF^T]`, `G` the real form of `H_LS^H H_LS / n_r` (17 x 16, the weighting of each sample's own ML on `x_ZF`), in place of `[H_LS ; x_ZF^T]` (65 x 16)"),
+    Variant("data4x-gram", n_train=32400, inputs="gram", note="data4x with the Gram input of b500-gram"),
+    Variant("data4x-mlp-gram", n_train=32400, model="mlp_full", inputs="gram", note="data4x, not SDNet: an MLP on the Gram image of b500-gram (272 -> 512 -> 512 -> 16)"),
     Variant("data4x-mlp-full", n_train=32400, model="mlp_full", note="data4x, not SDNet: an MLP on SDNet's whole input `[H_LS ; x_ZF^T]` (1,040 -> 512 -> 512 -> 16)"),
 )}
 
@@ -122,13 +126,34 @@ class MLPDetector(torch.nn.Module):
         return self.net((x[:, 0, -1, :] if self.xzf_only else x).flatten(1))
 
 
+def gram_input(batch: DetectionBatch) -> DetectionBatch:
+    """``batch`` with SDNet's input image ``[G ; x_ZF^T]``: ``G = Hr^T Hr / n_r``, ``float32
+    [2 n_t, 2 n_t]``, the real form of ``H_LS^H H_LS / n_r`` (``Hr`` eq. 2's real channel, the
+    image's top ``2 n_r`` rows). ``(x_ZF - x)^T G (x_ZF - x)`` is, up to a constant, each
+    sample's own ML metric on ``x_ZF``: the image holds what exact ML needs, in ``2 n_t + 1``
+    rows instead of ``2 n_r + 1``. Returns ``[n, 1, 2 n_t + 1, 2 n_t]``."""
+    X = batch.sdnet_input[:, 0]
+    Hr, xr = X[:, :-1], X[:, -1:]
+    G = Hr.transpose(-1, -2) @ Hr / (Hr.shape[-2] / 2)
+    return replace(batch, sdnet_input=torch.cat([G, xr], -2).unsqueeze(1).contiguous())
+
+
+def variant_batch(batch: DetectionBatch, v: Variant) -> DetectionBatch:
+    """``batch`` in the input layout variant ``v`` trains on."""
+    if v.inputs == "h_ls":
+        return batch
+    if v.inputs == "gram":
+        return gram_input(batch)
+    raise ValueError(f"unknown inputs {v.inputs!r}")
+
+
 def build_model(v: Variant) -> torch.nn.Module:
     """The detector a variant trains: SDNet(32, 8, ``n_conv``), every conv but the last
-    ``width`` wide, or an ``MLPDetector`` probe."""
+    ``width`` wide (SDNet(8, 8, ``n_conv``) on the 17-row Gram image), or an ``MLPDetector`` probe."""
     if v.model == "sdnet":
-        return SDNet(32, 8, v.n_conv, widths=[v.width] * (v.n_conv + 1))
+        return SDNet(8 if v.inputs == "gram" else 32, 8, v.n_conv, widths=[v.width] * (v.n_conv + 1))
     if v.model in ("mlp_xzf", "mlp_full"):
-        return MLPDetector(32, 8, xzf_only=v.model == "mlp_xzf")
+        return MLPDetector(8 if v.inputs == "gram" else 32, 8, xzf_only=v.model == "mlp_xzf")
     raise ValueError(f"unknown model {v.model!r}")
 
 
@@ -334,8 +359,8 @@ def train_case(task_id: int, v: Variant, epochs: int, ckpt_dir: Path, resume: bo
     key = case_key(task_id, v.name)
     ckpt = ckpt_dir / f"{key}.pt"
     task = map_task(task_id)
-    test = held_out(task)
-    train = training_set(task, v.n_train, v.seed)
+    test = variant_batch(held_out(task), v)
+    train = variant_batch(training_set(task, v.n_train, v.seed), v)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(v.seed)
         model = build_model(v)
@@ -530,7 +555,7 @@ def hswap(ckpt_dir: Path) -> list[dict[str, Any]]:
         model = build_model(v)
         model.load_state_dict(st["model"])
         tid = int(row["task_id"])
-        test = tests.setdefault(tid, held_out(map_task(tid)))
+        test = variant_batch(tests.setdefault(tid, held_out(map_task(tid))), v)
         own = evaluate_ser(model, test)
         other = test.H_ls[_other_sample(len(test))]
         rows.append({"task_id": tid, "variant": v.name, "epoch": row["history"][-1]["epoch"], "ser": own, "ser_h_swapped": swapped_h_ser(model, test),

@@ -70,3 +70,24 @@ def test_sdnet_beats_mmse_on_a_narrow_task() -> None:
     finetune(model, train, epochs=20, batch_size=100, lr=1e-3, generator=torch.Generator().manual_seed(0))
     s_mmse = ser(hard_qpsk(mmse(test.y, test.H_ls, test.noise_var)), test.symbols)
     assert evaluate_ser(model, test) < 0.9 * s_mmse
+
+
+def test_gram_input_holds_each_samples_own_ml_metric() -> None:
+    """``benchmarks/sdnet_map.gram_input`` (the map's ``*-gram`` variants) claims its image
+    ``[G ; x_ZF^T]`` holds what exact ML needs: the quadratic form of ``G`` around ``x_ZF``,
+    minimised over the candidates, must give ``ml_detect(y, H_LS)``'s decisions."""
+    import itertools
+
+    from benchmarks.sdnet_map import gram_input
+    from common.phy.modulation import qpsk_constellation, symbols_to_real
+
+    task = ChannelTask.make("rayleigh", 6, 3)
+    b = make_detection_batch(sample_channels(task, 300, 0), 5.0, n_pilots=4, generator=torch.Generator().manual_seed(0))
+    img = gram_input(b).sdnet_input[:, 0]
+    assert img.shape == (300, 7, 6) and torch.allclose(img[:, -1], b.sdnet_input[:, 0, -1])
+    G, xr = img[:, :-1].double(), img[:, -1].double()
+    cands = torch.tensor(list(itertools.product(range(4), repeat=3)))
+    S = symbols_to_real(qpsk_constellation()[cands]).double()  # [64, 6]
+    r = xr[:, None, :] - S[None]  # [n, 64, 6]
+    metric = torch.einsum("nci,nij,ncj->nc", r, G, r)
+    assert torch.equal(cands[metric.argmin(1)], ml_detect(b.y, b.H_ls))
