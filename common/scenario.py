@@ -162,7 +162,7 @@ CLASS_SCHEMA: dict[str, Field] = {
     "lam": Field(float, 2e-15, min=0.0, doc="L2 weight toward the inherited layers, eq. (21) (paper: 2e-15)"),
     "hblind_baseline": Field(
         bool, False,
-        doc="also report ser_hblind_fit: exact ML on x_ZF under the ZF-error covariance fitted from the device's training samples, no H (common.phy.metrics.hblind_fit_indices; SDNet's held-out SER stays above it on every task mapped, docs/sdnet_fidelity.md Experiment 11). Enumerates 4**n_t candidates: about 1 ms a validation sample at n_t = 8, none above n_t = 8",
+        doc="also report ser_hblind_fit: exact ML on x_ZF under the ZF-error covariance fitted from the device's training samples, no H (common.phy.metrics.hblind_fit_indices; SDNet's held-out SER stays above it on every task mapped, docs/sdnet_fidelity.md Experiment 11). An exact pruned search over 4**n_t candidates (its cost a round: benchmarks/hblind_search.py); not reported above n_t = 8",
     ),
     "crash_rounds": Field(list, [], item=int, min=1, doc="fault injection: devices raise in these rounds"),
     "device": Field(str, "cpu", choices=DEVICE_CHOICES, doc="torch device of the device's local fine-tuning: cpu, cuda, or auto (CUDA when its worker sees one; give Ray GPUs with [server] gpus_per_device)"),
