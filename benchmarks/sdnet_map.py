@@ -83,7 +83,7 @@ class Variant:
     schedule_epochs: int = 40
     width: int = 8  # channels of every conv but the last (the paper: 8)
     n_conv: int = 8  # significant convs (the paper's individual depth: 8)
-    model: str = "sdnet"  # "sdnet" | "mlp_xzf" | "mlp_full": a probe in place of SDNet (``MLPDetector``)
+    model: str = "sdnet"  # "sdnet" | "mlp_xzf" | "mlp_full": a probe in place of SDNet (``MLPDetector``) | "detnet" (``DetNetProbe``)
     loss: str = "mse"  # a key of ``common.learngene.training.LOSSES``: "mse" (eq. 13) | "bce" (on the bits' signs)
     inputs: str = "h_ls"  # "h_ls": the paper's image [H_LS ; x_ZF^T] | "gram": [H_LS^H H_LS / n_r ; x_ZF^T] (``gram_input``)
     seed: int = 0
@@ -105,6 +105,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("b500-gram", inputs="gram", note="the paper's recipe with SDNet's input image `[G ; x_ZF^T]`, `G` the real form of `H_LS^H H_LS / n_r` (17 x 16, the weighting of each sample's own ML on `x_ZF`), in place of `[H_LS ; x_ZF^T]` (65 x 16)"),
     Variant("data4x-gram", n_train=32400, inputs="gram", note="data4x with the Gram input of b500-gram"),
     Variant("data4x-mlp-gram", n_train=32400, model="mlp_full", inputs="gram", note="data4x, not SDNet: an MLP on the Gram image of b500-gram (272 -> 512 -> 512 -> 16)"),
+    Variant("b500-detnet", model="detnet", note="not SDNet: a DetNet-style unrolled detector (10 projected-gradient steps on the sample's own ML metric with `G = H_LS^H H_LS / n_r`, each with a learned correction of 64 hidden units): a learner with the channel in its structure, at the paper's recipe"),
+    Variant("data4x-detnet", n_train=32400, model="detnet", note="b500-detnet at 4x the samples"),
     Variant("data4x-mlp-full", n_train=32400, model="mlp_full", note="data4x, not SDNet: an MLP on SDNet's whole input `[H_LS ; x_ZF^T]` (1,040 -> 512 -> 512 -> 16)"),
 )}
 
@@ -124,6 +126,41 @@ class MLPDetector(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x[:, 0, -1, :] if self.xzf_only else x).flatten(1))
+
+
+class DetNetProbe(torch.nn.Module):
+    """A probe in SDNet's place with the channel in its structure, after DetNet (Samuel,
+    Diskin and Wiesel, "Deep MIMO detection", 2017): ``layers`` unrolled projected-gradient
+    steps on each sample's own ML metric ``(x - x_ZF)^T G (x - x_ZF) / 2``, ``G`` the real form
+    of its ``H_LS^H H_LS / n_r``, each with a learned correction:
+    ``g = G (x_k - x_ZF)``, ``q = x_k - delta_k g``, ``z = relu(W1 [q ; g ; v_k])``,
+    ``x_{k+1} = tanh(alpha_k q + W2 z)``, ``v_{k+1} = W3 z``, from ``x_0 = x_ZF``; ``W2``
+    starts at zero, so the untrained probe is plain projected gradient. Maps SDNet's input
+    image ``[n, 1, 2 n_r + 1, 2 n_t]`` to ``[n, 2 n_t]``; trained on the last layer's output
+    with SDNet's loss (eq. 13), not DetNet's sum over layers."""
+
+    def __init__(self, n_t: int, layers: int = 10, hidden: int = 64) -> None:
+        super().__init__()
+        d = 2 * n_t
+        self.delta = torch.nn.Parameter(torch.full((layers,), 0.3))
+        self.alpha = torch.nn.Parameter(torch.full((layers,), 2.0))
+        self.w1 = torch.nn.ModuleList(torch.nn.Linear(3 * d, hidden) for _ in range(layers))
+        self.w2 = torch.nn.ModuleList(torch.nn.Linear(hidden, d) for _ in range(layers))
+        self.w3 = torch.nn.ModuleList(torch.nn.Linear(hidden, d) for _ in range(layers))
+        for w in self.w2:
+            torch.nn.init.zeros_(w.weight)
+            torch.nn.init.zeros_(w.bias)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        Hr, x_zf = img[:, 0, :-1, :], img[:, 0, -1, :]
+        G = Hr.transpose(-1, -2) @ Hr / (Hr.shape[-2] / 2)  # [n, 2 n_t, 2 n_t]
+        x, v = x_zf, torch.zeros_like(x_zf)
+        for k, (w1, w2, w3) in enumerate(zip(self.w1, self.w2, self.w3)):
+            g = (G @ (x - x_zf).unsqueeze(-1)).squeeze(-1)
+            q = x - self.delta[k] * g
+            z = torch.relu(w1(torch.cat([q, g, v], -1)))
+            x, v = torch.tanh(self.alpha[k] * q + w2(z)), w3(z)
+        return x
 
 
 def gram_input(batch: DetectionBatch) -> DetectionBatch:
@@ -154,6 +191,8 @@ def build_model(v: Variant) -> torch.nn.Module:
         return SDNet(8 if v.inputs == "gram" else 32, 8, v.n_conv, widths=[v.width] * (v.n_conv + 1))
     if v.model in ("mlp_xzf", "mlp_full"):
         return MLPDetector(8 if v.inputs == "gram" else 32, 8, xzf_only=v.model == "mlp_xzf")
+    if v.model == "detnet":
+        return DetNetProbe(8)
     raise ValueError(f"unknown model {v.model!r}")
 
 
@@ -475,7 +514,7 @@ def _above_bound(stats: dict[int, dict[str, Any]], results: dict[str, Any]) -> l
                 f"is within 10 % of the bound (or 0.01 of MMSE) on {close} of {len(fit)} tasks, and below the best SDNet of any training on {len(beaten)} of the {sum(t in best_sd for t, _ in fit)} trained: "
                 "what the bound knows is in the samples SDNet is given.", ""]
     if probes:
-        out += ["The MLP probes in SDNet's place, best held-out SER / MMSE against the bound:", ""]
+        out += ["The probes in SDNet's place (the MLPs and the DetNet-style unrolled detector), best held-out SER / MMSE against the bound:", ""]
         out += [f"- task {t} `{v}`: {b:.2f} against {h:.2f}" for _, t, v, b, h in sorted(probes, key=lambda p: (p[1], p[2]))] + [""]
     return out
 
