@@ -128,6 +128,12 @@ class MLPDetector(torch.nn.Module):
         return self.net((x[:, 0, -1, :] if self.xzf_only else x).flatten(1))
 
 
+def _real_gram(Hr: torch.Tensor) -> torch.Tensor:
+    """``G = Hr^T Hr / n_r`` of eq. 2's real channels ``Hr [n, 2 n_r, 2 n_t]`` (the SDNet image's
+    top rows): the real form of ``H_LS^H H_LS / n_r``, ``[n, 2 n_t, 2 n_t]``."""
+    return Hr.transpose(-1, -2) @ Hr / (Hr.shape[-2] / 2)
+
+
 class DetNetProbe(torch.nn.Module):
     """A probe in SDNet's place with the channel in its structure, after DetNet (Samuel,
     Diskin and Wiesel, "Deep MIMO detection", 2017): ``layers`` unrolled projected-gradient
@@ -152,8 +158,7 @@ class DetNetProbe(torch.nn.Module):
             torch.nn.init.zeros_(w.bias)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        Hr, x_zf = img[:, 0, :-1, :], img[:, 0, -1, :]
-        G = Hr.transpose(-1, -2) @ Hr / (Hr.shape[-2] / 2)  # [n, 2 n_t, 2 n_t]
+        G, x_zf = _real_gram(img[:, 0, :-1, :]), img[:, 0, -1, :]
         x, v = x_zf, torch.zeros_like(x_zf)
         for k, (w1, w2, w3) in enumerate(zip(self.w1, self.w2, self.w3)):
             g = (G @ (x - x_zf).unsqueeze(-1)).squeeze(-1)
@@ -170,9 +175,7 @@ def gram_input(batch: DetectionBatch) -> DetectionBatch:
     sample's own ML metric on ``x_ZF``: the image holds what exact ML needs, in ``2 n_t + 1``
     rows instead of ``2 n_r + 1``. Returns ``[n, 1, 2 n_t + 1, 2 n_t]``."""
     X = batch.sdnet_input[:, 0]
-    Hr, xr = X[:, :-1], X[:, -1:]
-    G = Hr.transpose(-1, -2) @ Hr / (Hr.shape[-2] / 2)
-    return replace(batch, sdnet_input=torch.cat([G, xr], -2).unsqueeze(1).contiguous())
+    return replace(batch, sdnet_input=torch.cat([_real_gram(X[:, :-1]), X[:, -1:]], -2).unsqueeze(1).contiguous())
 
 
 def variant_batch(batch: DetectionBatch, v: Variant) -> DetectionBatch:
@@ -581,8 +584,9 @@ def swapped_h_ser(model: torch.nn.Module, test: DetectionBatch, seed: int = 0) -
 
 
 def hswap(ckpt_dir: Path) -> list[dict[str, Any]]:
-    """``swapped_h_ser`` of every checkpointed map training whose model sees ``H_LS`` (SDNet
-    and the whole-input MLP), at its last epoch -> ``hswap.json``."""
+    """``swapped_h_ser`` of every checkpointed map training whose model sees the channel (SDNet,
+    on ``H_LS`` or the Gram image, the whole-input MLPs and ``DetNetProbe``), at its last epoch,
+    with MMSE under the same swap as the control -> ``hswap.json``."""
     rows = []
     tests: dict[int, DetectionBatch] = {}
     for path in sorted(ckpt_dir.glob("task*.pt")):
