@@ -608,6 +608,11 @@ def hswap(ckpt_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _variant_rank(name: str) -> int:
+    """Where variant ``name`` sorts in the map's tables: ``VARIANTS``' order, unknown ones last."""
+    return list(VARIANTS).index(name) if name in VARIANTS else len(VARIANTS)
+
+
 def _hswap_section() -> list[str]:
     rows = _load(HSWAP_JSON, [])
     if not rows:
@@ -616,7 +621,7 @@ def _hswap_section() -> list[str]:
            "Each trained model's held-out SER with every sample's `H_LS` rows of the input swapped for another held-out sample's (its own `x_ZF` row kept), at the checkpoint's last epoch. "
            "A detector that uses the sample's channel loses accuracy when given another's (MMSE's own SER with the same swap is the last column); an H-blind one does not.", "",
            "| task | variant | epoch | SER / MMSE | with another sample's H_LS / MMSE | swapped / own | MMSE with another sample's H_LS |", "|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["task_id"], list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 99)):
+    for r in sorted(rows, key=lambda r: (r["task_id"], _variant_rank(r["variant"]))):
         out.append(f"| {r['task_id']} | {r['variant']} | {r['epoch']} | {_fmt(r['ser'] / r['ser_mmse'], 2)} | {_fmt(r['ser_h_swapped'] / r['ser_mmse'], 2)} | {_fmt(r['ser_h_swapped'] / max(r['ser'], 1e-9), 2)} | {_fmt(r.get('ser_mmse_h_swapped'))} |")
     sd = [r["ser_h_swapped"] / max(r["ser"], 1e-9) for r in rows if VARIANTS.get(r["variant"], Variant("?")).model == "sdnet"]
     if sd:
@@ -634,7 +639,7 @@ def render() -> Path:
     lines += ["### SDNet / MMSE by task and budget (held-out SER ratio; variant `b500` = the paper's recipe)", ""]
     head = ["task", "variant", "ZF", "MMSE", *[f"ep {e}" for e in epochs], "best SDNet", "train SER (2k) last", "s / epoch"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key in sorted(results, key=lambda k: (results[k]["task_id"], list(VARIANTS).index(results[k]["variant"]["name"]) if results[k]["variant"]["name"] in VARIANTS else 99)):
+    for key in sorted(results, key=lambda k: (results[k]["task_id"], _variant_rank(results[k]["variant"]["name"]))):
         r = results[key]
         s = stats.get(r["task_id"], {})
         mm = s.get("ser_mmse")
