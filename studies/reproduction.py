@@ -522,7 +522,7 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 #: Scales in the order the page lists them: the CPU defaults first, the papers' sizes last
-SCALE_ORDER = ("quick", "reduced", "default", "paper-per-task", "paper")
+SCALE_ORDER = ("quick", "reduced", "default", "paper-per-task", "paper-per-task-learners", "paper")
 
 
 def _scale_rank(scale: str) -> int:
@@ -623,20 +623,27 @@ def evaluate(runs: dict[str, list[RunOutput]]) -> list[tuple[Claim, Measured, Ru
 
 
 @functools.cache
-def _shipped_scale(kind: str) -> str | None:
-    """The ``[study] scale`` of the scenario file the repository ships for ``kind``."""
+def _shipped_study(kind: str) -> dict[str, Any]:
+    """The ``[study]`` table of the scenario file the repository ships for ``kind`` (empty if unreadable)."""
     try:
-        return tomllib.loads((Path(__file__).resolve().parents[1] / STUDY_SCENARIOS[kind]).read_text()).get("study", {}).get("scale")
+        return dict(tomllib.loads((Path(__file__).resolve().parents[1] / STUDY_SCENARIOS[kind]).read_text()).get("study", {}))
     except (OSError, tomllib.TOMLDecodeError):
-        return None
+        return {}
 
 
-def _command(kind: str, scale: str) -> str:
-    """The command that makes a run of ``kind`` at ``scale``: the study's scenario file, with
-    the scale key named when the file ships another."""
-    shipped = _shipped_scale(kind)
-    extra = f" with `scale = \"{scale}\"`" if shipped is not None and scale != shipped else ""
-    return f"`airfleet run {STUDY_SCENARIOS[kind]}`{extra}"
+#: ``[study]`` keys besides ``scale`` that select what a run is, named in its command when a
+#: run's value differs from the shipped scenario file's
+COMMAND_KEYS = ("task_kind",)
+
+
+def _command(kind: str, scale: str, study: dict[str, Any] | None = None) -> str:
+    """The command that makes a run of ``kind`` at ``scale`` (with ``study``, the run's
+    resolved ``[study]`` table): the study's scenario file, with the scale key, and any of
+    :data:`COMMAND_KEYS`, named when the file ships another value."""
+    shipped = _shipped_study(kind)
+    keys = {"scale": scale} | {k: (study or {})[k] for k in COMMAND_KEYS if k in (study or {})}
+    extra = ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in keys.items() if k in shipped and v != shipped[k])
+    return f"`airfleet run {STUDY_SCENARIOS[kind]}`" + (f" with {extra}" if extra else "")
 
 
 def _budget(run: RunOutput) -> str:
@@ -672,7 +679,7 @@ def render(runs: dict[str, list[RunOutput]]) -> str:
     ]
     for c, m, run in rows:
         scale = run.scale if run else "-"
-        cmd = _command(c.study, scale) if run else f"`airfleet run {STUDY_SCENARIOS[c.study]}`"
+        cmd = _command(c.study, scale, run.study) if run else f"`airfleet run {STUDY_SCENARIOS[c.study]}`"
         lines.append(f"| {c.paper} | {c.where} | {c.claim} | {c.paper_figure} | {m.figure} | {scale} | {cmd} | **{m.verdict}**: {m.why} |")
     lines += ["", "## Runs", "", "| study | run directory | seed | scale | training budget | channels | wall (s) | CPU kernels | command |", "|---|---|---|---|---|---|---|---|---|"]
     for kind, scen in STUDY_SCENARIOS.items():
@@ -683,12 +690,14 @@ def render(runs: dict[str, list[RunOutput]]) -> str:
             wall_s = f"{float(wall):.0f}" if wall is not None else "-"
             if int(run.summary.get("sittings") or 1) > 1:
                 wall_s += f" ({int(run.summary['sittings'])} sittings)"
-            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {_budget(run)} | {run.channels} | {wall_s} | {run.cpu_kernels} | {_command(kind, run.scale)} |")
+            lines.append(f"| {kind} | `{run.run_dir.name}` | {run.seed} | {run.scale} | {_budget(run)} | {run.channels} | {wall_s} | {run.cpu_kernels} | {_command(kind, run.scale, run.study)} |")
     lines += [
         "",
         "Scale: `quick` and `reduced` are a study's CPU default (minutes on two cores); `paper` is the papers'",
         "own sizes, a GPU job; `paper-per-task` is the paper's per-task recipe (samples, batch, epochs per",
-        "task) with fewer tasks, as the study's `PER_TASK_SCALE` or scenario file says; `default` is a study",
+        "task) with fewer tasks, as the study's `PER_TASK_SCALE` or scenario file says; `paper-per-task-learners`",
+        "is the same recipe on the tasks of the kind SDNet learns at it (`task_kind = \"learner\"`: the fitted",
+        f"H-blind detector at most {LEARNER_BOUND}x MMSE on the task's training samples, docs/sdnet_fidelity.md); `default` is a study",
         "without a scale switch, at its scenario file's sizes (stated in the file's header). A claim whose",
         "study was run at several scales has one row per scale. With runs of several seeds (`seed = ...` in a copy of the scenario),",
         "each figure lists every seed's value and the verdict says how many seeds agree.",

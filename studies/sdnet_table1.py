@@ -14,8 +14,14 @@ run as ``jobs`` parallel single-thread processes.
 Which tasks (``select_tasks``): the ``tasks`` listed, or else the rule of the paper's
 Table I range: the first ``n_tasks`` task ids from ``first_task_id`` on whose ZF SER on
 their held-out samples lies in ``zf_range`` (Table I's 0.065-0.126), at the run's seed
-(the seed draws each task's environment, so every seed has its own tasks). Every model
-is also tested on the other tasks (Table I's mismatched rows).
+(the seed draws each task's environment, so every seed has its own tasks). With
+``task_kind = "learner"`` the rule also asks that the task be of the kind SDNet learns at
+this recipe (``docs/sdnet_fidelity.md``, Experiment 11): the fitted H-blind detector
+(``common.phy.metrics.hblind_fit_indices``, no ``H`` of any sample), fitted and measured on
+the task's own training samples, at most ``learner_bound`` x their MMSE SER. SDNet at this
+recipe reads ``x_ZF`` alone and ends at or above that detector's bound, so a task above
+the line cannot show Table I's factor. This test reads the training samples only.
+Every model is also tested on the other tasks (Table I's mismatched rows).
 
 Tables: ``screen.parquet`` (the tasks the rule looked at), ``table1.parquet`` (train task
 x test task: SDNet, ZF and MMSE SER on the test task's held-out samples),
@@ -39,11 +45,13 @@ from common.channels.gbsm import model_of
 from common.learngene.collective import task_detection_batch
 from common.learngene.training import evaluate_ser, finetune
 from common.models.sdnet import SDNet
+from common.phy.detection import ML_MAX_CANDIDATES
 from common.phy.metrics import baseline_sers
 from common.progress import ProgressFn
 from common.runtime import torch_threads
 from common.schema import Field
 from common.seeding import derive_seed, torch_generator
+from studies.reproduction import LEARNER_BOUND
 from studies.work_units import WorkUnits, load_model_arrays, model_arrays
 
 __all__ = ["SCHEMA", "check", "run", "report", "train_task"]
@@ -61,6 +69,8 @@ SCHEMA: dict[str, Field] = {
     "n_tasks": Field(int, 5, min=1, max=100, doc="tasks the rule picks (paper: 5)"),
     "first_task_id": Field(int, 100, min=0, doc="the rule looks at task ids from here on (the fleet's collective uses 0..49)"),
     "zf_range": Field(list, [0.065, 0.126], item=float, doc="ZF SER range of the rule's tasks on their held-out samples (Table I's)"),
+    "task_kind": Field(str, "any", choices=("any", "learner"), doc="'learner': the rule keeps only tasks whose fitted H-blind detector is at most learner_bound x MMSE on their training samples (the kind SDNet learns)"),
+    "learner_bound": Field(float, LEARNER_BOUND, min=0.0, max=1.0, doc="the learner rule's line: fitted H-blind SER over MMSE SER (docs/sdnet_fidelity.md, Experiment 11)"),
     "max_screened": Field(int, 400, min=1, doc="task ids the rule may look at before it gives up"),
     "train_samples": Field(int, 8100, min=1, doc="training samples per task (paper 8,100)"),
     "test_samples": Field(int, 1000, min=1, doc="held-out samples per task"),
@@ -79,6 +89,8 @@ def check(cfg: dict[str, Any]) -> None:
         raise ValueError(f"study.zf_range: expected [low, high] with 0 <= low < high <= 1, got {lo_hi}")
     if len(set(cfg["tasks"])) != len(cfg["tasks"]):
         raise ValueError(f"study.tasks: task ids must be distinct, got {cfg['tasks']}")
+    if cfg["task_kind"] == "learner" and 4 ** cfg["n_t"] > ML_MAX_CANDIDATES:
+        raise ValueError(f"study.task_kind: 'learner' needs the exact H-blind search, n_t <= 8, got n_t = {cfg['n_t']}")
 
 
 def _task(cfg: dict[str, Any], task_id: int, seed: int) -> ChannelTask:
@@ -93,7 +105,10 @@ def select_tasks(cfg: dict[str, Any], seed: int) -> tuple[list[int], list[dict[s
     """Table I's tasks at ``seed`` and the rows of the tasks the rule looked at.
 
     Returns the listed ``tasks`` when there are any, else the first ``n_tasks`` ids from
-    ``first_task_id`` whose ZF SER on their ``test_samples`` held-out samples is in ``zf_range``.
+    ``first_task_id`` whose ZF SER on their ``test_samples`` held-out samples is in
+    ``zf_range`` and, with ``task_kind = "learner"``, whose fitted H-blind SER on their
+    ``train_samples`` training samples is at most ``learner_bound`` x MMSE's there (rows
+    then add ``ser_mmse_train``, ``ser_hblind_fit_train`` and ``fit_over_mmse``).
 
     Raises
     ------
@@ -103,18 +118,29 @@ def select_tasks(cfg: dict[str, Any], seed: int) -> tuple[list[int], list[dict[s
     if cfg["tasks"]:
         return [int(t) for t in cfg["tasks"]], []
     lo, hi = cfg["zf_range"]
+    learner = cfg["task_kind"] == "learner"
     picked: list[int] = []
     rows: list[dict[str, Any]] = []
     with torch_threads(1):
         for tid in range(cfg["first_task_id"], cfg["first_task_id"] + cfg["max_screened"]):
             b = baseline_sers(_batch(cfg, tid, seed, "table1-test", cfg["test_samples"]))
             ok = lo <= b["ser_zf"] <= hi
-            rows.append({"task_id": tid, "ser_zf": b["ser_zf"], "ser_mmse": b["ser_mmse"], "picked": ok})
+            row = {"task_id": tid, "ser_zf": b["ser_zf"], "ser_mmse": b["ser_mmse"]}
+            if learner:
+                row |= {"ser_mmse_train": float("nan"), "ser_hblind_fit_train": float("nan"), "fit_over_mmse": float("nan")}
+                if ok:
+                    train = _batch(cfg, tid, seed, "table1-train", cfg["train_samples"])
+                    t = baseline_sers(train, fit_from=train)
+                    q = t["ser_hblind_fit"] / max(t["ser_mmse"], 1.0 / train.symbols.numel())  # no MMSE error counts as one
+                    row |= {"ser_mmse_train": t["ser_mmse"], "ser_hblind_fit_train": t["ser_hblind_fit"], "fit_over_mmse": q}
+                    ok = q <= cfg["learner_bound"]
+            rows.append(row | {"picked": ok})
             picked += [tid] if ok else []
             if len(picked) == cfg["n_tasks"]:
                 return picked, rows
+    kind = f" and a fitted H-blind SER at most {cfg['learner_bound']} x MMSE" if learner else ""
     raise ValueError(f"study.zf_range: only {len(picked)} of {cfg['n_tasks']} task ids in {cfg['first_task_id']}.."
-                     f"{cfg['first_task_id'] + cfg['max_screened'] - 1} have a ZF SER in [{lo}, {hi}]")
+                     f"{cfg['first_task_id'] + cfg['max_screened'] - 1} have a ZF SER in [{lo}, {hi}]{kind}")
 
 
 # ------------------------------------------------------------------ checkpointed training
@@ -210,7 +236,8 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     per_task: list[dict[str, Any]] = []
     with torch_threads(1):
         tests = {t: _batch(cfg, t, seed, "table1-test", cfg["test_samples"]) for t in tasks}
-        base = {t: baseline_sers(b) for t, b in tests.items()}
+        # the fitted H-blind detector beside ZF and MMSE: fitted on the task's training samples
+        base = {t: baseline_sers(b, fit_from=_batch(cfg, t, seed, "table1-train", cfg["train_samples"])) for t, b in tests.items()}
         for i in tasks:
             model = SDNet(cfg["n_r"], cfg["n_t"], cfg["n_conv"])
             load_model_arrays(model, results[i]["state"])
@@ -219,6 +246,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
                 rows.append({"train_task": i, "test_task": j, "matched": i == j, "ser": s, "ser_zf": base[j]["ser_zf"], "ser_mmse": base[j]["ser_mmse"]})
             m = next(r for r in rows if r["train_task"] == i and r["matched"])
             per_task.append({"task_id": i, "epochs": results[i]["history"][-1]["epoch"], "ser_zf": m["ser_zf"], "ser_mmse": m["ser_mmse"], "ser": m["ser"],
+                             "ser_hblind_fit": base[i].get("ser_hblind_fit", float("nan")),
                              "ratio_mmse": m["ser"] / m["ser_mmse"] if m["ser_mmse"] > 0 else float("nan"), "train_s": results[i]["seconds"]})
     pq.write_table(pa.Table.from_pylist(rows), out_dir / "table1.parquet")
     epoch_rows = [{"task_id": t, "epoch": h["epoch"], "ser": h["ser"], "ser_mmse": base[t]["ser_mmse"], "ser_zf": base[t]["ser_zf"]} for t in tasks for h in results[t]["history"]]
@@ -228,7 +256,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     ratios = [p["ratio_mmse"] for p in per_task]
     return {
         "scale": cfg["scale"],
-        "config": {k: cfg[k] for k in ("source", "n_r", "n_t", "n_conv", "snr_db", "n_pilots", "train_samples", "test_samples", "epochs", "batch_size", "lr")},
+        "config": {k: cfg[k] for k in ("source", "n_r", "n_t", "n_conv", "snr_db", "n_pilots", "train_samples", "test_samples", "epochs", "batch_size", "lr", "task_kind", "learner_bound")},
         "channel_model": model_of(_task(cfg, tasks[0], seed)) if cfg["source"] == "gbsm" else cfg["source"],
         "tasks": tasks,
         "per_task": per_task,

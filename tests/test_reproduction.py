@@ -100,6 +100,12 @@ def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> N
     cfg = {"epochs": 50, "train_samples": 8100, "batch_size": 500}
     budget = RunOutput.load(_run_dir(tmp_path, "f", "sdnet_table1", {"scale": "paper-per-task", "per_task": [], "tasks": [1, 2, 3], "config": cfg}, {}))
     assert "| paper-per-task | 3 tasks x 50 epochs; 8,100 samples, batch 500 |" in render({"sdnet_table1": [budget]})
+    # a run on the learner tasks: its own scale, listed after the ZF-range rule's, and a command that names both keys
+    d = _run_dir(tmp_path, "g", "sdnet_table1", {"scale": "paper-per-task-learners", "per_task": [], "tasks": [1], "config": cfg}, {})
+    (d / "scenario.resolved.json").write_text(json.dumps({"seed": 1, "study": {"kind": "sdnet_table1", "scale": "paper-per-task-learners", "task_kind": "learner"}}))
+    page = render(find_runs(tmp_path))
+    assert "| paper-per-task-learners | 1 tasks x 50 epochs; 8,100 samples, batch 500 | - | 12 | - | `airfleet run scenarios/sdnet_table1.toml` with `scale = \"paper-per-task-learners\"`, `task_kind = \"learner\"` |" in page
+    assert page.index("`f` | 1 | paper-per-task |") < page.index("`g` | 1 | paper-per-task-learners |")
     # a miss is read against the H-blind ML bound measured on the run's own samples
     d = tmp_path / "b"
     pq.write_table(pa.Table.from_pylist([{"task_id": t, "hblind_over_mmse": q, "ml_symbols": 2400} for t, q in ((102, 0.2), (103, 1.1), (104, 0.9))]), d / "hblind_bounds.parquet")

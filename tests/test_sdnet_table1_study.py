@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -82,3 +83,42 @@ def test_scenario_uses_the_paper_recipe_and_bad_tables_name_the_key() -> None:
         parse_study({"name": "x", "seed": 1, "study": {"kind": "sdnet_table1", "zf_range": [0.2, 0.1]}})
     with pytest.raises(ScenarioError, match="study.tasks"):
         parse_study({"name": "x", "seed": 1, "study": {"kind": "sdnet_table1", "tasks": [1, 1]}})
+
+
+def _fit_over_mmse_by_enumeration(cfg: dict, task_id: int, seed: int) -> float:
+    """An oracle that shares no code with the rule's pruned search: the ZF-error covariance
+    in numpy, then every one of the 4**n_t QPSK vectors scored by its Mahalanobis distance
+    from x_ZF; the fitted H-blind SER over MMSE's, both on the task's training samples."""
+    import itertools
+
+    import numpy as np
+
+    from common.phy.metrics import baseline_sers
+    from common.phy.modulation import qpsk_constellation
+
+    b = study._batch(cfg, task_id, seed, "table1-train", cfg["train_samples"])
+    pts = qpsk_constellation().numpy().astype(np.complex128)
+    x_zf, idx = b.x_zf.numpy().astype(np.complex128), b.symbols.numpy()
+    e = x_zf - pts[idx]
+    c_inv = np.linalg.inv(e.T @ e.conj() / len(e))
+    cands = np.array(list(itertools.product(range(4), repeat=idx.shape[1])))
+    d = x_zf[:, None, :] - pts[cands][None]  # [n, 4**n_t, n_t]
+    best = cands[np.einsum("nki,ij,nkj->nk", d.conj(), c_inv, d).real.argmin(1)]
+    return float((best != idx).mean()) / max(baseline_sers(b)["ser_mmse"], 1.0 / idx.size)
+
+
+def test_the_learner_rule_keeps_only_tasks_whose_fitted_hblind_detector_is_far_below_mmse() -> None:
+    cfg = dict(TINY) | {"tasks": [], "n_tasks": 2, "zf_range": [0.0, 1.0], "train_samples": 300, "test_samples": 100, "task_kind": "learner"}
+    q = {t: _fit_over_mmse_by_enumeration(cfg, t, 3) for t in range(100, 116)}
+    line = (q[100] + q[101]) / 2  # one of the first two tasks fails the line
+    picked, rows = study.select_tasks(cfg | {"learner_bound": line}, 3)
+    assert picked == [t for t, v in q.items() if v <= line][:2] and len(picked) == 2
+    assert [r["picked"] for r in rows] == [q[r["task_id"]] <= line for r in rows] and not all(r["picked"] for r in rows)
+    for r in rows:
+        assert r["fit_over_mmse"] == pytest.approx(q[r["task_id"]], rel=1e-6)
+    # the ZF-range rule alone takes the first two ids
+    assert study.select_tasks(cfg | {"task_kind": "any"}, 3)[0] == [100, 101]
+    with pytest.raises(ValueError, match="fitted H-blind SER at most 0.0 x MMSE"):
+        study.select_tasks(cfg | {"learner_bound": 0.0, "max_screened": 3}, 3)
+    with pytest.raises(ValueError, match="n_t <= 8"):
+        study.check(cfg | {"n_t": 9})
