@@ -171,6 +171,26 @@ def _stop_on_signals(stop: threading.Event, quiet: bool) -> Iterator[None]:
             signal.signal(sig, h)
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt`` in the main thread, as Ctrl-C does: a study killed
+    by ``kill PID`` (a scheduler, a shell's job control) unwinds like an interrupted one, so
+    its sitting is recorded, its worker processes are stopped, and ``--resume`` continues it.
+    Elsewhere than the main thread the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _exit_event():  # noqa: ANN202 - flwr telemetry enum
     from flwr.supercore.telemetry import EventType
 
@@ -202,7 +222,8 @@ def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
         sittings = []
     t0 = time.perf_counter()
     try:
-        summary = module.run(study, scenario.seed, run_dir, ConsoleProgress(quiet))
+        with _sigterm_interrupts():
+            summary = module.run(study, scenario.seed, run_dir, ConsoleProgress(quiet))
     finally:  # a stopped sitting counts too (one killed by SIGKILL cannot)
         sittings.append(time.perf_counter() - t0)
         write_json(sittings_file, sittings)

@@ -208,6 +208,17 @@ def _train_task_job(args: tuple[dict[str, Any], int, int, str]) -> dict[str, Any
     return train_task(*args)
 
 
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate ``pool``'s worker processes and drop its queued jobs (Python 3.11's executor
+    has no public way to stop a running worker: 3.14 adds ``terminate_workers``)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.join(timeout=10)
+
+
 # ----------------------------------------------------------------------------------- run
 def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: ProgressFn) -> dict[str, Any]:
     """Train every task (``jobs`` at once), test each model on every task; see the module docstring."""
@@ -227,10 +238,17 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
             progress("table1 tasks", len(results), len(tasks))
     else:
         # spawn: a fresh interpreter per worker (no forked torch / Ray state), one thread each
-        with ProcessPoolExecutor(max_workers=min(cfg["jobs"], len(tasks)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=min(cfg["jobs"], len(tasks)), mp_context=multiprocessing.get_context("spawn"))
+        try:
             for res in pool.map(_train_task_job, jobs):
                 results[res["task_id"]] = res
                 progress("table1 tasks", len(results), len(tasks))
+        except BaseException:
+            # stopped (Ctrl-C, SIGTERM) or failed: stop the workers now, not after their task
+            # (a worker left training would race a resumed run for the same checkpoint)
+            _stop_workers(pool)
+            raise
+        pool.shutdown()
 
     rows: list[dict[str, Any]] = []
     per_task: list[dict[str, Any]] = []

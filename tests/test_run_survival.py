@@ -288,3 +288,60 @@ def test_a_resumed_study_reports_the_wall_time_of_all_its_sittings(tmp_path: Pat
     assert main(["run", "--resume", str(run_dir), "--quiet"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["sittings"] == 2 and summary["wall_s"] >= 0.6
+
+
+def _stat(pid: int | str) -> tuple[str, int] | None:
+    """``(state, parent pid)`` of a process from /proc, None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``."""
+    return [int(d.name) for d in Path("/proc").glob("[0-9]*") if (st := _stat(d.name)) and st[1] == pid and st[0] != "Z"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from /proc")
+def test_sigterm_stops_a_study_and_its_worker_processes_and_keeps_the_sitting(tmp_path: Path) -> None:
+    """``kill PID`` of a study training in worker processes: exit 130 with the resume line,
+    the sitting recorded, and no worker left training (one would race the resumed run for the
+    same checkpoint files). The workers used to outlive their parent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    scen = tmp_path / "t1.toml"
+    scen.write_text('name = "t1"\nseed = 3\n[study]\nkind = "sdnet_table1"\nn_r = 8\nn_t = 2\nn_conv = 2\ntasks = [100, 101]\n'
+                    "train_samples = 4000\ntest_samples = 100\nepochs = 500\nbatch_size = 50\nchunk_epochs = 1\njobs = 2\n")
+    run_dir = tmp_path / "run"
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err_file:  # a file, not a pipe: a worker left running would hold a pipe open
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", str(scen), "--run-dir", str(run_dir), "--quiet"], cwd=root, stderr=err_file, text=True)
+    workers: list[int] = []
+    try:
+        t0 = time.monotonic()
+        while not list((run_dir / "work").glob("task*-partial.npz")):  # both workers are training
+            assert proc.poll() is None and time.monotonic() - t0 < 240, "the study ended or never started training"
+            time.sleep(0.5)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        time.sleep(1)
+        alive = [p for p in workers if (st := _stat(p)) and st[0] != "Z"]
+    finally:
+        for pid in [proc.pid, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    err = log.read_text()
+    assert rc == 130 and "continue with: airfleet run --resume" in err and "Traceback" not in err
+    assert len(json.loads((run_dir / "sittings.json").read_text())) == 1
+    assert alive == []
