@@ -806,7 +806,7 @@ def table1_bounds(run_dir: Path, known: dict[str, float] | None = None) -> list[
             if want_fit:
                 known[f"fit:{key}"] = ser(hblind_fit_indices(ml, batch("train", 0)), ml.symbols) / mmse
             _save(TABLE1_BOUNDS_JSON, known)
-        rows.append({"study": study, "seed": seed, "task_id": tid, "ser_zf": zf_ser, "ser_mmse": mmse_ser, "ser_sdnet": sdnet_ser,
+        rows.append({"study": study, "label": study + (" (learner tasks)" if scen["study"].get("task_kind") == "learner" else ""), "seed": seed, "task_id": tid, "ser_zf": zf_ser, "ser_mmse": mmse_ser, "ser_sdnet": sdnet_ser,
                      "sdnet_over_mmse": sdnet_ser / mmse_ser if mmse_ser > 0 else float("nan"), "hblind_over_mmse": known[key],
                      "hblind_fit_over_mmse": known.get(f"fit:{key}"), "erank_tx": known[f"erank_tx:{key}"], "ml_symbols": N_ML * n_t})
     pq.write_table(pa.Table.from_pylist([{"task_id": r["task_id"], "hblind_over_mmse": r["hblind_over_mmse"], "ml_symbols": N_ML * n_t} for r in rows]), run_dir / BOUNDS_TABLE)
@@ -834,9 +834,9 @@ def render_table1_bounds(run_dirs: list[Path]) -> Path:
         "| study | seed | task | ZF | MMSE | SDNet | SDNet / MMSE | hblind_over_mmse | hblind_fit_over_mmse | erank_tx |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["study"] != "sdnet_table1", r["seed"], r["task_id"])):
+    for r in sorted(rows, key=lambda r: (r["study"] != "sdnet_table1", r["label"], r["seed"], r["task_id"])):
         fit = "" if r["hblind_fit_over_mmse"] is None else f"{r['hblind_fit_over_mmse']:.2f}"
-        lines.append(f"| {r['study']} | {r['seed']} | {r['task_id']} | {_fmt(r['ser_zf'])} | {_fmt(r['ser_mmse'])} | {_fmt(r['ser_sdnet'])} | {r['sdnet_over_mmse']:.2f} | {r['hblind_over_mmse']:.2f} | {fit} | {r['erank_tx']:.2f} |")
+        lines.append(f"| {r['label']} | {r['seed']} | {r['task_id']} | {_fmt(r['ser_zf'])} | {_fmt(r['ser_mmse'])} | {_fmt(r['ser_sdnet'])} | {r['sdnet_over_mmse']:.2f} | {r['hblind_over_mmse']:.2f} | {fit} | {r['erank_tx']:.2f} |")
     # tasks with fewer than 20 MMSE errors on the bound's symbols carry no ratio worth ranking
     ranked = [r for r in rows if r["ser_mmse"] * r["ml_symbols"] >= 20]
     if len(ranked) >= 3:

@@ -633,7 +633,7 @@ def _shipped_study(kind: str) -> dict[str, Any]:
 
 #: ``[study]`` keys besides ``scale`` that select what a run is, named in its command when a
 #: run's value differs from the shipped scenario file's
-COMMAND_KEYS = ("task_kind",)
+COMMAND_KEYS = ("task_kind", "epochs")
 
 
 def _command(kind: str, scale: str, study: dict[str, Any] | None = None) -> str:

@@ -102,9 +102,9 @@ def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> N
     assert "| paper-per-task | 3 tasks x 50 epochs; 8,100 samples, batch 500 |" in render({"sdnet_table1": [budget]})
     # a run on the learner tasks: its own scale, listed after the ZF-range rule's, and a command that names both keys
     d = _run_dir(tmp_path, "g", "sdnet_table1", {"scale": "paper-per-task-learners", "per_task": [], "tasks": [1], "config": cfg}, {})
-    (d / "scenario.resolved.json").write_text(json.dumps({"seed": 1, "study": {"kind": "sdnet_table1", "scale": "paper-per-task-learners", "task_kind": "learner"}}))
+    (d / "scenario.resolved.json").write_text(json.dumps({"seed": 1, "study": {"kind": "sdnet_table1", "scale": "paper-per-task-learners", "task_kind": "learner", "epochs": 200}}))
     page = render(find_runs(tmp_path))
-    assert "| paper-per-task-learners | 1 tasks x 50 epochs; 8,100 samples, batch 500 | - | 12 | - | `airfleet run scenarios/sdnet_table1.toml` with `scale = \"paper-per-task-learners\"`, `task_kind = \"learner\"` |" in page
+    assert "| paper-per-task-learners | 1 tasks x 50 epochs; 8,100 samples, batch 500 | - | 12 | - | `airfleet run scenarios/sdnet_table1.toml` with `scale = \"paper-per-task-learners\"`, `task_kind = \"learner\"`, `epochs = 200` |" in page
     assert page.index("`f` | 1 | paper-per-task |") < page.index("`g` | 1 | paper-per-task-learners |")
     # a miss is read against the H-blind ML bound measured on the run's own samples
     d = tmp_path / "b"
