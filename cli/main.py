@@ -201,6 +201,40 @@ def _exit_event():  # noqa: ANN202 - flwr telemetry enum
 SITTINGS_FILE = "sittings.json"
 
 
+def _flat_scenario(data: dict) -> dict:
+    """A resolved study scenario as ``{"seed": 1, "study.epochs": 50, ...}``."""
+    return {**{k: v for k, v in data.items() if k != "study"}, **{f"study.{k}": v for k, v in data.get("study", {}).items()}}
+
+
+def resume_changes(held: dict, now: dict, may_change: dict[str, str], run_dir: Path) -> str:
+    """What a study run resumed in ``run_dir`` changed in its resolved scenario (``held``: the
+    one its completed units of work were computed under; ``now``: the one it resumes with),
+    as ``"study.epochs 50 -> 200"``; empty when nothing did.
+
+    ``may_change`` (the study module's ``RESUME_MAY_CHANGE``) names the ``[study]`` keys that
+    may differ: ``"grow"`` (a number that may only increase: the units go on from their
+    checkpoints) or ``"any"`` (a key that does not touch the numbers).
+
+    Raises
+    ------
+    RunError
+        Any other difference, or a ``"grow"`` key that shrank: one line naming each key.
+    """
+    from server.results import RunError
+
+    a, b = _flat_scenario(held), _flat_scenario(now)
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    rule = {f"study.{k}": v for k, v in may_change.items()}
+    bad = [k for k in diff if rule.get(k) is None
+           or (rule[k] == "grow" and not (isinstance(a.get(k), (int, float)) and isinstance(b.get(k), (int, float)) and b[k] >= a[k]))]
+    if bad:
+        what = ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in bad)
+        may = ", ".join(f"{k} ({'may only grow' if v == 'grow' else 'any value'})" for k, v in may_change.items()) or "nothing"
+        raise RunError(f"{run_dir} holds completed units of work of another scenario ({what}; a resumed run of this study may change {may}): "
+                       f"give a new --run-dir, or continue it unchanged with --resume {run_dir}")
+    return ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in diff)
+
+
 def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
     """Run a study scenario in-process; write its tables, summary and plots. ``wall_s`` in
     the summary is the wall time of every sitting of the run (``--resume`` adds one)."""
@@ -208,13 +242,15 @@ def run_study(scenario: Scenario, run_dir: Path, quiet: bool = False) -> dict:
     from server.results import RunError, init_run_dir, write_json
     from studies import load_study
 
-    held = run_dir / "scenario.resolved.json"
-    if (run_dir / "work").is_dir() and held.is_file() and json.dumps(json.loads(held.read_text()), sort_keys=True) != scenario.to_json():
-        # a study loads every completed unit it finds: never those of another scenario
-        raise RunError(f"{run_dir} holds completed units of work of another scenario: give a new --run-dir, or continue it with --resume {run_dir}")
-    init_run_dir(run_dir, scenario)
     study = dict(scenario.data["study"])
     module = load_study(study.pop("kind"))
+    held = run_dir / "scenario.resolved.json"
+    if (run_dir / "work").is_dir() and held.is_file():
+        # a study loads every completed unit it finds: never those of another scenario
+        grown = resume_changes(json.loads(held.read_text()), json.loads(scenario.to_json()), getattr(module, "RESUME_MAY_CHANGE", {}), run_dir)
+        if grown and not quiet:
+            print(f"{run_dir}: resumed with {grown}", file=sys.stderr)
+    init_run_dir(run_dir, scenario)
     sittings_file = run_dir / SITTINGS_FILE
     try:
         sittings = [float(x) for x in json.loads(sittings_file.read_text())]

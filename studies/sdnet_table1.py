@@ -8,8 +8,10 @@ samples, 25 dB, 16 pilots, 32x8 QPSK, 50 epochs.
 Each listed task is one unit of work: an individual SDNet trained from scratch on it,
 checkpointed every ``chunk_epochs`` (weights, Adam state, shuffling generator) under
 ``RUN_DIR/work`` (``studies.work_units``), so ``airfleet run --resume RUN_DIR`` continues a
-stopped task at its last chunk and gives the same numbers as an uninterrupted run. Tasks
-run as ``jobs`` parallel single-thread processes.
+stopped task at its last chunk and gives the same numbers as an uninterrupted run. A run
+can be extended the same way: raise ``epochs`` in ``RUN_DIR/scenario.toml`` and resume
+(``RESUME_MAY_CHANGE``); every task goes on from its last checkpoint. Tasks run as
+``jobs`` parallel single-thread processes.
 
 Which tasks (``select_tasks``): the ``tasks`` listed, or else the rule of the paper's
 Table I range: the first ``n_tasks`` task ids from ``first_task_id`` on whose ZF SER on
@@ -25,11 +27,15 @@ Every model is also tested on the other tasks (Table I's mismatched rows).
 
 Tables: ``screen.parquet`` (the tasks the rule looked at), ``table1.parquet`` (train task
 x test task: SDNet, ZF and MMSE SER on the test task's held-out samples),
-``ser_epoch.parquet`` (held-out SER after every chunk).
+``ser_epoch.parquet`` (held-out SER after every chunk). ``summary.json``'s ``per_task`` adds
+``ser_train``, SDNet's SER on the very samples it was trained on: with ``ser`` (held out)
+it tells a model that memorised its samples from one that did not fit them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import pathlib
 from concurrent.futures import ProcessPoolExecutor
@@ -54,7 +60,7 @@ from common.seeding import derive_seed, torch_generator
 from studies.reproduction import LEARNER_BOUND
 from studies.work_units import WorkUnits, load_model_arrays, model_arrays
 
-__all__ = ["SCHEMA", "check", "run", "report", "train_task"]
+__all__ = ["SCHEMA", "RESUME_MAY_CHANGE", "check", "run", "report", "train_task"]
 
 SCHEMA: dict[str, Field] = {
     "scale": Field(str, "paper-per-task", doc="the name the reproduction page gives this budget"),
@@ -80,6 +86,16 @@ SCHEMA: dict[str, Field] = {
     "chunk_epochs": Field(int, 5, min=1, doc="held-out SER recorded and the task checkpointed every this many epochs"),
     "jobs": Field(int, 2, min=1, max=256, doc="tasks trained at once, each a single-thread process (1: in this process)"),
 }
+
+#: keys that ``airfleet run --resume RUN_DIR`` accepts changed in ``RUN_DIR/scenario.toml``
+#: (``cli.main.run_study``): ``epochs`` may grow (each task goes on from its last checkpoint,
+#: the same computation as one longer run); ``jobs`` and ``scale`` do not touch the numbers
+RESUME_MAY_CHANGE: dict[str, str] = {"epochs": "grow", "jobs": "any", "scale": "any"}
+
+
+#: the keys ``select_tasks`` reads (with the seed): the key of its unit of work
+RULE_KEYS = ("source", "source_options", "n_r", "n_t", "snr_db", "n_pilots", "tasks", "n_tasks", "first_task_id", "zf_range",
+             "task_kind", "learner_bound", "max_screened", "train_samples", "test_samples")
 
 
 def check(cfg: dict[str, Any]) -> None:
@@ -172,9 +188,11 @@ def train_task(cfg: dict[str, Any], seed: int, task_id: int, run_dir: str) -> di
     """
     work = WorkUnits(run_dir)
     key = f"task{task_id}"
-    if (done := work.load(key)) is not None:
+    if (done := work.load(key)) is not None and done[0]["history"][-1]["epoch"] >= cfg["epochs"]:
         head, arrays = done
         return {**head, "state": arrays, "from_work": True}
+    # not done, or done at fewer epochs than asked (a resumed run whose epochs grew): go on
+    # from the last chunk's checkpoint, which the completed unit leaves in place
     with torch_threads(1):
         train = _batch(cfg, task_id, seed, "table1-train", cfg["train_samples"])
         test = _batch(cfg, task_id, seed, "table1-test", cfg["test_samples"])
@@ -226,7 +244,11 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress("table1 task rule", 0, 1)
-    tasks, screened = select_tasks(cfg, seed)
+    # a unit of work too, keyed by what the rule reads: a resumed run does not screen again
+    # (about a minute at the paper's size)
+    rule = json.dumps([seed, *(cfg[k] for k in RULE_KEYS)], sort_keys=True)
+    key = "screen-" + hashlib.blake2b(rule.encode(), digest_size=8).hexdigest()
+    tasks, screened = WorkUnits(out_dir).rows(key, lambda: select_tasks(cfg, seed))
     if screened:
         pq.write_table(pa.Table.from_pylist(screened), out_dir / "screen.parquet")
     progress("table1 tasks", 0, len(tasks))
@@ -254,16 +276,18 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     per_task: list[dict[str, Any]] = []
     with torch_threads(1):
         tests = {t: _batch(cfg, t, seed, "table1-test", cfg["test_samples"]) for t in tasks}
+        trains = {t: _batch(cfg, t, seed, "table1-train", cfg["train_samples"]) for t in tasks}
         # the fitted H-blind detector beside ZF and MMSE: fitted on the task's training samples
-        base = {t: baseline_sers(b, fit_from=_batch(cfg, t, seed, "table1-train", cfg["train_samples"])) for t, b in tests.items()}
+        base = {t: baseline_sers(b, fit_from=trains[t]) for t, b in tests.items()}
         for i in tasks:
             model = SDNet(cfg["n_r"], cfg["n_t"], cfg["n_conv"])
             load_model_arrays(model, results[i]["state"])
+            ser_train = evaluate_ser(model, trains[i])  # on the samples it was trained on: the generalisation gap
             for j in tasks:
                 s = evaluate_ser(model, tests[j])
                 rows.append({"train_task": i, "test_task": j, "matched": i == j, "ser": s, "ser_zf": base[j]["ser_zf"], "ser_mmse": base[j]["ser_mmse"]})
             m = next(r for r in rows if r["train_task"] == i and r["matched"])
-            per_task.append({"task_id": i, "epochs": results[i]["history"][-1]["epoch"], "ser_zf": m["ser_zf"], "ser_mmse": m["ser_mmse"], "ser": m["ser"],
+            per_task.append({"task_id": i, "epochs": results[i]["history"][-1]["epoch"], "ser_zf": m["ser_zf"], "ser_mmse": m["ser_mmse"], "ser": m["ser"], "ser_train": ser_train,
                              "ser_hblind_fit": base[i].get("ser_hblind_fit", float("nan")),
                              "ratio_mmse": m["ser"] / m["ser_mmse"] if m["ser_mmse"] > 0 else float("nan"), "train_s": results[i]["seconds"]})
     pq.write_table(pa.Table.from_pylist(rows), out_dir / "table1.parquet")

@@ -264,6 +264,47 @@ def test_a_study_never_reuses_the_units_of_another_scenario(tmp_path: Path, caps
     assert json.loads((run_dir / "scenario.resolved.json").read_text())["seed"] == 999  # nothing overwritten
 
 
+TINY_TABLE1 = """name = "t1"
+seed = 3
+[study]
+kind = "sdnet_table1"
+n_r = 4
+n_t = 2
+n_conv = 2
+snr_db = 5.0
+tasks = [100]
+train_samples = 200
+test_samples = 100
+epochs = 2
+batch_size = 50
+chunk_epochs = 2
+jobs = 1
+"""
+
+
+def test_a_study_resumed_with_more_epochs_goes_on_and_other_changes_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Raising epochs in RUN_DIR/scenario.toml, then --resume, extends a study whose module
+    allows it (sdnet_table1's RESUME_MAY_CHANGE); any other change, or fewer epochs, is one
+    line naming the key, and the run directory is left as it was."""
+    src = tmp_path / "t1.toml"
+    src.write_text(TINY_TABLE1)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(src), "--run-dir", str(run_dir), "--quiet"]) == 0
+    kept = run_dir / "scenario.toml"
+    kept.write_text(TINY_TABLE1.replace("\nepochs = 2\n", "\nepochs = 4\n"))
+    assert main(["run", "--resume", str(run_dir), "--quiet"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["per_task"][0]["epochs"] == 4 and summary["sittings"] == 2
+    assert [r["epoch"] for r in pq.read_table(run_dir / "ser_epoch.parquet").to_pylist()] == [0, 2, 4]
+    capsys.readouterr()
+    for epochs, snr, named in ((4, "6.0", "study.snr_db 5.0 -> 6.0"), (3, "5.0", "study.epochs 4 -> 3")):
+        kept.write_text(TINY_TABLE1.replace("\nepochs = 2\n", f"\nepochs = {epochs}\n").replace("snr_db = 5.0", f"snr_db = {snr}"))
+        assert main(["run", "--resume", str(run_dir), "--quiet"]) != 0
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and named in err.splitlines()[0] and "epochs (may only grow)" in err and "Traceback" not in err
+        assert json.loads((run_dir / "scenario.resolved.json").read_text())["study"]["epochs"] == 4  # nothing overwritten
+
+
 def test_a_resumed_study_reports_the_wall_time_of_all_its_sittings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """summary.json's wall_s is the sum over sittings: a stopped sitting's time is kept, and
     the resumed one adds to it (not only the last sitting's)."""

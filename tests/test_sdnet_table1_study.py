@@ -36,6 +36,12 @@ def test_tiny_table1_rows_baselines_and_a_task_resumed_mid_training(tmp_path: Pa
     assert s["tasks"] == [100, 101] and len(s["per_task"]) == 2 and s["tasks_from_work"] == 0
     assert s["per_task"][0]["ratio_mmse"] == pytest.approx(s["per_task"][0]["ser"] / s["per_task"][0]["ser_mmse"])
     assert [p.name for p in study.report(full)] == ["ser_epoch.png"]
+    # ser_train: the kept model on the very samples it was trained on, not the held-out ones
+    for p in s["per_task"]:
+        model = study.SDNet(4, 2, 2)
+        study.load_model_arrays(model, study.WorkUnits(full).load(f"task{p['task_id']}")[1])
+        train = study._batch(TINY, p["task_id"], 3, "table1-train", TINY["train_samples"])
+        assert p["ser_train"] == study.evaluate_ser(model, train) and p["ser_train"] != p["ser"]
 
     # stopped after task 100 and half of task 101: the second run trains two epochs, no more
     part = tmp_path / "part"
@@ -53,6 +59,33 @@ def test_tiny_table1_rows_baselines_and_a_task_resumed_mid_training(tmp_path: Pa
     s2 = study.run(dict(TINY), 3, part, no_progress)
     assert calls == [2] and s2["tasks_from_work"] == 1
     assert _tables(part) == _tables(full)
+
+
+def test_a_run_extended_to_more_epochs_equals_one_longer_run_and_does_not_screen_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resumed with more epochs, each completed task goes on from its last checkpoint: two
+    more epochs each, and the tables of one 4-epoch run. The rule's screen is a unit of
+    work too, so the resumed run does not screen again."""
+    cfg = dict(TINY) | {"tasks": [], "n_tasks": 2, "zf_range": [0.0, 1.0]}
+    full, ext = tmp_path / "full", tmp_path / "ext"
+    study.run(dict(cfg), 3, full, no_progress)
+    short = study.run(cfg | {"epochs": 2}, 3, ext, no_progress)
+    assert [p["epochs"] for p in short["per_task"]] == [2, 2]
+    calls: list[int] = []
+    real = study.finetune
+
+    def counting(*a: object, **k: object) -> object:
+        calls.append(int(k["epochs"]))
+        return real(*a, **k)
+
+    def no_screen(*a: object, **k: object) -> object:
+        raise AssertionError("screened again")
+
+    monkeypatch.setattr(study, "finetune", counting)
+    monkeypatch.setattr(study, "select_tasks", no_screen)
+    s = study.run(dict(cfg), 3, ext, no_progress)
+    assert calls == [2, 2] and [p["epochs"] for p in s["per_task"]] == [4, 4]
+    assert _tables(ext) == _tables(full)
+    assert pq.read_table(ext / "screen.parquet").to_pylist() == pq.read_table(full / "screen.parquet").to_pylist()
 
 
 def test_the_rule_picks_the_first_tasks_whose_zf_ser_is_in_range() -> None:
