@@ -54,7 +54,7 @@ from common.learngene.training import evaluate_ser, finetune, predict_indices
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.phy.detection import hard_qpsk, ml_detect, mmse
-from common.phy.metrics import baseline_sers, hblind_fit_indices, ser
+from common.phy.metrics import baseline_sers, hblind_fit_indices, ser, ser_ratio
 from common.runtime import cache_root
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "sdnet_fidelity"
@@ -450,7 +450,7 @@ def _fmt(v: Any, nd: int = 4) -> str:
 def _derived(s: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     if s.get("ser_ml_ls") is not None and s.get("ser_mmse_ml_subset"):
-        out["mmse_over_ml"] = s["ser_mmse_ml_subset"] / max(s["ser_ml_ls"], 1.0 / (8 * N_ML))
+        out["mmse_over_ml"] = ser_ratio(s["ser_mmse_ml_subset"], s["ser_ml_ls"], 8 * N_ML)
         out["hblind_over_mmse"] = s["ser_hblind_ml"] / s["ser_mmse_ml_subset"]
         if s.get("ser_hblind_fit") is not None:
             out["hblind_fit_over_mmse"] = s["ser_hblind_fit"] / s["ser_mmse_ml_subset"]
@@ -799,12 +799,12 @@ def table1_bounds(run_dir: Path, known: dict[str, float] | None = None) -> list[
         want_fit = study == "sdnet_table1" and f"fit:{key}" not in known
         if key not in known or f"erank_tx:{key}" not in known or want_fit:
             ml = batch("test", N_ML)[:N_ML]
-            mmse = max(baseline_sers(ml)["ser_mmse"], 1.0 / ml.symbols.numel())  # 0 errors counted as 1
+            mmse, n_sym = baseline_sers(ml)["ser_mmse"], ml.symbols.numel()
             if key not in known:
-                known[key] = ser(hblind_ml_indices(ml, batch("table1-hblind-candidates", 2000).H_ls), ml.symbols) / mmse
+                known[key] = ser_ratio(ser(hblind_ml_indices(ml, batch("table1-hblind-candidates", 2000).H_ls), ml.symbols), mmse, n_sym)
             known[f"erank_tx:{key}"] = variation_stats(ml.H)["erank_tx"]
             if want_fit:
-                known[f"fit:{key}"] = ser(hblind_fit_indices(ml, batch("train", 0)), ml.symbols) / mmse
+                known[f"fit:{key}"] = ser_ratio(ser(hblind_fit_indices(ml, batch("train", 0)), ml.symbols), mmse, n_sym)
             _save(TABLE1_BOUNDS_JSON, known)
         rows.append({"study": study, "label": study + (" (learner tasks)" if scen["study"].get("task_kind") == "learner" else ""), "seed": seed, "task_id": tid, "ser_zf": zf_ser, "ser_mmse": mmse_ser, "ser_sdnet": sdnet_ser,
                      "sdnet_over_mmse": sdnet_ser / mmse_ser if mmse_ser > 0 else float("nan"), "hblind_over_mmse": known[key],

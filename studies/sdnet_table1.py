@@ -52,7 +52,7 @@ from common.learngene.collective import task_detection_batch
 from common.learngene.training import evaluate_ser, finetune
 from common.models.sdnet import SDNet
 from common.phy.detection import ML_MAX_CANDIDATES
-from common.phy.metrics import baseline_sers
+from common.phy.metrics import baseline_sers, ser_ratio
 from common.progress import ProgressFn
 from common.runtime import torch_threads
 from common.schema import Field
@@ -147,7 +147,7 @@ def select_tasks(cfg: dict[str, Any], seed: int) -> tuple[list[int], list[dict[s
                 if ok:
                     train = _batch(cfg, tid, seed, "table1-train", cfg["train_samples"])
                     t = baseline_sers(train, fit_from=train)
-                    q = t["ser_hblind_fit"] / max(t["ser_mmse"], 1.0 / train.symbols.numel())  # no MMSE error counts as one
+                    q = ser_ratio(t["ser_hblind_fit"], t["ser_mmse"], train.symbols.numel())
                     row |= {"ser_mmse_train": t["ser_mmse"], "ser_hblind_fit_train": t["ser_hblind_fit"], "fit_over_mmse": q}
                     ok = q <= cfg["learner_bound"]
             rows.append(row | {"picked": ok})

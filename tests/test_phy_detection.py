@@ -219,6 +219,14 @@ def test_confidence_intervals() -> None:
         binomial_ci(3, 2)
 
 
+def test_a_ratio_to_an_error_free_reference_counts_its_zero_errors_as_one() -> None:
+    from common.phy.metrics import ser_ratio
+
+    assert ser_ratio(0.02, 0.01, 8000) == pytest.approx(2.0)
+    assert ser_ratio(0.02, 0.0, 8000) == pytest.approx(0.02 * 8000)  # finite: one error in 8,000
+    assert ser_ratio(0.0, 0.0, 8000) == 0.0
+
+
 def test_noise_variance_is_one_convention_for_floats_and_tensors() -> None:
     snr = torch.tensor([0.0, 10.0, 20.0])
     nv = noise_variance(snr)

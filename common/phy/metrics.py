@@ -20,7 +20,7 @@ from common.phy.modulation import indices_to_symbols
 if TYPE_CHECKING:
     from common.phy.dataset import DetectionBatch
 
-__all__ = ["baseline_sers", "hblind_fit_indices", "ser", "ser_with_ci", "ber", "ber_with_ci", "nmse_db", "binomial_ci"]
+__all__ = ["baseline_sers", "hblind_fit_indices", "ser", "ser_ratio", "ser_with_ci", "ber", "ber_with_ci", "nmse_db", "binomial_ci"]
 
 
 def _count(pred: torch.Tensor, true: torch.Tensor, what: str) -> tuple[int, int]:
@@ -71,6 +71,13 @@ def ser(pred_idx: torch.Tensor, true_idx: torch.Tensor) -> float:
     """Symbol error rate: fraction of symbols ``int64 [n, n_t]`` decided wrongly."""
     e, t = _count(pred_idx, true_idx, "ser")
     return e / t
+
+
+def ser_ratio(num: float, den: float, symbols: int) -> float:
+    """``num / den`` for two SERs measured on ``symbols`` symbols each, a reference ``den``
+    of no errors counted as one (``1 / symbols``): finite, and at most ``num`` over the
+    reference's true SER when the reference made errors it did not show."""
+    return num / max(den, 1.0 / symbols)
 
 
 def _rate_with_ci(
