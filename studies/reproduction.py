@@ -214,6 +214,9 @@ def _table1_per_task(run: RunOutput) -> Measured:
         return Measured(fig, REPRODUCED, f"every task at or below half of MMSE's SER ({sum(x <= 0.2 for x in q)} at or below 0.2x)")
     misses = [(int(p["task_id"]), float(p["ser_mmse"])) for p in per if float(p["ratio_mmse"]) > 0.5]
     bounds = _bound_reasons(run, misses, run.study.get("epochs"))
+    # a miss that fits its own training samples far better than held-out ones memorised them
+    fits = [f"{p['task_id']} {_e(float(p['ser_train']))} (held out {_e(float(p['ser']))})" for p in per if "ser_train" in p and float(p["ratio_mmse"]) > 0.5]
+    bounds += f"; SDNet's SER on its own training samples: task{'s' if len(fits) > 1 else ''} {', '.join(fits)}" if fits else ""
     if below:
         return Measured(fig, PARTLY, f"{below}/{len(q)} tasks below MMSE, {half} at or below 0.5x; the paper's are 5-1000x below{bounds}")
     return Measured(fig, NOT, "no task below MMSE" + bounds)

@@ -116,6 +116,10 @@ def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> N
     per["per_task"][4]["ser_mmse"] = 0.005  # 12 MMSE errors in 2,400 symbols: the bound says nothing
     (d / "summary.json").write_text(json.dumps(per))
     assert "MMSE nearly error-free, nothing to beat by a factor: task 104 (MMSE 5.00e-03)" in t1.measure(RunOutput.load(d)).why
+    # where the run measured SDNet on its own training samples, each miss shows it beside its held-out SER
+    per["per_task"][3]["ser_train"] = 0.01
+    (d / "summary.json").write_text(json.dumps(per))
+    assert t1.measure(RunOutput.load(d)).why.endswith("; SDNet's SER on its own training samples: task 103 1.00e-02 (held out 7.20e-02)")
 
 
 def test_seeds_that_agree_on_a_verdict_for_different_reasons_each_give_theirs(tmp_path: Path) -> None:
