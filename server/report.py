@@ -26,6 +26,13 @@ def _plt_ticker():  # noqa: ANN202 - matplotlib.ticker module
 
 #: SER plotted for a zero SER on the log axis (below one error in 10^5 symbols)
 SER_FLOOR = 1e-5
+
+
+def _finite(v: Any) -> bool:
+    """``v`` is a number and not NaN or infinite (a table cell that holds a measurement)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _mean(xs: list[float]) -> float:
     xs = [x for x in xs if x is not None and not math.isnan(x)]
     return sum(xs) / len(xs) if xs else float("nan")
@@ -105,7 +112,7 @@ _COUNT_COLUMNS = ("n_params", "bytes_down", "bytes_up")
 
 
 def _fmt_count(v: Any) -> str:
-    if isinstance(v, float) and math.isfinite(v):
+    if isinstance(v, float) and _finite(v):
         return str(round(v))
     return _fmt(v)
 
@@ -126,10 +133,10 @@ def format_class_table(summary: list[dict[str, Any]]) -> str:
         ("emulated_s_mean", "emul. s/round"),
         ("wall_s_mean", "wall s/round"),
     ]
-    fitted = any(not math.isnan(s.get("ser_hblind_fit", math.nan)) for s in summary)
+    fitted = any(_finite(s.get("ser_hblind_fit")) for s in summary)
     if fitted:
         cols.insert(cols.index(("ser_mmse", "SER MMSE")) + 1, ("ser_hblind_fit", "SER fit"))
-    if any(not math.isnan(s.get("csi_nmse_db", math.nan)) for s in summary):
+    if any(_finite(s.get("csi_nmse_db")) for s in summary):
         cols += [("csi_nmse_db", "CSI NMSE dB"), ("csi_bits_per_dim", "CSI bits/dim")]
     table = [[h for _, h in cols]] + [[(_fmt_count if k in _COUNT_COLUMNS else _fmt)(s[k]) for k, _ in cols] for s in summary]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
@@ -165,8 +172,8 @@ def sdnet_vs_mmse_note(summary: list[dict[str, Any]]) -> str | None:
     no class below MMSE and none reporting it, ``SDNET_NOTE``; ``None`` when every class
     with both SERs is below MMSE."""
     pairs = [(s["class"], s.get("ser", math.nan), s.get("ser_mmse", math.nan)) for s in summary]
-    pairs = [(c, a, b) for c, a, b in pairs if isinstance(a, float) and isinstance(b, float) and math.isfinite(a) and math.isfinite(b)]
-    fit = {s["class"]: s["ser_hblind_fit"] for s in summary if isinstance(s.get("ser_hblind_fit"), float) and math.isfinite(s["ser_hblind_fit"])}
+    pairs = [(c, a, b) for c, a, b in pairs if isinstance(a, float) and isinstance(b, float) and _finite(a) and _finite(b)]
+    fit = {s["class"]: s["ser_hblind_fit"] for s in summary if isinstance(s.get("ser_hblind_fit"), float) and _finite(s["ser_hblind_fit"])}
     if pairs and not any(a < b for _, a, b in pairs) and not fit:
         return SDNET_NOTE
     below = [c for c, a, b in pairs if a < b]
@@ -286,7 +293,7 @@ def draw_csi_rd(rows: list[dict[str, Any]], schemes: dict[str, str], path: Path)
         pts = [
             (r["bs_bits_per_dim_total"], r["bs_nmse_db"])
             for r in rows
-            if r["device_class"] == cls and r["status"] == "ok" and r.get("bs_nmse_db") is not None and math.isfinite(r["bs_nmse_db"])
+            if r["device_class"] == cls and r["status"] == "ok" and _finite(r.get("bs_nmse_db"))
         ]
         if pts:
             label = f"{cls} ({_SCHEME_LABELS.get(schemes.get(cls, ''), schemes.get(cls, '?'))})"
