@@ -112,7 +112,7 @@ _COUNT_COLUMNS = ("n_params", "bytes_down", "bytes_up")
 
 
 def _fmt_count(v: Any) -> str:
-    if isinstance(v, float) and _finite(v):
+    if _finite(v):
         return str(round(v))
     return _fmt(v)
 
@@ -172,8 +172,8 @@ def sdnet_vs_mmse_note(summary: list[dict[str, Any]]) -> str | None:
     no class below MMSE and none reporting it, ``SDNET_NOTE``; ``None`` when every class
     with both SERs is below MMSE."""
     pairs = [(s["class"], s.get("ser", math.nan), s.get("ser_mmse", math.nan)) for s in summary]
-    pairs = [(c, a, b) for c, a, b in pairs if isinstance(a, float) and isinstance(b, float) and _finite(a) and _finite(b)]
-    fit = {s["class"]: s["ser_hblind_fit"] for s in summary if isinstance(s.get("ser_hblind_fit"), float) and _finite(s["ser_hblind_fit"])}
+    pairs = [(c, a, b) for c, a, b in pairs if _finite(a) and _finite(b)]
+    fit = {s["class"]: s["ser_hblind_fit"] for s in summary if _finite(s.get("ser_hblind_fit"))}
     if pairs and not any(a < b for _, a, b in pairs) and not fit:
         return SDNET_NOTE
     below = [c for c, a, b in pairs if a < b]
