@@ -525,7 +525,7 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 #: Scales in the order the page lists them: the CPU defaults first, the papers' sizes last
-SCALE_ORDER = ("quick", "reduced", "default", "paper-per-task", "paper-per-task-learners", "paper")
+SCALE_ORDER = ("quick", "reduced", "default", "paper-per-task", "paper-per-task-learners", "paper-per-task-learners-redraw", "paper")
 
 
 def _scale_rank(scale: str) -> int:
@@ -636,7 +636,7 @@ def _shipped_study(kind: str) -> dict[str, Any]:
 
 #: ``[study]`` keys besides ``scale`` that select what a run is, named in its command when a
 #: run's value differs from the shipped scenario file's
-COMMAND_KEYS = ("task_kind", "epochs")
+COMMAND_KEYS = ("task_kind", "epochs", "train_draws")
 
 
 def _command(kind: str, scale: str, study: dict[str, Any] | None = None) -> str:
@@ -658,7 +658,8 @@ def _budget(run: RunOutput) -> str:
             return (f"{c['collective_tasks']} collective tasks x {c['collective_epochs']} epochs, {c['target_tasks']} targets x {c['individual_epochs']} epochs; "
                     f"{int(c['individual_samples']):,} samples, batch {c['batch_size']}")
         if "train_samples" in c and "epochs" in c:
-            return f"{len(run.summary.get('tasks', []))} tasks x {c['epochs']} epochs; {int(c['train_samples']):,} samples, batch {c['batch_size']}"
+            redrawn = "; symbols, pilots and noise redrawn every epoch" if c.get("train_draws") == "per-epoch" else ""
+            return f"{len(run.summary.get('tasks', []))} tasks x {c['epochs']} epochs; {int(c['train_samples']):,} samples, batch {c['batch_size']}{redrawn}"
     except (KeyError, TypeError, ValueError):
         pass
     return "-"

@@ -25,6 +25,12 @@ recipe reads ``x_ZF`` alone and ends at or above that detector's bound, so a tas
 the line cannot show Table I's factor. This test reads the training samples only.
 Every model is also tested on the other tasks (Table I's mismatched rows).
 
+``train_draws = "per-epoch"`` leaves the paper's recipe in one named way: every epoch trains
+on fresh symbols, pilots and noise over the same ``train_samples`` channels
+(``common.learngene.training.Redraw``), which stops SDNet from memorising its samples on
+the learner tasks (``docs/sdnet_fidelity.md``, "Redrawn noise"). The redraw generator is
+checkpointed with the rest, so a resumed task gives the numbers of an uninterrupted one.
+
 Tables: ``screen.parquet`` (the tasks the rule looked at), ``table1.parquet`` (train task
 x test task: SDNet, ZF and MMSE SER on the test task's held-out samples),
 ``ser_epoch.parquet`` (held-out SER after every chunk). ``summary.json``'s ``per_task`` adds
@@ -49,7 +55,7 @@ import torch
 from common.channels import ChannelTask
 from common.channels.gbsm import model_of
 from common.learngene.collective import task_detection_batch
-from common.learngene.training import evaluate_ser, finetune
+from common.learngene.training import Redraw, evaluate_ser, finetune
 from common.models.sdnet import SDNet
 from common.phy.detection import ML_MAX_CANDIDATES
 from common.phy.metrics import baseline_sers, ser_ratio
@@ -82,6 +88,7 @@ SCHEMA: dict[str, Field] = {
     "test_samples": Field(int, 1000, min=1, doc="held-out samples per task"),
     "epochs": Field(int, 50, min=1, doc="epochs per task (paper: 50 per collective task)"),
     "batch_size": Field(int, 500, min=1, doc="mini-batch (paper 500)"),
+    "train_draws": Field(str, "fixed", choices=("fixed", "per-epoch"), doc="'fixed': the train_samples samples drawn once (the paper's); 'per-epoch': fresh symbols, pilots and noise every epoch over the same train_samples channels (common.learngene.training.Redraw; not the paper's)"),
     "lr": Field(float, 1e-3, min=0.0, doc="Adam learning rate (paper 1e-3)"),
     "chunk_epochs": Field(int, 5, min=1, doc="held-out SER recorded and the task checkpointed every this many epochs"),
     "jobs": Field(int, 2, min=1, max=256, doc="tasks trained at once, each a single-thread process (1: in this process)"),
@@ -201,21 +208,26 @@ def train_task(cfg: dict[str, Any], seed: int, task_id: int, run_dir: str) -> di
             model = SDNet(cfg["n_r"], cfg["n_t"], cfg["n_conv"])
         opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
         gen = torch_generator(seed, "table1-shuffle", task_id)
+        redraw = Redraw(cfg["n_pilots"], torch_generator(seed, "table1-redraw", task_id)) if cfg["train_draws"] == "per-epoch" else None
         head: dict[str, Any] = {"task_id": task_id, "history": [], "seconds": 0.0}
         if (part := work.load(f"{key}-partial")) is not None:
             head, arrays = part
             load_model_arrays(model, {k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
             _load_adam(opt, model, arrays)
             gen.set_state(torch.from_numpy(np.array(arrays["gen"])))
+            if redraw is not None:
+                redraw.generator.set_state(torch.from_numpy(np.array(arrays["redraw_gen"])))
         else:
             head["history"].append({"epoch": 0, "ser": evaluate_ser(model, test)})
         while (ep := head["history"][-1]["epoch"]) < cfg["epochs"]:
             n = min(cfg["chunk_epochs"], cfg["epochs"] - ep)
-            r = finetune(model, train, epochs=n, batch_size=cfg["batch_size"], lr=cfg["lr"], generator=gen, optimizer=opt)
+            r = finetune(model, train, epochs=n, batch_size=cfg["batch_size"], lr=cfg["lr"], generator=gen, optimizer=opt, redraw=redraw)
             head["seconds"] += r.seconds
             head["history"].append({"epoch": ep + n, "ser": evaluate_ser(model, test)})
             state = {f"model.{k}": v for k, v in model_arrays(model).items()}
             arrays = {**state, **_adam_arrays(opt, model), "gen": gen.get_state().numpy()}
+            if redraw is not None:
+                arrays["redraw_gen"] = redraw.generator.get_state().numpy()
             work.save(f"{key}-partial", head, arrays)
         state = model_arrays(model)
     work.save(key, head, state)
@@ -298,7 +310,7 @@ def run(cfg: dict[str, Any], seed: int, out_dir: pathlib.Path, progress: Progres
     ratios = [p["ratio_mmse"] for p in per_task]
     return {
         "scale": cfg["scale"],
-        "config": {k: cfg[k] for k in ("source", "n_r", "n_t", "n_conv", "snr_db", "n_pilots", "train_samples", "test_samples", "epochs", "batch_size", "lr", "task_kind", "learner_bound")},
+        "config": {k: cfg[k] for k in ("source", "n_r", "n_t", "n_conv", "snr_db", "n_pilots", "train_samples", "test_samples", "epochs", "batch_size", "lr", "task_kind", "learner_bound", "train_draws")},
         "channel_model": model_of(_task(cfg, tasks[0], seed)) if cfg["source"] == "gbsm" else cfg["source"],
         "tasks": tasks,
         "per_task": per_task,

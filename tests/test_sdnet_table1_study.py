@@ -155,3 +155,27 @@ def test_the_learner_rule_keeps_only_tasks_whose_fitted_hblind_detector_is_far_b
         study.select_tasks(cfg | {"learner_bound": 0.0, "max_screened": 3}, 3)
     with pytest.raises(ValueError, match="n_t <= 8"):
         study.check(cfg | {"n_t": 9})
+
+
+def test_per_epoch_draws_renew_the_samples_over_the_same_channels_and_resume_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    redraw = dict(TINY) | {"train_draws": "per-epoch"}
+    seen: list[torch.Tensor] = []
+    real = study.finetune.__globals__["make_detection_batch"]
+
+    def recording(H: torch.Tensor, *a: object, **k: object) -> object:
+        seen.append(H)
+        return real(H, *a, **k)
+
+    monkeypatch.setitem(study.finetune.__globals__, "make_detection_batch", recording)
+    s = study.run(redraw | {"tasks": [100]}, 3, tmp_path / "full", no_progress)
+    monkeypatch.undo()
+    train = study._batch(TINY, 100, 3, "table1-train", TINY["train_samples"])
+    assert len(seen) == TINY["epochs"] and all(torch.equal(H, train.H) for H in seen)  # one redraw per epoch, same channels
+    fixed = study.run(dict(TINY) | {"tasks": [100]}, 3, tmp_path / "fixed", no_progress)
+    assert s["per_task"][0]["ser"] != fixed["per_task"][0]["ser"] or _tables(tmp_path / "full") != _tables(tmp_path / "fixed")
+    assert s["config"]["train_draws"] == "per-epoch"
+    # stopped after 2 epochs and resumed to 4: the redraw generator resumes with the weights
+    part = tmp_path / "part"
+    study.run(redraw | {"tasks": [100], "epochs": 2}, 3, part, no_progress)
+    study.run(redraw | {"tasks": [100]}, 3, part, no_progress)
+    assert _tables(part) == _tables(tmp_path / "full")

@@ -24,10 +24,10 @@ from torch import nn
 from common.learngene.expansion import l2_to_anchors
 from common.models.complexity import count_flops
 from common.models.sdnet import sdnet_symbol_indices
-from common.phy.dataset import DetectionBatch
+from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.phy.metrics import ser
 
-__all__ = ["FinetuneResult", "LOSSES", "PRECISIONS", "conv_fast_layout", "finetune", "evaluate_ser", "predict_indices", "mse_loss", "sign_bce_loss", "TRAIN_FLOPS_PER_FORWARD"]
+__all__ = ["FinetuneResult", "Redraw", "LOSSES", "PRECISIONS", "conv_fast_layout", "finetune", "evaluate_ser", "predict_indices", "mse_loss", "sign_bce_loss", "TRAIN_FLOPS_PER_FORWARD"]
 
 #: training FLOPs per sample per step, in units of forward FLOPs
 TRAIN_FLOPS_PER_FORWARD: int = 3
@@ -67,6 +67,30 @@ class FinetuneResult:
     samples: int = 0
     seconds: float = 0.0
     last_epoch_gradient: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Redraw:
+    """Fresh symbols, pilots and noise every epoch over the training batch's own channels.
+
+    Not the paper's recipe (its 8,100 samples are drawn once). Every epoch ``finetune``
+    trains on ``make_detection_batch(train.H, train.snr_db, n_pilots, generator)``: the same
+    ``n`` channel realisations ``H``, with new QPSK symbols, a new pilot block (so a new
+    LS estimate, eq. 4-5) and new receiver noise (eq. 1). A device that receives pilots in
+    every slot has these for free; what it cannot renew cheaply is the set of channels.
+    ``docs/sdnet_fidelity.md`` ("Redrawn noise") measures what it does: on the tasks where
+    SDNet memorises its fixed samples, the held-out SER keeps falling.
+
+    Attributes
+    ----------
+    n_pilots : int
+        ``N_p`` of the LS estimate (Table III: 16), as the training batch was built.
+    generator : torch.Generator
+        Source of every redraw; checkpoint its state to resume a training exactly.
+    """
+
+    n_pilots: int
+    generator: torch.Generator
 
 
 def mse_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -148,6 +172,7 @@ def finetune(
     optimizer: torch.optim.Optimizer | None = None,
     precision: str = "fp32",
     loss: str = "mse",
+    redraw: Redraw | None = None,
 ) -> FinetuneResult:
     """Train ``model`` in place with Adam on ``train``.
 
@@ -181,6 +206,9 @@ def finetune(
     loss : str, default "mse"
         A key of ``LOSSES``: "mse" is eq. (13), the paper's; "bce" (``sign_bce_loss``) is a
         probe that ``benchmarks/sdnet_map.py`` compares with it.
+    redraw : Redraw, optional
+        Train each epoch on fresh symbols, pilots and noise over ``train.H`` (``Redraw``);
+        default: on ``train`` as given, every epoch (the paper's).
 
     Returns
     -------
@@ -205,7 +233,14 @@ def finetune(
         anchors = {k: v.to(dev) for k, v in anchors.items()}
     with conv_fast_layout(model, X) as X:
         opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
-        res = _train_epochs(model, X, Y, epochs, batch_size, opt, anchors if lam > 0 else None, lam, gen, val, record_last_epoch_gradient, precision, LOSSES[loss])
+        draw = None
+        if redraw is not None:
+            layout = torch.channels_last if X.dim() == 4 and X.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+            def draw() -> tuple[torch.Tensor, torch.Tensor]:
+                b = make_detection_batch(train.H, train.snr_db, redraw.n_pilots, redraw.generator)
+                return b.sdnet_input.to(dev).contiguous(memory_format=layout), b.x.to(dev)
+        res = _train_epochs(model, X, Y, epochs, batch_size, opt, anchors if lam > 0 else None, lam, gen, val, record_last_epoch_gradient, precision, LOSSES[loss], draw)
     res.flops = TRAIN_FLOPS_PER_FORWARD * fwd * res.samples
     return res
 
@@ -224,6 +259,7 @@ def _train_epochs(
     record_last: bool = False,
     precision: str = "fp32",
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mse_loss,
+    draw: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> FinetuneResult:
     n, dev = len(X), X.device
     cast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
@@ -233,6 +269,8 @@ def _train_epochs(
     for epoch in range(epochs):
         acc = {k: torch.zeros_like(p) for k, p in params} if record_last and epoch == epochs - 1 else None
         t0 = time.perf_counter()
+        if draw is not None:  # ``Redraw``: this epoch's samples over the same channels
+            X, Y = draw()
         perm = torch.randperm(n, generator=gen).to(dev)
         total = torch.zeros((), device=dev)
         for s in range(0, n, batch_size):
