@@ -154,7 +154,7 @@ def run_device_round(
 
     import torch
 
-    from common.learngene.training import evaluate_ser, finetune
+    from common.learngene.training import Redraw, evaluate_ser, finetune
     from common.learngene import LearngeneUnit, expand, individual_sdnet
     from common.learngene.federation import unit_params
     from common.models.complexity import count_flops, count_parameters
@@ -216,6 +216,7 @@ def run_device_round(
         anchors=anchors,
         lam=float(cfg["lam"]),
         generator=torch_generator(profile.seed, "finetune", round_),
+        redraw=Redraw(profile.n_pilots, torch_generator(profile.seed, "redraw", round_)) if cfg["train_draws"] == "per-epoch" else None,
     )
     model.cpu()
     flops = int(res.flops)
