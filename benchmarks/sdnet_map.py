@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.*
 from benchmarks.sdnet_fidelity import channel_stats, hblind_ml_indices
 from common.channels import ChannelTask, sample_channels
 from common.channels.gbsm import gbsm_environment
-from common.learngene.training import evaluate_ser, finetune, predict_indices
+from common.learngene.training import Redraw, evaluate_ser, finetune, predict_indices
 from common.models.sdnet import SDNet
 from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.phy.detection import hard_qpsk, ml_detect, mmse
@@ -85,6 +85,7 @@ class Variant:
     n_conv: int = 8  # significant convs (the paper's individual depth: 8)
     model: str = "sdnet"  # "sdnet" | "mlp_xzf" | "mlp_full": a probe in place of SDNet (``MLPDetector``) | "detnet" (``DetNetProbe``)
     loss: str = "mse"  # a key of ``common.learngene.training.LOSSES``: "mse" (eq. 13) | "bce" (on the bits' signs)
+    redraw: bool = False  # fresh symbols, pilots and noise every epoch over the same n_train channels (``Redraw``)
     inputs: str = "h_ls"  # "h_ls": the paper's image [H_LS ; x_ZF^T] | "gram": [H_LS^H H_LS / n_r ; x_ZF^T] (``gram_input``)
     seed: int = 0
     note: str = ""
@@ -108,6 +109,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("b500-detnet", model="detnet", note="not SDNet: a DetNet-style unrolled detector (10 projected-gradient steps on the sample's own ML metric with `G = H_LS^H H_LS / n_r`, each with a learned correction of 64 hidden units): a learner with the channel in its structure, at the paper's recipe"),
     Variant("data4x-detnet", n_train=32400, model="detnet", note="b500-detnet at 4x the samples"),
     Variant("data4x-mlp-full", n_train=32400, model="mlp_full", note="data4x, not SDNet: an MLP on SDNet's whole input `[H_LS ; x_ZF^T]` (1,040 -> 512 -> 512 -> 16)"),
+    Variant("b500-redraw", redraw=True, note="the paper's recipe, but every epoch on fresh symbols, pilots and noise over the same 8,100 channels (`common.learngene.training.Redraw`): more received samples, no more channels"),
 )}
 
 
@@ -408,12 +410,15 @@ def train_case(task_id: int, v: Variant, epochs: int, ckpt_dir: Path, resume: bo
         model = build_model(v)
     opt = torch.optim.Adam(model.parameters(), lr=v.lr)
     gen = torch.Generator().manual_seed(v.seed)
+    redraw = Redraw(N_PILOTS, torch.Generator().manual_seed(v.seed + 1)) if v.redraw else None
     row: dict[str, Any] = {"task_id": task_id, "variant": asdict(v), "history": [], "seconds": 0.0}
     if resume and ckpt.exists():
         st = torch.load(ckpt, weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])
+        if redraw is not None:
+            redraw.generator.set_state(st["redraw_gen"])
         row = st["row"]
     done = row["history"][-1]["epoch"] if row["history"] else 0
     if not row["history"]:
@@ -425,14 +430,15 @@ def train_case(task_id: int, v: Variant, epochs: int, ckpt_dir: Path, resume: bo
         for e in range(done, done + n_ep):  # one call per epoch: the schedule sets each epoch's lr
             for g in opt.param_groups:
                 g["lr"] = _lr_at(v, e)
-            r = finetune(model, train, epochs=1, batch_size=v.batch_size, lr=v.lr, generator=gen, optimizer=opt, loss=v.loss)
+            r = finetune(model, train, epochs=1, batch_size=v.batch_size, lr=v.lr, generator=gen, optimizer=opt, loss=v.loss, redraw=redraw)
             losses += r.loss_per_epoch
             secs += r.seconds
         done += n_ep
         row["seconds"] += secs
         row["history"].append({"epoch": done, "ser": evaluate_ser(model, test), "ser_train": evaluate_ser(model, train[:2000]), "loss": losses[-1], "epoch_s": secs / n_ep})
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "row": row}, ckpt)
+        extra = {"redraw_gen": redraw.generator.get_state()} if redraw is not None else {}
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "row": row, **extra}, ckpt)
         _merge_result(key, row)
         h = row["history"][-1]
         print(json.dumps({"case": key, "epoch": done, "ser": h["ser"], "ser_train": h["ser_train"], "epoch_s": round(h["epoch_s"], 2)}), flush=True)
