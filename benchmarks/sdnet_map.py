@@ -812,7 +812,7 @@ def table1_bounds(run_dir: Path, known: dict[str, float] | None = None) -> list[
             if want_fit:
                 known[f"fit:{key}"] = ser_ratio(ser(hblind_fit_indices(ml, batch("train", 0)), ml.symbols), mmse, n_sym)
             _save(TABLE1_BOUNDS_JSON, known)
-        rows.append({"study": study, "label": study + (" (learner tasks)" if scen["study"].get("task_kind") == "learner" else ""), "seed": seed, "task_id": tid, "ser_zf": zf_ser, "ser_mmse": mmse_ser, "ser_sdnet": sdnet_ser,
+        rows.append({"study": study, "label": study + (" (learner tasks)" if scen["study"].get("task_kind") == "learner" else "") + (" (redrawn noise)" if scen["study"].get("train_draws") == "per-epoch" else ""), "seed": seed, "task_id": tid, "ser_zf": zf_ser, "ser_mmse": mmse_ser, "ser_sdnet": sdnet_ser,
                      "sdnet_over_mmse": sdnet_ser / mmse_ser if mmse_ser > 0 else float("nan"), "hblind_over_mmse": known[key],
                      "hblind_fit_over_mmse": known.get(f"fit:{key}"), "erank_tx": known[f"erank_tx:{key}"], "ml_symbols": N_ML * n_t})
     pq.write_table(pa.Table.from_pylist([{"task_id": r["task_id"], "hblind_over_mmse": r["hblind_over_mmse"], "ml_symbols": N_ML * n_t} for r in rows]), run_dir / BOUNDS_TABLE)

@@ -106,6 +106,13 @@ def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> N
     page = render(find_runs(tmp_path))
     assert "| paper-per-task-learners | 1 tasks x 50 epochs; 8,100 samples, batch 500 | - | 12 | - | `airfleet run scenarios/sdnet_table1.toml` with `scale = \"paper-per-task-learners\"`, `task_kind = \"learner\"`, `epochs = 200` |" in page
     assert page.index("`f` | 1 | paper-per-task |") < page.index("`g` | 1 | paper-per-task-learners |")
+    # redrawn noise: its own scale after the fixed samples', the budget and the command say so
+    d = _run_dir(tmp_path, "h", "sdnet_table1", {"scale": "paper-per-task-learners-redraw", "per_task": [], "tasks": [1], "config": cfg | {"train_draws": "per-epoch"}}, {})
+    (d / "scenario.resolved.json").write_text(json.dumps({"seed": 1, "study": {"kind": "sdnet_table1", "scale": "paper-per-task-learners-redraw", "task_kind": "learner", "epochs": 200, "train_draws": "per-epoch"}}))
+    page = render(find_runs(tmp_path))
+    assert "| paper-per-task-learners-redraw | 1 tasks x 50 epochs; 8,100 samples, batch 500; symbols, pilots and noise redrawn every epoch |" in page
+    assert "`epochs = 200`, `train_draws = \"per-epoch\"` |" in page
+    assert page.index("`g` | 1 | paper-per-task-learners |") < page.index("`h` | 1 | paper-per-task-learners-redraw |")
     # a miss is read against the H-blind ML bound measured on the run's own samples
     d = tmp_path / "b"
     pq.write_table(pa.Table.from_pylist([{"task_id": t, "hblind_over_mmse": q, "ml_symbols": 2400} for t, q in ((102, 0.2), (103, 1.1), (104, 0.9))]), d / "hblind_bounds.parquet")
