@@ -35,7 +35,10 @@ Tables: ``screen.parquet`` (the tasks the rule looked at), ``table1.parquet`` (t
 x test task: SDNet, ZF and MMSE SER on the test task's held-out samples),
 ``ser_epoch.parquet`` (held-out SER after every chunk). ``summary.json``'s ``per_task`` adds
 ``ser_train``, SDNet's SER on the very samples it was trained on: with ``ser`` (held out)
-it tells a model that memorised its samples from one that did not fit them.
+it tells a model that memorised its samples from one that did not fit them. With
+``train_draws = "per-epoch"`` the model never trains on that first draw of symbols and
+noise, only on its channels, so ``ser_train`` then measures what it memorised of the
+channels alone.
 """
 
 from __future__ import annotations
