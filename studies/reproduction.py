@@ -216,7 +216,9 @@ def _table1_per_task(run: RunOutput) -> Measured:
     bounds = _bound_reasons(run, misses, run.study.get("epochs"))
     # a miss that fits its own training samples far better than held-out ones memorised them
     fits = [f"{p['task_id']} {_e(float(p['ser_train']))} (held out {_e(float(p['ser']))})" for p in per if "ser_train" in p and float(p["ratio_mmse"]) > 0.5]
-    bounds += f"; SDNet's SER on its own training samples: task{'s' if len(fits) > 1 else ''} {', '.join(fits)}" if fits else ""
+    # with noise redrawn every epoch the model trained on the channels, never on that draw of noise
+    own = "training channels, noise it never saw" if run.summary.get("config", {}).get("train_draws") == "per-epoch" else "own training samples"
+    bounds += f"; SDNet's SER on its {own}: task{'s' if len(fits) > 1 else ''} {', '.join(fits)}" if fits else ""
     if below:
         return Measured(fig, PARTLY, f"{below}/{len(q)} tasks below MMSE, {half} at or below 0.5x; the paper's are 5-1000x below{bounds}")
     return Measured(fig, NOT, "no task below MMSE" + bounds)

@@ -127,6 +127,9 @@ def test_table1_at_the_per_task_recipe_verdict_counts_tasks(tmp_path: Path) -> N
     per["per_task"][3]["ser_train"] = 0.01
     (d / "summary.json").write_text(json.dumps(per))
     assert t1.measure(RunOutput.load(d)).why.endswith("; SDNet's SER on its own training samples: task 103 1.00e-02 (held out 7.20e-02)")
+    per["config"] = {"train_draws": "per-epoch"}  # a redrawn-noise run: the same SER is on its training channels alone
+    (d / "summary.json").write_text(json.dumps(per))
+    assert t1.measure(RunOutput.load(d)).why.endswith("; SDNet's SER on its training channels, noise it never saw: task 103 1.00e-02 (held out 7.20e-02)")
 
 
 def test_seeds_that_agree_on_a_verdict_for_different_reasons_each_give_theirs(tmp_path: Path) -> None:
