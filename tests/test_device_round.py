@@ -188,10 +188,9 @@ def test_per_epoch_draws_train_on_fresh_noise_over_the_device_channels(tmp_path:
     import common.learngene.training as training
     from clients.device import device_data
 
-    fixed_s = _scenario(tmp_path, {})
-    raw = dict(fixed_s.data)
+    raw = dict(_scenario(tmp_path, {}).data)
     raw["fleet"] = [dict(raw["fleet"][0]) | {"train_draws": "per-epoch", "epochs": 2}]
-    s = parse_scenario({k: v for k, v in raw.items()})
+    s = parse_scenario(raw)
     p = device_profile(s, 1)
     seen: list[torch.Tensor] = []
     real = training.make_detection_batch

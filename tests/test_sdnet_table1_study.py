@@ -160,13 +160,15 @@ def test_the_learner_rule_keeps_only_tasks_whose_fitted_hblind_detector_is_far_b
 def test_per_epoch_draws_renew_the_samples_over_the_same_channels_and_resume_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     redraw = dict(TINY) | {"train_draws": "per-epoch"}
     seen: list[torch.Tensor] = []
-    real = study.finetune.__globals__["make_detection_batch"]
+    import common.learngene.training as training
+
+    real = training.make_detection_batch
 
     def recording(H: torch.Tensor, *a: object, **k: object) -> object:
         seen.append(H)
         return real(H, *a, **k)
 
-    monkeypatch.setitem(study.finetune.__globals__, "make_detection_batch", recording)
+    monkeypatch.setattr(training, "make_detection_batch", recording)
     s = study.run(redraw | {"tasks": [100]}, 3, tmp_path / "full", no_progress)
     monkeypatch.undo()
     train = study._batch(TINY, 100, 3, "table1-train", TINY["train_samples"])
