@@ -5,12 +5,15 @@
 - The artifact cache (channels, collective models, CSI backbones) in a temporary folder
   for the session (``$AIRFLEET_CACHE_DIR``, which Ray workers inherit), so tests never
   read or write the user's ``~/.cache/airfleet``.
+- ``record_redraws``: the channels each ``Redraw`` epoch was drawn over (shared by the
+  study's and the device's redrawn-noise tests).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -32,3 +35,26 @@ def temporary_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop(CACHE_ENV, None)
     else:
         os.environ[CACHE_ENV] = prev
+
+
+@contextlib.contextmanager
+def _recording_redraws() -> Iterator[list]:
+    import common.learngene.training as training
+
+    seen: list = []
+    real = training.make_detection_batch
+
+    def recording(H, *a, **k):  # type: ignore[no-untyped-def]
+        seen.append(H)
+        return real(H, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "make_detection_batch", recording)
+        yield seen
+
+
+@pytest.fixture
+def record_redraws() -> Callable[[], contextlib.AbstractContextManager[list]]:
+    """``with record_redraws() as seen:`` lists the channels ``H`` every ``Redraw`` inside
+    the block drew its epoch over (``common.learngene.training.make_detection_batch``)."""
+    return _recording_redraws

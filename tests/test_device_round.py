@@ -3,6 +3,8 @@ the base station decoding what the device sends."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -183,26 +185,16 @@ def test_csi_stage_fine_tunes_on_the_class_device_unless_its_table_names_one(tmp
     assert r.payloads
 
 
-def test_per_epoch_draws_train_on_fresh_noise_over_the_device_channels(tmp_path: Path, unit, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_per_epoch_draws_train_on_fresh_noise_over_the_device_channels(tmp_path: Path, unit, monkeypatch: pytest.MonkeyPatch, record_redraws: Callable[[], AbstractContextManager[list]]) -> None:
     monkeypatch.setenv("AIRFLEET_CACHE_DIR", str(tmp_path / "cache"))
-    import common.learngene.training as training
     from clients.device import device_data
 
     raw = dict(_scenario(tmp_path, {}).data)
     raw["fleet"] = [dict(raw["fleet"][0]) | {"train_draws": "per-epoch", "epochs": 2}]
     s = parse_scenario(raw)
     p = device_profile(s, 1)
-    seen: list[torch.Tensor] = []
-    real = training.make_detection_batch
-
-    def recording(H: torch.Tensor, *a: object, **k: object) -> object:
-        seen.append(H)
-        return real(H, *a, **k)
-
-    monkeypatch.setattr(training, "make_detection_batch", recording)
-    r = run_device_round(s, p, 1, unit.to_arrays(), dict(unit.meta), {})
-    monkeypatch.undo()
+    with record_redraws() as seen:
+        r = run_device_round(s, p, 1, unit.to_arrays(), dict(unit.meta), {})
     train, _ = device_data(p, p.cfg, str(s.data["server"]["cache_dir"]))
     assert len(seen) == 2 and all(torch.equal(H, train.H) for H in seen)  # one redraw per epoch, the device's own channels
-    monkeypatch.setenv("AIRFLEET_CACHE_DIR", str(tmp_path / "cache"))
     assert run_device_round(s, p, 1, unit.to_arrays(), dict(unit.meta), {}).metrics == r.metrics  # same seed, same numbers

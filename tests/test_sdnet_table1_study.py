@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -157,20 +159,10 @@ def test_the_learner_rule_keeps_only_tasks_whose_fitted_hblind_detector_is_far_b
         study.check(cfg | {"n_t": 9})
 
 
-def test_per_epoch_draws_renew_the_samples_over_the_same_channels_and_resume_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_per_epoch_draws_renew_the_samples_over_the_same_channels_and_resume_exactly(tmp_path: Path, record_redraws: Callable[[], AbstractContextManager[list]]) -> None:
     redraw = dict(TINY) | {"train_draws": "per-epoch"}
-    seen: list[torch.Tensor] = []
-    import common.learngene.training as training
-
-    real = training.make_detection_batch
-
-    def recording(H: torch.Tensor, *a: object, **k: object) -> object:
-        seen.append(H)
-        return real(H, *a, **k)
-
-    monkeypatch.setattr(training, "make_detection_batch", recording)
-    s = study.run(redraw | {"tasks": [100]}, 3, tmp_path / "full", no_progress)
-    monkeypatch.undo()
+    with record_redraws() as seen:
+        s = study.run(redraw | {"tasks": [100]}, 3, tmp_path / "full", no_progress)
     train = study._batch(TINY, 100, 3, "table1-train", TINY["train_samples"])
     assert len(seen) == TINY["epochs"] and all(torch.equal(H, train.H) for H in seen)  # one redraw per epoch, same channels
     fixed = study.run(dict(TINY) | {"tasks": [100]}, 3, tmp_path / "fixed", no_progress)
