@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clients.device import device_data  # noqa: E402
-from common.learngene.training import evaluate_ser, finetune  # noqa: E402
+from common.learngene.training import Redraw, evaluate_ser, finetune  # noqa: E402
 from common.models.sdnet import SDNet  # noqa: E402
 from common.phy.metrics import baseline_sers  # noqa: E402
 from common.profiles import device_profile  # noqa: E402
@@ -56,16 +56,18 @@ def main() -> None:
     model = SDNet(prof.n_rx, prof.n_tx, prof.n_conv)
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
     gen = torch.Generator().manual_seed(0)
+    # the class's own sample draws: the same channels, fresh symbols, pilots and noise each epoch
+    redraw = Redraw(prof.n_pilots, torch.Generator().manual_seed(1)) if cfg["train_draws"] == "per-epoch" else None
     done, curve = 0, []
     while done < int(cfg["epochs"]):
         n = min(a.chunk, int(cfg["epochs"]) - done)
-        finetune(model, train, epochs=n, batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]), generator=gen, optimizer=opt)
+        finetune(model, train, epochs=n, batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]), generator=gen, optimizer=opt, redraw=redraw)
         done += n
         curve.append((done, evaluate_ser(model, val)))
         print(json.dumps({"epoch": done, "plain_ser": curve[-1][1], "plain_over_mmse": round(curve[-1][1] / base["ser_mmse"], 3)}), flush=True)
     row = fleet[0] if fleet else {}
     print(json.dumps({
-        "task": prof.task.task_id, "class": prof.class_name, "epochs": int(cfg["epochs"]), "batch_size": int(cfg["batch_size"]),
+        "task": prof.task.task_id, "class": prof.class_name, "epochs": int(cfg["epochs"]), "batch_size": int(cfg["batch_size"]), "train_draws": cfg["train_draws"],
         "train_samples": len(train), "val_samples": len(val), "ser_zf": base["ser_zf"], "ser_mmse": base["ser_mmse"],
         "fleet_ser": row.get("ser"), "fleet_over_mmse": row["ser"] / base["ser_mmse"] if row.get("ser") is not None else None,
         "fleet_row_ser_mmse": row.get("ser_mmse"), "plain_ser": curve[-1][1], "plain_over_mmse": curve[-1][1] / base["ser_mmse"],

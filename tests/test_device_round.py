@@ -190,7 +190,8 @@ def test_per_epoch_draws_train_on_fresh_noise_over_the_device_channels(tmp_path:
     from clients.device import device_data
 
     raw = dict(_scenario(tmp_path, {}).data)
-    raw["fleet"] = [dict(raw["fleet"][0]) | {"train_draws": "per-epoch", "epochs": 2}]
+    fleet = {k: v for k, v in raw["fleet"][0].items() if k != "train_draws"} | {"epochs": 2}
+    raw["fleet"] = [fleet]  # no train_draws key: the class default, per-epoch
     s = parse_scenario(raw)
     p = device_profile(s, 1)
     with record_redraws() as seen:
@@ -198,3 +199,8 @@ def test_per_epoch_draws_train_on_fresh_noise_over_the_device_channels(tmp_path:
     train, _ = device_data(p, p.cfg, str(s.data["server"]["cache_dir"]))
     assert len(seen) == 2 and all(torch.equal(H, train.H) for H in seen)  # one redraw per epoch, the device's own channels
     assert run_device_round(s, p, 1, unit.to_arrays(), dict(unit.meta), {}).metrics == r.metrics  # same seed, same numbers
+    raw["fleet"] = [fleet | {"train_draws": "fixed"}]  # the paper's samples, drawn once
+    s = parse_scenario(raw)
+    with record_redraws() as seen:
+        fixed = run_device_round(s, device_profile(s, 1), 1, unit.to_arrays(), dict(unit.meta), {})
+    assert seen == [] and fixed.metrics["train_loss"] != r.metrics["train_loss"]
