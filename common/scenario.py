@@ -113,6 +113,7 @@ MANUFACTURER_SCHEMA: dict[str, Field] = {
     "lr": Field(float, 1e-3, min=0.0, max=1.0),
     "epsilon": Field(float, 1e-4, min=0.0, doc="gradient-significance threshold, eq. (20)"),
     "unit_layers": Field(int, 4, min=1, max=64, doc="conv layers in the learngene unit"),
+    "train_draws": Field(str, "per-epoch", choices=("fixed", "per-epoch"), doc="'per-epoch' (default): fresh symbols, pilots and noise every epoch over each collective task's same channels, as device classes do ([[fleet]] train_draws, docs/sdnet_fidelity.md 'Redrawn noise'); 'fixed': each task's samples drawn once (the paper's)"),
     "strategy": Field(
         str,
         "bottom-inherit",

@@ -139,3 +139,29 @@ def test_final_epoch_gradient_is_eq19_over_the_task_data() -> None:
     rows = significance_from_gradients(m, res.last_epoch_gradient, 0.0)
     assert [r["layer_name"] for r in rows] == ["convs.0", "convs.1", "convs.2", "convs.3", "convs.4", "fc"]
     assert not finetune(m, b, epochs=1, batch_size=len(b), lr=1e-3).last_epoch_gradient
+
+
+def test_per_epoch_draws_redraw_each_collective_task_over_its_own_channels_and_resume_exactly(tmp_path: Path, record_redraws) -> None:
+    """``train_draws = "per-epoch"``: one redraw per epoch of every task, each over that
+    task's own training channels; a stopped training resumes to the uninterrupted one (each
+    task's redraw generator is seeded by ``(seed, k)``); a different key, another cache."""
+    from common.learngene.collective import task_detection_batch, train_collective
+
+    tasks = [ChannelTask.make("gbsm", 4, 2, k, 0) for k in range(2)]
+    fixed = CollectiveConfig(tasks=tasks, n_conv=4, samples_per_task=100, epochs_per_task=2, batch_size=50, unit_layers=2, val_samples=50, seed=5)
+    cfg = CollectiveConfig(**{**fixed.__dict__, "train_draws": "per-epoch"})
+    assert cfg.config_hash() != fixed.config_hash()
+    with record_redraws() as seen:
+        whole = train_collective(cfg)
+    own = [task_detection_batch(t, 100, cfg.snr_db, cfg.n_pilots, cfg.seed, "collective-train").H for t in tasks]
+    assert len(seen) == 4 and all(torch.equal(H, own[i // 2]) for i, H in enumerate(seen))
+    with record_redraws() as none:
+        base = train_collective(fixed)
+    assert none == [] and not torch.equal(base.model.fc.weight, whole.model.fc.weight)
+    ck = tmp_path / "tasks"
+    train_collective(cfg, checkpoint_dir=ck)
+    (ck / "task-001.npz").unlink()
+    resumed = train_collective(cfg, checkpoint_dir=ck)
+    assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()))
+    with pytest.raises(ValueError, match="train_draws"):
+        CollectiveConfig(tasks=tasks, train_draws="sometimes")

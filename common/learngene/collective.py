@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 import torch
 
 from common.fingerprint import code_fingerprint
-from common.learngene.training import conv_fast_layout, evaluate_ser, finetune, mse_loss
+from common.learngene.training import Redraw, conv_fast_layout, evaluate_ser, finetune, mse_loss
 from common.channels import ChannelTask
 from common.channels.cache import cached_channels
 from common.learngene.significance import select_unit_layers, significance_from_gradients
@@ -95,6 +95,10 @@ class CollectiveConfig:
     val_samples : int, default 500
         Per-task validation samples for the history table's SER.
     seed : int, default 0
+    train_draws : {"fixed", "per-epoch"}, default "fixed"
+        "fixed": each task's samples drawn once (the paper's). "per-epoch": fresh symbols,
+        pilots and noise every epoch over the task's same channels
+        (``common.learngene.training.Redraw``, its generator seeded by ``(seed, k)``).
     """
 
     tasks: tuple[ChannelTask, ...]
@@ -109,6 +113,7 @@ class CollectiveConfig:
     n_pilots: int = 16
     val_samples: int = 500
     seed: int = 0
+    train_draws: str = "fixed"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -122,6 +127,8 @@ class CollectiveConfig:
             raise ValueError("samples_per_task, epochs_per_task, batch_size and val_samples must be >= 1")
         if not (self.lr > 0 and self.epsilon > 0):
             raise ValueError("lr and epsilon must be positive")
+        if self.train_draws not in ("fixed", "per-epoch"):
+            raise ValueError(f"train_draws must be 'fixed' or 'per-epoch', got {self.train_draws!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -151,6 +158,7 @@ def collective_config(scenario: Scenario) -> CollectiveConfig:
         unit_layers=int(m["unit_layers"]),
         n_pilots=int(ch["n_pilots"]),
         seed=scenario.seed,
+        train_draws=str(m["train_draws"]),
     )
 
 
@@ -259,6 +267,7 @@ def train_collective(
             lr=cfg.lr,
             generator=torch_generator(cfg.seed, "collective", "shuffle", k),
             record_last_epoch_gradient=True,
+            redraw=Redraw(cfg.n_pilots, torch_generator(cfg.seed, "collective", "redraw", k)) if cfg.train_draws == "per-epoch" else None,
         )
         val_ser = evaluate_ser(model, val)
         for e, loss in enumerate(res.loss_per_epoch):
