@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 
@@ -318,3 +319,22 @@ def test_update_payload_with_words_appended_or_replaced_is_refused() -> None:
         with pytest.raises(BitstreamError, match=match):
             unpack_update(_reframe(frame, forged_words), prior, 200, base_tag=5)
     np.testing.assert_array_equal(unpack_update(frame, prior, 200, base_tag=5), k)
+
+
+def test_update_norm_is_exactly_rounded_whatever_the_memory_alignment() -> None:
+    """The L2 norm the rounds table reports for an update: the exact value rounded once
+    (oracle: rational arithmetic), the same for a copy that sits 4 bytes off alignment."""
+    from fractions import Fraction
+
+    from common.coding.update_codec import update_norm
+
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal(10_001) * np.logspace(-6, 2, 10_001)).astype(np.float32)
+    b = rng.standard_normal((7, 5)).astype(np.float32)
+    buf = np.zeros(a.size + 1, np.float32)
+    shifted = np.frombuffer(buf.data, dtype=np.float32, offset=4)
+    shifted[:] = a
+    exact = sum(Fraction(float(x)) ** 2 for x in np.concatenate([a, b.ravel()]))
+    assert update_norm([a, b]) == update_norm([shifted, b]) == update_norm({"x": a, "y": b}.values())
+    assert update_norm([a, b]) == math.sqrt(float(exact))  # the correctly rounded sum, then one sqrt
+    assert update_norm([]) == 0.0

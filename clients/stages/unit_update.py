@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from common.coding.registry import make_codec
+from common.coding.update_codec import update_norm
 from common.learngene import LearngeneUnit
 from common.learngene.federation import BASES_KEY, DOWN_KEY, META_KEY, SPEC, UPDATE_KEY, add_delta, unit_update
 from common.stage import DeviceContext, StageResult
@@ -94,6 +95,6 @@ class UnitUpdateDevice:
             "bits": 8.0 * len(enc.data),
             "ideal_bits": float(enc.ideal_bits),
             "bits_per_param": 8.0 * len(enc.data) / n,
-            "update_norm": float(np.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in delta.values()))),
+            "update_norm": update_norm(delta.values()),
         }
         return StageResult(metrics=metrics, payloads={UPDATE_KEY: enc.data}, state=state)

@@ -13,7 +13,9 @@ with its own configuration and state before it decodes a single symbol.
 
 from __future__ import annotations
 
+import math
 import struct
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -31,10 +33,18 @@ __all__ = [
     "update_ideal_bits",
     "pack_update",
     "unpack_update",
+    "update_norm",
 ]
 
 PRIOR_IDS: dict[str, int] = {"spike_slab": 1, "uniform": 2}
 _FIELDS = struct.Struct("<IHBBfffII")
+
+
+def update_norm(arrays: Iterable[np.ndarray]) -> float:
+    """L2 norm over every array of an update, exactly rounded: each float32 value squared in
+    float64 (exact) and summed by ``math.fsum``, so the figure does not depend on memory
+    alignment, SIMD width or BLAS threads (a same-seed run gives the same bits)."""
+    return math.sqrt(math.fsum(x for a in arrays for x in np.square(np.asarray(a, dtype=np.float64).ravel()).tolist()))
 
 
 def _flat(arrays: list[np.ndarray]) -> np.ndarray:

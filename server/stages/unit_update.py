@@ -24,6 +24,7 @@ import numpy as np
 
 from common.coding.codec_base import unflatten
 from common.coding.registry import Codec, make_codec
+from common.coding.update_codec import update_norm
 from common.learngene import LearngeneUnit
 from common.learngene.federation import (
     BASES_KEY,
@@ -47,15 +48,6 @@ __all__ = ["UnitUpdateBaseStation", "UNIT_VERSIONS_TABLE"]
 
 #: the run table of published versions (``unit_versions.parquet``)
 UNIT_VERSIONS_TABLE = "unit_versions"
-
-
-def _norm(arrays: dict[str, np.ndarray]) -> float:
-    """L2 norm over every array (float64 accumulation)."""
-    total = 0.0
-    for a in arrays.values():
-        x = a.ravel().astype(np.float64)
-        total += float(x @ x)
-    return float(np.sqrt(total))
 
 
 class _Cohort:
@@ -152,7 +144,7 @@ class UnitUpdateBaseStation(BaseStationStage):
         co.up_bits += 8 * len(data)
         co.contributors.add(device.device_id)
         self.held[device.device_id] = str(co.current.meta["content_hash"])  # it trained from it: instructions were verified
-        return {"unit_update_decoded_norm": float(np.sqrt(flat @ flat)), "unit_generation": float(co.current.meta.get("generation", 0))}
+        return {"unit_update_decoded_norm": update_norm([flat]), "unit_generation": float(co.current.meta.get("generation", 0))}
 
     def acknowledge(self, device: DeviceProfile, instructions: dict[str, Any], payloads: dict[str, bytes]) -> None:
         """A late reply with an update: the device holds the version it was told to train
@@ -200,7 +192,7 @@ class UnitUpdateBaseStation(BaseStationStage):
         co.index[h] = len(co.versions)
         co.versions.append(unit)
         co.steps.append(enc.data)
-        self._new_rows.append(self._row(co.name, h, str(parent.meta["content_hash"]), rnd, len(co.contributors), _norm(step), _norm(decoded), co.up_bits, 8 * len(enc.data)))
+        self._new_rows.append(self._row(co.name, h, str(parent.meta["content_hash"]), rnd, len(co.contributors), update_norm(step.values()), update_norm(decoded.values()), co.up_bits, 8 * len(enc.data)))
         co.mean, co.held, co.up_bits, co.contributors = WeightedMean(), [], 0, set()
 
     def _row(self, cohort: str, version: str, parent: str | None, rnd: int, contributors: int, norm: float, coded_norm: float, up_bits: int, down_bits: int) -> dict[str, Any]:
