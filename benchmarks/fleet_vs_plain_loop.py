@@ -57,7 +57,7 @@ def main() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
     gen = torch.Generator().manual_seed(0)
     # the class's own sample draws: the same channels, fresh symbols, pilots and noise each epoch
-    redraw = Redraw(prof.n_pilots, torch.Generator().manual_seed(1)) if cfg["train_draws"] == "per-epoch" else None
+    redraw = Redraw.per(cfg["train_draws"], prof.n_pilots, torch.Generator().manual_seed(1))
     done, curve = 0, []
     while done < int(cfg["epochs"]):
         n = min(a.chunk, int(cfg["epochs"]) - done)

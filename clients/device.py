@@ -216,7 +216,7 @@ def run_device_round(
         anchors=anchors,
         lam=float(cfg["lam"]),
         generator=torch_generator(profile.seed, "finetune", round_),
-        redraw=Redraw(profile.n_pilots, torch_generator(profile.seed, "redraw", round_)) if cfg["train_draws"] == "per-epoch" else None,
+        redraw=Redraw.per(cfg["train_draws"], profile.n_pilots, torch_generator(profile.seed, "redraw", round_)),
     )
     model.cpu()
     flops = int(res.flops)

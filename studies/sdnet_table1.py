@@ -211,7 +211,7 @@ def train_task(cfg: dict[str, Any], seed: int, task_id: int, run_dir: str) -> di
             model = SDNet(cfg["n_r"], cfg["n_t"], cfg["n_conv"])
         opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
         gen = torch_generator(seed, "table1-shuffle", task_id)
-        redraw = Redraw(cfg["n_pilots"], torch_generator(seed, "table1-redraw", task_id)) if cfg["train_draws"] == "per-epoch" else None
+        redraw = Redraw.per(cfg["train_draws"], cfg["n_pilots"], torch_generator(seed, "table1-redraw", task_id))
         head: dict[str, Any] = {"task_id": task_id, "history": [], "seconds": 0.0}
         if (part := work.load(f"{key}-partial")) is not None:
             head, arrays = part

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 import torch
 
 from common.fingerprint import code_fingerprint
-from common.learngene.training import Redraw, conv_fast_layout, evaluate_ser, finetune, mse_loss
+from common.learngene.training import TRAIN_DRAWS, Redraw, conv_fast_layout, evaluate_ser, finetune, mse_loss
 from common.channels import ChannelTask
 from common.channels.cache import cached_channels
 from common.learngene.significance import select_unit_layers, significance_from_gradients
@@ -127,8 +127,8 @@ class CollectiveConfig:
             raise ValueError("samples_per_task, epochs_per_task, batch_size and val_samples must be >= 1")
         if not (self.lr > 0 and self.epsilon > 0):
             raise ValueError("lr and epsilon must be positive")
-        if self.train_draws not in ("fixed", "per-epoch"):
-            raise ValueError(f"train_draws must be 'fixed' or 'per-epoch', got {self.train_draws!r}")
+        if self.train_draws not in TRAIN_DRAWS:
+            raise ValueError(f"train_draws must be one of {TRAIN_DRAWS}, got {self.train_draws!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -267,7 +267,7 @@ def train_collective(
             lr=cfg.lr,
             generator=torch_generator(cfg.seed, "collective", "shuffle", k),
             record_last_epoch_gradient=True,
-            redraw=Redraw(cfg.n_pilots, torch_generator(cfg.seed, "collective", "redraw", k)) if cfg.train_draws == "per-epoch" else None,
+            redraw=Redraw.per(cfg.train_draws, cfg.n_pilots, torch_generator(cfg.seed, "collective", "redraw", k)),
         )
         val_ser = evaluate_ser(model, val)
         for e, loss in enumerate(res.loss_per_epoch):

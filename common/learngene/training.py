@@ -27,7 +27,7 @@ from common.models.sdnet import sdnet_symbol_indices
 from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.phy.metrics import ser
 
-__all__ = ["FinetuneResult", "Redraw", "LOSSES", "PRECISIONS", "conv_fast_layout", "finetune", "evaluate_ser", "predict_indices", "mse_loss", "sign_bce_loss", "TRAIN_FLOPS_PER_FORWARD"]
+__all__ = ["FinetuneResult", "Redraw", "TRAIN_DRAWS", "LOSSES", "PRECISIONS", "conv_fast_layout", "finetune", "evaluate_ser", "predict_indices", "mse_loss", "sign_bce_loss", "TRAIN_FLOPS_PER_FORWARD"]
 
 #: training FLOPs per sample per step, in units of forward FLOPs
 TRAIN_FLOPS_PER_FORWARD: int = 3
@@ -35,6 +35,10 @@ TRAIN_FLOPS_PER_FORWARD: int = 3
 #: ``finetune(precision=...)``: "fp32", or "bf16" (forward pass under bfloat16 autocast;
 #: weights, loss, gradients' accumulation and Adam stay float32)
 PRECISIONS = ("fp32", "bf16")
+
+#: the ``train_draws`` settings: "fixed" (the samples drawn once, the paper's) or
+#: "per-epoch" (``Redraw``)
+TRAIN_DRAWS = ("fixed", "per-epoch")
 
 
 @dataclass
@@ -91,6 +95,14 @@ class Redraw:
 
     n_pilots: int
     generator: torch.Generator
+
+    @classmethod
+    def per(cls, train_draws: str, n_pilots: int, generator: torch.Generator) -> Redraw | None:
+        """What a ``train_draws`` setting (``TRAIN_DRAWS``) asks ``finetune`` for: ``None``
+        for "fixed", a ``Redraw`` drawing from ``generator`` for "per-epoch"."""
+        if train_draws not in TRAIN_DRAWS:
+            raise ValueError(f"train_draws must be one of {TRAIN_DRAWS}, got {train_draws!r}")
+        return cls(n_pilots, generator) if train_draws == "per-epoch" else None
 
 
 def mse_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
