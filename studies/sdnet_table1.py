@@ -58,7 +58,7 @@ import torch
 from common.channels import ChannelTask
 from common.channels.gbsm import model_of
 from common.learngene.collective import task_detection_batch
-from common.learngene.training import Redraw, evaluate_ser, finetune
+from common.learngene.training import TRAIN_DRAWS, Redraw, evaluate_ser, finetune
 from common.models.sdnet import SDNet
 from common.phy.detection import ML_MAX_CANDIDATES
 from common.phy.metrics import baseline_sers, ser_ratio
@@ -91,7 +91,7 @@ SCHEMA: dict[str, Field] = {
     "test_samples": Field(int, 1000, min=1, doc="held-out samples per task"),
     "epochs": Field(int, 50, min=1, doc="epochs per task (paper: 50 per collective task)"),
     "batch_size": Field(int, 500, min=1, doc="mini-batch (paper 500)"),
-    "train_draws": Field(str, "fixed", choices=("fixed", "per-epoch"), doc="'fixed': the train_samples samples drawn once (the paper's); 'per-epoch': fresh symbols, pilots and noise every epoch over the same train_samples channels (common.learngene.training.Redraw; not the paper's)"),
+    "train_draws": Field(str, "fixed", choices=TRAIN_DRAWS, doc="'fixed': the train_samples samples drawn once (the paper's); 'per-epoch': fresh symbols, pilots and noise every epoch over the same train_samples channels (common.learngene.training.Redraw; not the paper's)"),
     "lr": Field(float, 1e-3, min=0.0, doc="Adam learning rate (paper 1e-3)"),
     "chunk_epochs": Field(int, 5, min=1, doc="held-out SER recorded and the task checkpointed every this many epochs"),
     "jobs": Field(int, 2, min=1, max=256, doc="tasks trained at once, each a single-thread process (1: in this process)"),
