@@ -65,6 +65,7 @@ from common.radio.config import RADIO_CLASS_SCHEMA, RADIO_SCHEMA, validate_radio
 from common.schema import Field, ScenarioError, section_json_schema, validate_section
 from common.runtime import DEVICE_CHOICES, cache_root
 from common.stage_spec import stage_names, stage_spec
+from common.train_draws import TRAIN_DRAWS
 
 if TYPE_CHECKING:
     from common.channels import ChannelTask
@@ -113,7 +114,7 @@ MANUFACTURER_SCHEMA: dict[str, Field] = {
     "lr": Field(float, 1e-3, min=0.0, max=1.0),
     "epsilon": Field(float, 1e-4, min=0.0, doc="gradient-significance threshold, eq. (20)"),
     "unit_layers": Field(int, 4, min=1, max=64, doc="conv layers in the learngene unit"),
-    "train_draws": Field(str, "per-epoch", choices=("fixed", "per-epoch"), doc="'per-epoch' (default): fresh symbols, pilots and noise every epoch over each collective task's same channels, as device classes do ([[fleet]] train_draws, docs/sdnet_fidelity.md 'Redrawn noise'); 'fixed': each task's samples drawn once (the paper's)"),
+    "train_draws": Field(str, "per-epoch", choices=TRAIN_DRAWS, doc="'per-epoch' (default): fresh symbols, pilots and noise every epoch over each collective task's same channels, as device classes do ([[fleet]] train_draws, docs/sdnet_fidelity.md 'Redrawn noise'); 'fixed': each task's samples drawn once (the paper's)"),
     "strategy": Field(
         str,
         "bottom-inherit",
@@ -160,7 +161,7 @@ CLASS_SCHEMA: dict[str, Field] = {
     "epochs": Field(int, 2, min=0, doc="local fine-tuning epochs per round (the model and its data carry over between rounds)"),
     "batch_size": Field(int, 100, min=1, doc="mini-batch: at equal epochs batch 100 reached batch 500's (the paper's) held-out SER in about half the epochs at the same cost per epoch on one CPU thread, and the same plateau where SDNet does not learn (docs/sdnet_fidelity.md Experiment 11, variant b100)"),
     "lr": Field(float, 1e-3, min=0.0, max=1.0),
-    "train_draws": Field(str, "per-epoch", choices=("fixed", "per-epoch"), doc="'per-epoch' (default): fresh symbols, pilots and noise every epoch over the device's same training channels (common.learngene.training.Redraw; a device receives pilots in every slot, so only new channels cost it). At equal cost it was better or equal on every task measured: on the learner tasks at Table III's 200 epochs SDNet stops memorising its fixed samples' noise and ends below its fixed-sample self on all 15 tasks of three seeds (docs/sdnet_fidelity.md, 'Redrawn noise'; docs/reproduction.md); in the quickstart (one seed) every class's SER came out lower. 'fixed': the samples drawn once, as the paper's Table III (scenarios/paper_recipe.toml)"),
+    "train_draws": Field(str, "per-epoch", choices=TRAIN_DRAWS, doc="'per-epoch' (default): fresh symbols, pilots and noise every epoch over the device's same training channels (common.learngene.training.Redraw; a device receives pilots in every slot, so only new channels cost it). At equal cost it was better or equal on every task measured: on the learner tasks at Table III's 200 epochs SDNet stops memorising its fixed samples' noise and ends below its fixed-sample self on all 15 tasks of three seeds (docs/sdnet_fidelity.md, 'Redrawn noise'; docs/reproduction.md); in the quickstart (one seed) every class's SER came out lower. 'fixed': the samples drawn once, as the paper's Table III (scenarios/paper_recipe.toml)"),
     "lam": Field(float, 2e-15, min=0.0, doc="L2 weight toward the inherited layers, eq. (21) (paper: 2e-15)"),
     "hblind_baseline": Field(
         bool, False,

@@ -243,7 +243,10 @@ def _train_task_job(args: tuple[dict[str, Any], int, int, str]) -> dict[str, Any
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Terminate ``pool``'s worker processes and drop its queued jobs (Python 3.11's executor
-    has no public way to stop a running worker: 3.14 adds ``terminate_workers``)."""
+    has no public way to stop a running worker: 3.14 adds ``terminate_workers``). Not
+    ``multiprocessing.Pool``, whose ``terminate`` is public: a worker of a Pool that dies
+    (killed for memory) leaves ``imap`` waiting for ever, where the executor raises
+    ``BrokenProcessPool``."""
     procs = list((getattr(pool, "_processes", None) or {}).values())
     for p in procs:
         p.terminate()

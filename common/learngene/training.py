@@ -26,6 +26,7 @@ from common.models.complexity import count_flops
 from common.models.sdnet import sdnet_symbol_indices
 from common.phy.dataset import DetectionBatch, make_detection_batch
 from common.phy.metrics import ser
+from common.train_draws import TRAIN_DRAWS
 
 __all__ = ["FinetuneResult", "Redraw", "TRAIN_DRAWS", "LOSSES", "PRECISIONS", "conv_fast_layout", "finetune", "evaluate_ser", "predict_indices", "mse_loss", "sign_bce_loss", "TRAIN_FLOPS_PER_FORWARD"]
 
@@ -36,9 +37,6 @@ TRAIN_FLOPS_PER_FORWARD: int = 3
 #: weights, loss, gradients' accumulation and Adam stay float32)
 PRECISIONS = ("fp32", "bf16")
 
-#: the ``train_draws`` settings: "fixed" (the samples drawn once, the paper's) or
-#: "per-epoch" (``Redraw``)
-TRAIN_DRAWS = ("fixed", "per-epoch")
 
 
 @dataclass
