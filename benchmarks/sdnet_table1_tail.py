@@ -30,19 +30,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.parquet as pq
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.learngene.training import Redraw, evaluate_ser, finetune  # noqa: E402
-from common.models.sdnet import SDNet  # noqa: E402
+from common.learngene.training import evaluate_ser, finetune  # noqa: E402
 from common.phy.metrics import baseline_sers  # noqa: E402
 from common.runtime import torch_threads  # noqa: E402
-from common.seeding import torch_generator  # noqa: E402
-from studies.sdnet_table1 import _batch, _load_adam  # noqa: E402
-from studies.work_units import WorkUnits, load_model_arrays  # noqa: E402
+from studies.sdnet_table1 import _batch, task_training_state  # noqa: E402
+from studies.work_units import WorkUnits  # noqa: E402
 
 CHUNK = 5  # epochs between held-out evaluations
 
@@ -63,17 +59,9 @@ def continue_task(args: tuple[dict[str, Any], int, str, int, float, int, int, in
         test = _batch(cfg, tid, seed, "table1-test", cfg["test_samples"])
         test_fresh = _batch(cfg, tid, seed, "table1-tail-fresh", fresh)
         mmse_fresh = baseline_sers(test_fresh)["ser_mmse"]
-        model = SDNet(cfg["n_r"], cfg["n_t"], cfg["n_conv"])
-        load_model_arrays(model, {k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        _load_adam(opt, model, arrays)
+        model, opt, gen, redraw = task_training_state(cfg, seed, tid, arrays)
         for g in opt.param_groups:
             g["lr"] = lr
-        gen = torch_generator(seed, "table1-shuffle", tid)
-        gen.set_state(torch.from_numpy(np.array(arrays["gen"])))
-        redraw = Redraw.per(cfg["train_draws"], cfg["n_pilots"], torch_generator(seed, "table1-redraw", tid))
-        if redraw is not None:
-            redraw.generator.set_state(torch.from_numpy(np.array(arrays["redraw_gen"])))
         rows = [{"extra": 0, "ser": evaluate_ser(model, test), "ser_fresh": evaluate_ser(model, test_fresh)}]
         for extra in range(CHUNK, epochs + 1, CHUNK):
             finetune(model, train, epochs=CHUNK, batch_size=batch, lr=lr, generator=gen, optimizer=opt, redraw=redraw)

@@ -190,6 +190,25 @@ def _load_adam(opt: torch.optim.Adam, model: SDNet, arrays: dict[str, np.ndarray
             }
 
 
+def task_training_state(cfg: dict[str, Any], seed: int, task_id: int, checkpoint: dict[str, np.ndarray] | None = None) -> tuple[SDNet, torch.optim.Adam, torch.Generator, Redraw | None]:
+    """Task ``task_id``'s SDNet, its Adam (at ``cfg["lr"]``), its shuffling generator and its
+    ``Redraw`` (None for fixed draws): fresh from the seed, or as a chunk's ``checkpoint``
+    arrays (``train_task``'s ``{key}-partial`` unit) left them."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "table1-init", task_id))
+        model = SDNet(cfg["n_r"], cfg["n_t"], cfg["n_conv"])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    gen = torch_generator(seed, "table1-shuffle", task_id)
+    redraw = Redraw.per(cfg["train_draws"], cfg["n_pilots"], torch_generator(seed, "table1-redraw", task_id))
+    if checkpoint is not None:
+        load_model_arrays(model, {k[6:]: v for k, v in checkpoint.items() if k.startswith("model.")})
+        _load_adam(opt, model, checkpoint)
+        gen.set_state(torch.from_numpy(np.array(checkpoint["gen"])))
+        if redraw is not None:
+            redraw.generator.set_state(torch.from_numpy(np.array(checkpoint["redraw_gen"])))
+    return model, opt, gen, redraw
+
+
 def train_task(cfg: dict[str, Any], seed: int, task_id: int, run_dir: str) -> dict[str, Any]:
     """Train one task's SDNet (a unit of work), resuming from its last saved chunk.
 
@@ -206,21 +225,12 @@ def train_task(cfg: dict[str, Any], seed: int, task_id: int, run_dir: str) -> di
     with torch_threads(1):
         train = _batch(cfg, task_id, seed, "table1-train", cfg["train_samples"])
         test = _batch(cfg, task_id, seed, "table1-test", cfg["test_samples"])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "table1-init", task_id))
-            model = SDNet(cfg["n_r"], cfg["n_t"], cfg["n_conv"])
-        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-        gen = torch_generator(seed, "table1-shuffle", task_id)
-        redraw = Redraw.per(cfg["train_draws"], cfg["n_pilots"], torch_generator(seed, "table1-redraw", task_id))
         head: dict[str, Any] = {"task_id": task_id, "history": [], "seconds": 0.0}
-        if (part := work.load(f"{key}-partial")) is not None:
-            head, arrays = part
-            load_model_arrays(model, {k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-            _load_adam(opt, model, arrays)
-            gen.set_state(torch.from_numpy(np.array(arrays["gen"])))
-            if redraw is not None:
-                redraw.generator.set_state(torch.from_numpy(np.array(arrays["redraw_gen"])))
-        else:
+        part = work.load(f"{key}-partial")
+        if part is not None:
+            head = part[0]
+        model, opt, gen, redraw = task_training_state(cfg, seed, task_id, part[1] if part is not None else None)
+        if part is None:
             head["history"].append({"epoch": 0, "ser": evaluate_ser(model, test)})
         while (ep := head["history"][-1]["epoch"]) < cfg["epochs"]:
             n = min(cfg["chunk_epochs"], cfg["epochs"] - ep)

@@ -38,7 +38,6 @@ TRAIN_FLOPS_PER_FORWARD: int = 3
 PRECISIONS = ("fp32", "bf16")
 
 
-
 @dataclass
 class FinetuneResult:
     """What one call of ``finetune`` did.
