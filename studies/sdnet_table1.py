@@ -225,12 +225,10 @@ def train_task(cfg: dict[str, Any], seed: int, task_id: int, run_dir: str) -> di
     with torch_threads(1):
         train = _batch(cfg, task_id, seed, "table1-train", cfg["train_samples"])
         test = _batch(cfg, task_id, seed, "table1-test", cfg["test_samples"])
-        head: dict[str, Any] = {"task_id": task_id, "history": [], "seconds": 0.0}
-        part = work.load(f"{key}-partial")
-        if part is not None:
-            head = part[0]
-        model, opt, gen, redraw = task_training_state(cfg, seed, task_id, part[1] if part is not None else None)
-        if part is None:
+        fresh: tuple[dict[str, Any], None] = ({"task_id": task_id, "history": [], "seconds": 0.0}, None)
+        head, checkpoint = work.load(f"{key}-partial") or fresh
+        model, opt, gen, redraw = task_training_state(cfg, seed, task_id, checkpoint)
+        if checkpoint is None:
             head["history"].append({"epoch": 0, "ser": evaluate_ser(model, test)})
         while (ep := head["history"][-1]["epoch"]) < cfg["epochs"]:
             n = min(cfg["chunk_epochs"], cfg["epochs"] - ep)
